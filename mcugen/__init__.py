@@ -1,0 +1,13 @@
+"""mcugen: power-quantized, integer-only code generation from ONNX, bit-exact against its reference."""
+from mcugen.errors import MCUGenError
+
+__version__ = "0.1.0"
+
+
+def build(model, target="host", out=None, **options):
+    """Quantize, lower and (when `out` is given) emit a project; returns a Project."""
+    from mcugen.pipeline import build as _build
+    return _build(model, target=target, out=out, **options)
+
+
+__all__ = ["build", "MCUGenError", "__version__"]

@@ -1,0 +1,193 @@
+"""ONNX ModelProto -> float IR Graph, through the op registry.
+
+Checks and normalizes: onnx checker, symbolic batch fixed to 1 (any other dynamic dimension is
+an error naming it), shape inference, constant folding (onnx's reference evaluator), NaN/Inf
+weights, and every node mapped by its OpDef or rejected by name before anything is written.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from mcugen.errors import MCUGenError
+from mcugen.ir.graph import Graph
+from mcugen.ops import onnx_op, supported_onnx_ops
+
+
+def display_name(name: str, limit: int = 60) -> str:
+    """A node or tensor name made safe for a one-line message."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(name))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_model(path) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.is_file():
+        raise MCUGenError(f"model file '{path}' not found")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf gives many exception types for a bad file
+        raise MCUGenError(f"'{path}' is not a readable ONNX model ({type(exc).__name__}); "
+                          f"export it again") from None
+    if not model.graph.node:
+        raise MCUGenError(f"'{path}' holds no graph nodes: is it an ONNX model? export it again")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MCUGenError(f"'{path}' fails the ONNX checker: {display_name(first, 160)}") from None
+    return model
+
+
+def _fix_batch(model: onnx.ModelProto) -> None:
+    """Fix a symbolic (or zero) batch dimension to 1; any other dynamic dimension is an error."""
+    initializers = {i.name for i in model.graph.initializer}
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name in initializers:
+            continue
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            dynamic = dim.dim_param or not dim.HasField("dim_value") or dim.dim_value <= 0
+            if dynamic and axis == 0:
+                dim.Clear()
+                dim.dim_value = 1
+            elif dynamic:
+                label = dim.dim_param or "?"
+                raise MCUGenError(
+                    f"'{display_name(value.name)}' has dynamic dimension {axis} ('{display_name(label)}'); "
+                    f"only the batch dimension may be dynamic: re-export with a fixed shape")
+    for value in model.graph.output:
+        if value.name not in initializers:
+            value.type.tensor_type.ClearField("shape")
+    del model.graph.value_info[:]
+
+
+class ImportContext:
+    """What an OpDef.from_onnx may ask about the model being imported."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        self.shapes = {}
+        for value in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+            dims = value.type.tensor_type.shape.dim
+            if value.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+                self.shapes[value.name] = tuple(int(d.dim_value) for d in dims)
+        self.graph_outputs = [o.name for o in model.graph.output]
+        self.output_transform = None
+        self.output_override = None
+
+    def fail(self, node, message):
+        label = display_name(node.name or node.output[0])
+        raise MCUGenError(f"node '{label}' ({node.op_type}): {message}")
+
+    def const(self, name):
+        return self.constants.get(name) if name else None
+
+    def optional_const(self, node, index):
+        if len(node.input) <= index or not node.input[index]:
+            return None
+        return self.require_const(node, index, f"input {index}")
+
+    def require_const(self, node, index, what):
+        value = self.const(node.input[index]) if len(node.input) > index else None
+        if value is None:
+            self.fail(node, f"its {what} must be a constant (initializer), not computed at run time")
+        return value
+
+    def shape(self, name):
+        if name not in self.shapes:
+            raise MCUGenError(f"the shape of tensor '{display_name(name)}' could not be inferred; "
+                              f"re-export the model with static shapes")
+        return self.shapes[name]
+
+    def attrs(self, node):
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def is_graph_output(self, name):
+        return name in self.graph_outputs
+
+    def set_output_transform(self, kind, new_output):
+        self.output_transform = kind
+        self.output_override = new_output
+
+    def resolve_pads(self, node, attrs, spatial, kernel, strides, dilations):
+        """ONNX pads/auto_pad -> [top, left, bottom, right]."""
+        auto = attrs.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        if auto in ("NOTSET", ""):
+            pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
+            if len(pads) != 4:
+                self.fail(node, "only 2-D windows are supported")
+            return pads
+        if auto == "VALID":
+            return [0, 0, 0, 0]
+        begin, end = [], []
+        for size, k, s, d in zip(spatial, kernel, strides, dilations):
+            out = math.ceil(size / s)
+            total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+            small, large = total // 2, total - total // 2
+            begin.append(small if auto == "SAME_UPPER" else large)
+            end.append(large if auto == "SAME_UPPER" else small)
+        return begin + end
+
+
+def _fold_constants(model, ctx) -> list:
+    """Evaluate nodes whose inputs are all constants (Constant nodes included) with onnx's
+    reference evaluator; returns the nodes that remain."""
+    from onnx.reference import ReferenceEvaluator
+    remaining = []
+    for node in model.graph.node:
+        inputs = [i for i in node.input if i]
+        if all(i in ctx.constants for i in inputs) and node.domain in ("", "ai.onnx"):
+            outputs = [onnx.ValueInfoProto(name=name) for name in node.output]
+            single = helper.make_graph([node], "fold", [], outputs)
+            evaluator = ReferenceEvaluator(helper.make_model(single, opset_imports=model.opset_import))
+            values = evaluator.run(None, {i: ctx.constants[i] for i in inputs})
+            for name, value in zip(node.output, values):
+                ctx.constants[name] = np.asarray(value)
+        else:
+            remaining.append(node)
+    return remaining
+
+
+def _check_finite(ctx, used):
+    for name in used:
+        value = ctx.constants.get(name)
+        if value is not None and value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            bad = "NaN" if np.isnan(value).any() else "Inf"
+            raise MCUGenError(f"weight '{display_name(name)}' contains {bad}: the model is "
+                              f"broken (diverged training?); fix or re-export it")
+
+
+def import_model(model: onnx.ModelProto) -> Graph:
+    real_inputs = [i for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
+    if len(real_inputs) != 1 or len(model.graph.output) != 1:
+        raise MCUGenError(f"the model has {len(real_inputs)} inputs and {len(model.graph.output)} "
+                          f"outputs; mcugen supports exactly one of each")
+    _fix_batch(model)
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MCUGenError(f"ONNX shape inference failed: {display_name(first, 160)}") from None
+    ctx = ImportContext(model)
+    nodes = _fold_constants(model, ctx)
+    _check_finite(ctx, {i for n in nodes for i in n.input})
+    for node in nodes:
+        if node.domain not in ("", "ai.onnx") or onnx_op(node.op_type) is None:
+            ctx.fail(node, f"op not supported; mcugen lowers: {', '.join(supported_onnx_ops())}")
+    ir_nodes = []
+    for node in nodes:
+        ir = onnx_op(node.op_type).from_onnx(node, ctx)
+        if ir is not None:
+            ir_nodes.append(ir)
+    output = ctx.output_override or model.graph.output[0].name
+    graph = Graph(nodes=ir_nodes, input=real_inputs[0].name, output=output,
+                  shapes=dict(ctx.shapes), output_transform=ctx.output_transform)
+    graph.toposort()
+    return graph

@@ -1,0 +1,71 @@
+"""The float IR: a single-input, single-output DAG of normalized nodes with constant params."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mcugen.errors import MCUGenError
+
+
+@dataclass
+class Node:
+    name: str                 # the ONNX node name (sanitized only when it becomes C)
+    op: str                   # normalized op kind, a key of the op registry
+    inputs: list[str]         # activation tensor names, never constants
+    output: str
+    attrs: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)   # constant arrays: weight, bias, ...
+    onnx_op: str = ""         # the ONNX op type of the node's main ONNX node, for reports
+
+
+@dataclass
+class Graph:
+    nodes: list[Node]
+    input: str
+    output: str
+    shapes: dict[str, tuple]               # every activation tensor, batch dimension 1
+    output_transform: str | None = None    # "Softmax"/"LogSoftmax" run on the host side
+
+    def producer(self, tensor: str) -> Node | None:
+        for node in self.nodes:
+            if node.output == tensor:
+                return node
+        return None
+
+    def consumers(self, tensor: str) -> list[Node]:
+        return [n for n in self.nodes if tensor in n.inputs]
+
+    def toposort(self) -> None:
+        """Order nodes so each comes after the producers of its inputs."""
+        ready = {self.input}
+        ordered, pending = [], list(self.nodes)
+        while pending:
+            progress = [n for n in pending if all(i in ready for i in n.inputs)]
+            if not progress:
+                names = ", ".join(f"'{n.name}'" for n in pending[:3])
+                raise MCUGenError(f"the graph has a cycle or an unreachable input at {names}")
+            for node in progress:
+                ordered.append(node)
+                ready.add(node.output)
+                pending.remove(node)
+        self.nodes = ordered
+
+    def remove_node(self, node: Node, replacement_tensor: str) -> None:
+        """Drop `node` and feed its consumers from `replacement_tensor`."""
+        self.nodes.remove(node)
+        for other in self.nodes:
+            other.inputs = [replacement_tensor if t == node.output else t for t in other.inputs]
+        if self.output == node.output:
+            self.output = replacement_tensor
+
+    def run_float(self, x: np.ndarray, hook=None) -> dict[str, np.ndarray]:
+        """Run the float IR on a batch x of shape (N, *input_shape[1:]); returns every tensor.
+
+        `hook(tensor_name, value) -> value` lets simulated quantization replace activations."""
+        from mcugen.ops import get_op
+        values = {self.input: hook(self.input, x) if hook else x}
+        for node in self.nodes:
+            out = get_op(node.op).run_float(node, [values[t] for t in node.inputs])
+            values[node.output] = hook(node.output, out) if hook else out
+        return values

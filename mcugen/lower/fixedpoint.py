@@ -1,0 +1,90 @@
+"""Decode tables, fractional bits and the proven accumulator bound (DESIGN section 2).
+
+A decode table turns a code into a fixed-point integer: D[q] = sign(q) * round(S * level(|q|))
+with S = B * 2^F. With the uniform grid and F = 0 it is the identity, so uniform inference is
+the same code with the tables elided. A MAC layer's accumulator
+acc_c = beta_c + sum_k Dw[c,k] * Dx[x_k] stands for the real value acc_c * M_c * R / (Sw * Sx).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mcugen.errors import MCUGenError
+from mcugen.ops._common import round_half_away
+
+TABLE_LIMIT = (1 << 15) - 1      # decoded values stay within int16 ...
+ACC_LIMIT = (1 << 31) - 2        # ... and |acc| <= 2^31 - 2, so a threshold of 2^31 - 1 is never met
+
+
+def is_identity(grid) -> bool:
+    return grid.scheme != "log2" and grid.exponent == 1.0
+
+
+def table_scale(grid, frac_bits: int) -> int:
+    return grid.B << frac_bits
+
+
+def decode_table(grid, frac_bits: int) -> np.ndarray:
+    """Fixed-point values of every code, in table order (-B..B signed, 0..B unsigned)."""
+    codes = grid.codes()
+    mags = round_half_away(table_scale(grid, frac_bits) * grid.levels[np.abs(codes)])
+    return (np.sign(codes) * mags).astype(np.int64)
+
+
+def default_frac_bits(grid) -> int:
+    if is_identity(grid):
+        return 0
+    return int(np.floor(np.log2(TABLE_LIMIT / grid.B)))
+
+
+def smallest_int_dtype(values: np.ndarray, signed_only=True) -> str:
+    lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    for name, (tmin, tmax) in (("int8", (-128, 127)), ("int16", (-32768, 32767))):
+        if tmin <= lo and hi <= tmax:
+            return name
+    return "int32"
+
+
+@dataclass
+class MacFixedPoint:
+    weights: np.ndarray       # decoded weights Dw, (Co, K)
+    x_table: np.ndarray       # Dx in table order
+    bias: np.ndarray          # beta_c, int
+    acc_scale: np.ndarray     # real value of one accumulator unit, per channel (float64)
+    acc_bound: int            # proven max |acc|
+    w_frac_bits: int
+    x_frac_bits: int
+
+
+def mac_fixed_point(layer, w_codes, w_grid, w_scale, bias, x_grid, x_range) -> MacFixedPoint:
+    """Pick Fw/Fx as large as the int16 tables allow, then lower them until |acc| provably fits."""
+    fw, fx = default_frac_bits(w_grid), default_frac_bits(x_grid)
+    w_codes = w_codes.reshape(w_codes.shape[0], -1)
+    while True:
+        w_table = decode_table(w_grid, fw)
+        dw = w_table[w_codes + w_grid.B]
+        dx = decode_table(x_grid, fx)
+        unit = w_scale * x_range / (table_scale(w_grid, fw) * table_scale(x_grid, fx))
+        beta = round_half_away(bias / unit)
+        bound = np.abs(beta) + np.abs(dx).max() * np.abs(dw).sum(axis=1)
+        worst = float(bound.max()) if bound.size else 0.0
+        if worst <= ACC_LIMIT:
+            return MacFixedPoint(dw.astype(np.int64), dx, beta.astype(np.int64), unit,
+                                 int(worst), fw, fx)
+        if fw == 0 and fx == 0:
+            raise MCUGenError(
+                f"layer '{layer}': its accumulator can reach {worst:.3g}, beyond int32 even "
+                f"without fractional bits (bias too large for its weights?); retrain or "
+                f"re-export the layer with a smaller bias")
+        if fw >= fx:
+            fw -= 1
+        else:
+            fx -= 1
+
+
+def common_point_table(grid, value_range: float, unit: float) -> np.ndarray:
+    """Codes of one input -> integers in a shared unit (Add, Concat through a common point)."""
+    values = grid.dequantize(grid.codes(), value_range)
+    return round_half_away(values / unit).astype(np.int64)

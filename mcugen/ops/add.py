@@ -1,0 +1,68 @@
+"""Add/Sub of two activations: decode both to a common fixed point, add, encode again."""
+from __future__ import annotations
+
+import numpy as np
+
+from mcugen.ir.graph import Node
+from mcugen.lower.encoders import apply_thresholds, threshold_table
+from mcugen.lower.fixedpoint import common_point_table
+from mcugen.ops import OpDef, register
+from mcugen.ops._common import activation_fn
+
+COMMON_POINT_BITS = 16    # the common unit is max(R_a, R_b) / 2^16: far finer than any code
+
+
+@register
+class Add(OpDef):
+    kind = "Add"
+    onnx_types = ("Add", "Sub", "Mul", "Div")
+    step_kinds = ("add",)
+
+    def from_onnx(self, node, ctx):
+        consts = [ctx.const(name) for name in node.input]
+        if consts[0] is not None or consts[1] is not None:
+            from mcugen.ops.affine import affine_from_onnx
+            return affine_from_onnx(node, ctx, consts)
+        if node.op_type in ("Mul", "Div"):
+            ctx.fail(node, f"{node.op_type} of two activations is not supported "
+                           f"(only by a constant, folded into the preceding Conv/Gemm)")
+        a, b = node.input
+        if tuple(ctx.shape(a)) != tuple(ctx.shape(b)):
+            ctx.fail(node, f"broadcasting {list(ctx.shape(a))} with {list(ctx.shape(b))} is "
+                           f"not supported; both operands need the same shape")
+        return Node(name=node.name, op=self.kind, inputs=[a, b], output=node.output[0],
+                    attrs={"activation": None, "negate_b": node.op_type == "Sub"},
+                    onnx_op=node.op_type)
+
+    def infer_shape(self, node, in_shapes):
+        return in_shapes[0]
+
+    def run_float(self, node, inputs):
+        b = -inputs[1] if node.attrs["negate_b"] else inputs[1]
+        return activation_fn(node.attrs["activation"])(inputs[0] + b)
+
+    def lower(self, node, ctx):
+        ea, eb = (ctx.encoding(t) for t in node.inputs)
+        unit = max(ea.range, eb.range) / (1 << COMMON_POINT_BITS)
+        table_a = common_point_table(ea, ea.range, unit)
+        table_b = common_point_table(eb, eb.range, unit)
+        if node.attrs["negate_b"]:
+            table_b = -table_b
+        y = ctx.encoding(node.output)
+        bound = int(np.abs(table_a).max() + np.abs(table_b).max())
+        thresholds = threshold_table(y, node.attrs["activation"], [unit], bound)
+        params = {"size": int(np.prod(ctx.shape(node.output))),
+                  "a_offset": ea.B if ea.signed else 0, "b_offset": eb.B if eb.signed else 0,
+                  "n_thresholds": thresholds.shape[1], "code_min": -y.B if y.signed else 0}
+        consts = {"table_a": table_a.astype(np.int32), "table_b": table_b.astype(np.int32),
+                  "thresholds": thresholds}
+        info = {"abits": y.bits, "exponent": y.exponent, "encoder": "threshold",
+                "encoder_max_code_error": 0, "table_bytes": int(thresholds.nbytes)}
+        return ctx.step(node, "add", params=params, consts=consts, info=info)
+
+    def run_int(self, step, inputs):
+        p = step.params
+        a = step.consts["table_a"].astype(np.int64)[inputs[0].astype(np.int64) + p["a_offset"]]
+        b = step.consts["table_b"].astype(np.int64)[inputs[1].astype(np.int64) + p["b_offset"]]
+        acc = (a + b).reshape(a.shape[0], 1, -1)
+        return apply_thresholds(acc, step.consts["thresholds"], p["code_min"]).reshape(a.shape)

@@ -1,0 +1,74 @@
+"""Per-channel affine y = x * scale + shift: BatchNormalization, and Mul/Add/Sub/Div by a
+constant. It is never lowered: the fold_affine pass merges it into the preceding Conv/Gemm."""
+from __future__ import annotations
+
+import numpy as np
+
+from mcugen.ir.graph import Node
+from mcugen.ops import OpDef, register
+
+
+def _per_channel(node, ctx, value, out_shape):
+    """A constant that broadcasts against out_shape -> a vector along axis 1."""
+    value = np.asarray(value, dtype=np.float64)
+    channels = out_shape[1]
+    try:
+        full = np.broadcast_to(value, out_shape)
+    except ValueError:
+        ctx.fail(node, f"constant of shape {list(value.shape)} does not broadcast to {list(out_shape)}")
+    moved = np.moveaxis(full, 1, 0).reshape(channels, -1)
+    if not np.all(moved == moved[:, :1]):
+        ctx.fail(node, "a constant that varies along other axes than the channels is not supported")
+    return moved[:, 0].copy()
+
+
+def affine_from_onnx(node, ctx, consts):
+    x_index = 0 if consts[0] is None else 1
+    x = node.input[x_index]
+    c = consts[1 - x_index]
+    shape = ctx.shape(node.output[0])
+    vec = _per_channel(node, ctx, c, shape)
+    ones, zeros = np.ones(shape[1]), np.zeros(shape[1])
+    op = node.op_type
+    if op == "Mul":
+        scale, shift = vec, zeros
+    elif op == "Div":
+        if x_index == 1:
+            ctx.fail(node, "dividing a constant by an activation is not supported")
+        scale, shift = 1.0 / vec, zeros
+    elif op == "Add":
+        scale, shift = ones, vec
+    else:  # Sub
+        scale, shift = (ones, -vec) if x_index == 0 else (-ones, vec)
+    return _affine_node(node, x, scale, shift)
+
+
+def _affine_node(node, x, scale, shift):
+    return Node(name=node.name, op="Affine", inputs=[x], output=node.output[0],
+                params={"scale": scale, "shift": shift}, onnx_op=node.op_type)
+
+
+@register
+class Affine(OpDef):
+    kind = "Affine"
+    onnx_types = ("BatchNormalization",)
+
+    def from_onnx(self, node, ctx):
+        gamma, beta, mean, var = (ctx.require_const(node, i, n) for i, n in
+                                  ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
+        eps = float(ctx.attrs(node).get("epsilon", 1e-5))
+        scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
+        shift = np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * scale
+        return _affine_node(node, node.input[0], scale.reshape(-1), shift.reshape(-1))
+
+    def infer_shape(self, node, in_shapes):
+        return in_shapes[0]
+
+    def run_float(self, node, inputs):
+        x = inputs[0]
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return x * node.params["scale"].reshape(shape) + node.params["shift"].reshape(shape)
+
+    def lower(self, node, ctx):
+        ctx.fail(node, "this per-channel scale/shift could not be folded into a preceding "
+                       "Conv or Gemm (it must directly follow one, with no other reader)")

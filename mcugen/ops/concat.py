@@ -1,0 +1,63 @@
+"""Concat: copy each input's codes, through a code-to-code table when its encoding differs
+from the output's (recoding through the common real value)."""
+from __future__ import annotations
+
+import numpy as np
+
+from mcugen.ir.graph import Node
+from mcugen.ops import OpDef, register
+
+
+@register
+class Concat(OpDef):
+    kind = "Concat"
+    onnx_types = ("Concat",)
+    step_kinds = ("concat",)
+
+    def from_onnx(self, node, ctx):
+        rank = len(ctx.shape(node.output[0]))
+        axis = int(ctx.attrs(node)["axis"])
+        axis = axis + rank if axis < 0 else axis
+        if axis == 0:
+            ctx.fail(node, "concatenation along the batch axis is not supported")
+        for name in node.input:
+            if ctx.const(name) is not None:
+                ctx.fail(node, "concatenating a constant is not supported")
+        return Node(name=node.name, op=self.kind, inputs=list(node.input), output=node.output[0],
+                    attrs={"axis": axis}, onnx_op="Concat")
+
+    def infer_shape(self, node, in_shapes):
+        out = list(in_shapes[0])
+        out[node.attrs["axis"]] = sum(s[node.attrs["axis"]] for s in in_shapes)
+        return tuple(out)
+
+    def run_float(self, node, inputs):
+        return np.concatenate(inputs, axis=node.attrs["axis"])
+
+    def lower(self, node, ctx):
+        axis = node.attrs["axis"]
+        y = ctx.encoding(node.output)
+        out_shape = ctx.shape(node.output)
+        consts, chunks, offsets, recode = {}, [], [], []
+        for i, tensor in enumerate(node.inputs):
+            x = ctx.encoding(tensor)
+            chunks.append(int(np.prod(ctx.shape(tensor)[axis:])))
+            offsets.append(x.B if x.signed else 0)
+            same = x == y
+            recode.append(int(not same))
+            lut = y.encode(x.decode(x.codes())) if not same else x.codes()
+            consts[f"lut_{i}"] = lut.astype(y.ctype)
+        params = {"outer": int(np.prod(out_shape[1:axis])), "n_inputs": len(node.inputs),
+                  "chunks": chunks, "x_offsets": offsets, "recode": recode,
+                  "out_chunk": int(np.prod(out_shape[axis:]))}
+        return ctx.step(node, "concat", params=params, consts=consts, info={"abits": y.bits})
+
+    def run_int(self, step, inputs):
+        p = step.params
+        parts = []
+        for i, x in enumerate(inputs):
+            x = x.astype(np.int64).reshape(x.shape[0], p["outer"], p["chunks"][i])
+            if p["recode"][i]:
+                x = step.consts[f"lut_{i}"].astype(np.int64)[x + p["x_offsets"][i]]
+            parts.append(x)
+        return np.concatenate(parts, axis=2)

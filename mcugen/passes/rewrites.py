@@ -1,0 +1,86 @@
+"""The rewrites. Each returns True when it changed the graph (run again until it does not)."""
+from __future__ import annotations
+
+import numpy as np
+
+MAC_OPS = ("Conv", "Gemm")
+
+
+def _sole_reader(graph, node):
+    """The producer of node's first input, when node is its only reader and it is no output."""
+    producer = graph.producer(node.inputs[0])
+    if producer is None or producer.output == graph.output:
+        return None
+    return producer if len(graph.consumers(producer.output)) == 1 else None
+
+
+def fold_affine(graph) -> bool:
+    """Affine (BatchNorm, Mul/Add by constants) after a Conv/Gemm -> into its weight and bias."""
+    for node in graph.nodes:
+        if node.op != "Affine":
+            continue
+        producer = _sole_reader(graph, node)
+        if producer is None or producer.op not in MAC_OPS or producer.attrs.get("activation"):
+            continue
+        scale, shift = node.params["scale"], node.params["shift"]
+        w = producer.params["weight"]
+        producer.params["weight"] = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        producer.params["bias"] = producer.params["bias"] * scale + shift
+        graph.remove_node(node, producer.output)
+        return True
+    return False
+
+
+def fold_pad(graph) -> bool:
+    """Zero Pad -> into the pads of the Conv that reads it."""
+    for node in graph.nodes:
+        if node.op != "Pad":
+            continue
+        readers = graph.consumers(node.output)
+        if len(readers) != 1 or readers[0].op != "Conv" or node.output == graph.output:
+            continue
+        conv = readers[0]
+        conv.attrs["pads"] = list(np.add(conv.attrs["pads"], node.attrs["pads"]))
+        graph.remove_node(node, node.inputs[0])
+        return True
+    return False
+
+
+def drop_noop_transpose(graph) -> bool:
+    """A Transpose that only moves size-1 axes keeps memory order: make it a free Reshape."""
+    for node in graph.nodes:
+        if node.op != "Transpose":
+            continue
+        shape = graph.shapes[node.inputs[0]]
+        moved = [p for p in node.attrs["perm"] if shape[p] != 1]
+        if moved == sorted(moved):
+            node.op = "Reshape"
+            node.attrs = {"shape": [shape[p] for p in node.attrs["perm"]]}
+            return True
+    return False
+
+
+def fuse_activation(graph) -> bool:
+    """Relu/Clip/LeakyRelu after a Conv/Gemm/Add -> the producer's encoder."""
+    for node in graph.nodes:
+        if node.op != "Activation":
+            continue
+        producer = _sole_reader(graph, node)
+        if producer is None or producer.op not in MAC_OPS + ("Add",) or producer.attrs.get("activation"):
+            continue
+        producer.attrs["activation"] = node.attrs["activation"]
+        out = node.output
+        graph.remove_node(node, producer.output)
+        # keep the activation's tensor name: shapes and messages refer to it
+        _rename(graph, producer.output, out)
+        return True
+    return False
+
+
+def _rename(graph, old, new):
+    for n in graph.nodes:
+        n.inputs = [new if t == old else t for t in n.inputs]
+        if n.output == old:
+            n.output = new
+    if graph.output == old:
+        graph.output = new

@@ -1,0 +1,105 @@
+"""The quantizer math (DESIGN section 1), with no graph: power, uniform (a = 1) and log2 grids.
+
+An Encoding maps reals to integer codes: unsigned codes 0..B, signed (sign-magnitude) codes
+-B..B. `levels[k]` is the normalized magnitude code k stands for (levels[B] = 1), and
+`boundaries[k-1]` the least normalized magnitude that encodes to >= k, so every scheme is one
+rounding rule: code = #{k : |x|/R >= boundaries[k-1]}.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mcugen.ops._common import round_half_away
+
+SCHEMES = ("power", "uniform", "log2")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A code grid without a range: bits, signedness, exponent and scheme."""
+    bits: int
+    signed: bool
+    exponent: float = 1.0
+    scheme: str = "power"       # "power" covers uniform (exponent 1); "log2" is the log grid
+
+    @property
+    def B(self) -> int:
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    @property
+    def levels(self) -> np.ndarray:
+        k = np.arange(self.B + 1, dtype=np.float64)
+        if self.scheme == "log2":
+            lv = np.exp2(k - self.B)
+            lv[0] = 0.0
+            return lv
+        return (k / self.B) ** (1.0 / self.exponent)
+
+    def magnitude_codes(self, t):
+        """Normalized magnitudes t >= 0 -> codes 0..B (float64 math, half away from zero)."""
+        t = np.clip(np.asarray(t, dtype=np.float64), 0.0, 1.0)
+        if self.scheme == "log2":
+            lv = self.levels
+            mids = np.empty(self.B)
+            mids[0] = lv[1] / 2.0
+            mids[1:] = np.sqrt(lv[1:-1] * lv[2:])         # rounding in the log domain
+            return np.searchsorted(mids, t, side="right").astype(np.int64)
+        return round_half_away(self.B * t ** self.exponent).astype(np.int64)
+
+    def quantize(self, x, scale):
+        """Reals -> codes, with `scale` the range R (broadcast against x)."""
+        x = np.asarray(x, dtype=np.float64)
+        t = np.abs(x) / scale
+        q = self.magnitude_codes(t)
+        if self.signed:
+            return np.where(x < 0, -q, q)
+        return np.where(x > 0, q, 0)
+
+    def dequantize(self, q, scale):
+        q = np.asarray(q, dtype=np.int64)
+        return np.sign(q) * scale * self.levels[np.abs(q)]
+
+    def codes(self) -> np.ndarray:
+        """Every code in table order: -B..B when signed, 0..B otherwise."""
+        return np.arange(-self.B if self.signed else 0, self.B + 1)
+
+
+@dataclass(frozen=True)
+class Encoding(Grid):
+    """A grid with its per-tensor range R: how one activation tensor is stored."""
+    range: float = 1.0
+
+    def encode(self, x):
+        return self.quantize(x, self.range)
+
+    def decode(self, q):
+        return self.dequantize(q, self.range)
+
+    @property
+    def ctype(self) -> str:
+        if self.signed:
+            return "int8" if self.bits <= 8 else "int16"
+        return "uint8" if self.bits <= 8 else "uint16"
+
+
+def weight_scales(w: np.ndarray) -> np.ndarray:
+    """Per-output-channel M_c = max|W_c|; an all-zero channel gets 1 (its codes are all 0)."""
+    m = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).astype(np.float64)
+    return np.where(m > 0, m, 1.0)
+
+
+def quantize_weights(w: np.ndarray, grid: Grid):
+    """Per-channel signed quantization -> (codes, M_c, dequantized weights)."""
+    m = weight_scales(w)
+    shape = (-1,) + (1,) * (w.ndim - 1)
+    codes = grid.quantize(w, m.reshape(shape))
+    return codes, m, grid.dequantize(codes, m.reshape(shape))
+
+
+def reconstruction_error(w: np.ndarray, grid: Grid) -> float:
+    """||W - W^||_2 / ||W||_2 (0 for an all-zero tensor)."""
+    _, _, w_hat = quantize_weights(w, grid)
+    norm = np.linalg.norm(w)
+    return float(np.linalg.norm(w - w_hat) / norm) if norm > 0 else 0.0
