@@ -1,0 +1,114 @@
+"""QGraph -> Schedule: each node's OpDef lowers it to a step (or to an alias), then the arena
+is planned. Every number the reference and the templates need is computed here, once."""
+from __future__ import annotations
+
+import numpy as np
+
+from mcugen.errors import MCUGenError
+from mcugen.frontend.onnx_reader import display_name
+from mcugen.ir.schedule import Buffer, Schedule, Step
+from mcugen.lower.memory import plan_arena
+from mcugen.lower.names import NameTable
+from mcugen.ops import get_op
+from mcugen.quant.qgraph import code_root, output_is_accumulator
+
+
+class LowerContext:
+    """What an OpDef.lower may ask, and where it hands its step back."""
+
+    def __init__(self, qgraph):
+        self.qgraph = qgraph
+        self.graph = qgraph.graph
+        self.names = NameTable()
+        self.buffers = {}          # tensor -> Buffer
+        self.steps = []
+        self.output_scales = None
+
+    def fail(self, node, message):
+        raise MCUGenError(f"node '{display_name(node.name)}' ({node.onnx_op or node.op}): {message}")
+
+    def shape(self, tensor):
+        return tuple(self.graph.shapes[tensor])
+
+    def encoding(self, tensor):
+        return self.qgraph.encodings[tensor]
+
+    def qweights(self, node):
+        return self.qgraph.weights[node.name]
+
+    def output_is_accumulator(self, node):
+        return output_is_accumulator(self.graph) and code_root(self.graph, self.graph.output) == node.output
+
+    def set_output_scales(self, scales):
+        self.output_scales = np.asarray(scales, dtype=np.float64)
+
+    def buffer(self, tensor, dtype=None) -> Buffer:
+        if tensor not in self.buffers:
+            shape = list(self.shape(tensor))[1:]
+            if dtype is None:
+                dtype = self.encoding(tensor).ctype
+            self.buffers[tensor] = Buffer(self.names.make("buf", tensor), tensor, shape, dtype)
+        return self.buffers[tensor]
+
+    def root(self, tensor) -> Buffer:
+        buffer = self.buffers[tensor]
+        return self.buffers_by_name()[buffer.alias_of] if buffer.alias_of else buffer
+
+    def alias(self, tensor, of_tensor):
+        root = self.root(of_tensor)
+        shape = list(self.shape(tensor))[1:]
+        self.buffers[tensor] = Buffer(self.names.make("buf", tensor), tensor, shape, root.dtype,
+                                      alias_of=root.name)
+
+    def buffers_by_name(self):
+        return {b.name: b for b in self.buffers.values()}
+
+    def step(self, node, kind, params, consts, info):
+        inputs = [self.root(t).name for t in node.inputs]
+        acc = params.get("output_acc", 0)
+        out = self.buffer(node.output, "int32" if acc else None)
+        name = self.names.make(f"L{len(self.steps):02d}", node.name)
+        params = dict(params, in_shapes=[list(self.shape(t))[1:] for t in node.inputs])
+        step = Step(name=name, layer=node.name, kind=kind, onnx_op=node.onnx_op or node.op,
+                    inputs=inputs, output=out.name, params=params, consts=consts, info=info)
+        self.steps.append(step)
+        return step
+
+
+def lower(qgraph, progress=None) -> Schedule:
+    ctx = LowerContext(qgraph)
+    graph = qgraph.graph
+    ctx.buffer(graph.input)
+    for i, node in enumerate(graph.nodes):
+        if get_op(node.op).lower(node, ctx) is None:
+            ctx.alias(node.output, node.inputs[0])
+        if progress:
+            progress(i + 1, len(graph.nodes))
+    by_name = ctx.buffers_by_name()
+    out_root = ctx.root(graph.output)
+    in_buffer = ctx.buffers[graph.input]
+    in_enc = qgraph.encodings[graph.input]
+    schedule = Schedule(
+        steps=ctx.steps, buffers=by_name,
+        input={"buffer": in_buffer.name, "shape": list(ctx.shape(graph.input)),
+               "B": in_enc.B, "signed": in_enc.signed, "range": in_enc.range,
+               "mul": in_enc.B / in_enc.range, "dtype": in_enc.ctype},
+        output=_output_record(ctx, qgraph, out_root), output_transform=graph.output_transform)
+    if not schedule.steps:
+        raise MCUGenError("the model lowers to no computation")
+    schedule.arena_bytes = plan_arena(schedule)
+    return schedule
+
+
+def _output_record(ctx, qgraph, out_root):
+    graph = qgraph.graph
+    record = {"buffer": out_root.name, "shape": list(ctx.shape(graph.output)), "dtype": out_root.dtype}
+    if output_is_accumulator(graph):
+        producer = graph.producer(code_root(graph, graph.output))
+        record.update(kind="acc", scales=ctx.output_scales,
+                      activation=list(producer.attrs.get("activation") or []))
+    else:
+        enc = qgraph.encodings[graph.output]
+        record.update(kind="codes", offset=enc.B if enc.signed else 0,
+                      values=enc.decode(enc.codes()))
+    return record

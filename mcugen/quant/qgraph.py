@@ -1,0 +1,168 @@
+"""Quantize a float Graph: weight codes per MAC layer, an Encoding per activation tensor.
+
+Policy (DESIGN section 1 and its measurements): the network input is uniform 8-bit; with
+first_last_bits=8 the first and last MAC layers keep 8-bit weights and the last layer reads
+8-bit activations; every other tensor uses the scheme's grid at abits. Ops that only move codes
+(MaxPool, Reshape, Transpose) share their input's encoding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mcugen.errors import MCUGenError
+from mcugen.ops import get_op
+from mcugen.ops._common import activation_is_nonnegative
+from mcugen.quant.calibrate import activation_ranges, synthetic_inputs
+from mcugen.quant.power import Encoding, Grid, quantize_weights, reconstruction_error
+from mcugen.quant.search import search_exponent
+
+
+@dataclass
+class QuantOptions:
+    scheme: str = "power"              # power | uniform | log2
+    wbits: int = 8
+    abits: int = 8
+    exponent: object = "auto"          # "auto" | "per-layer" | float
+    first_last_bits: object = 8        # 8 | "same"
+    objective: str = "normalized"      # exponent search objective: normalized | sum
+    calib: np.ndarray | None = None
+    percentile: float | None = None
+    input_range: tuple | None = None
+    seed: int = 0
+
+
+@dataclass
+class QWeights:
+    codes: np.ndarray
+    scale: np.ndarray          # M_c
+    grid: Grid
+    w_hat: np.ndarray
+    recon_error: float
+
+
+@dataclass
+class QGraph:
+    graph: object
+    encodings: dict
+    weights: dict
+    exponent: float
+    input_range: tuple
+    options: QuantOptions
+    notes: list = field(default_factory=list)
+
+
+def mac_nodes(graph):
+    return [n for n in graph.nodes if getattr(get_op(n.op), "is_mac", False)]
+
+
+def code_root(graph, tensor):
+    """Follow ops that only move codes back to the tensor that owns the encoding."""
+    producer = graph.producer(tensor)
+    while producer is not None and getattr(get_op(producer.op), "preserves_codes", False):
+        tensor = producer.inputs[0]
+        producer = graph.producer(tensor)
+    return tensor
+
+
+def output_is_accumulator(graph):
+    producer = graph.producer(code_root(graph, graph.output))
+    return producer is not None and getattr(get_op(producer.op), "is_mac", False)
+
+
+def _weight_bits(graph, options):
+    macs = mac_nodes(graph)
+    if not macs:
+        raise MCUGenError("the model has no Conv, Gemm or MatMul layer: nothing to quantize")
+    edge = {macs[0].name, macs[-1].name} if options.first_last_bits == 8 else set()
+    return {n.name: 8 if n.name in edge else options.wbits for n in macs}
+
+
+def _exponents(graph, bits, options, progress):
+    """(global exponent, per-layer exponent dict)."""
+    if options.scheme in ("uniform", "log2"):
+        return 1.0, {name: 1.0 for name in bits}
+    if options.exponent not in ("auto", "per-layer"):
+        a = float(options.exponent)
+        return a, {name: a for name in bits}
+    layers = [(n.params["weight"], bits[n.name]) for n in mac_nodes(graph)]
+    a = search_exponent(layers, options.objective, progress)
+    if options.exponent == "auto":
+        return a, {name: a for name in bits}
+    return a, {n.name: search_exponent([(n.params["weight"], bits[n.name])], options.objective)
+               for n in mac_nodes(graph)}
+
+
+def _nonnegative(graph, tensor, input_lo):
+    producer = graph.producer(tensor)
+    if producer is None:
+        return input_lo >= 0
+    act = producer.attrs.get("activation")
+    if producer.op in ("Conv", "Gemm", "Add", "Activation"):
+        return activation_is_nonnegative(act)
+    return all(_nonnegative(graph, t, input_lo) for t in producer.inputs)
+
+
+def _calibration(graph, options):
+    if options.calib is not None:
+        samples = options.calib
+        input_range = (float(samples.min()), float(samples.max()))
+        return samples, input_range, []
+    notes = []
+    input_range = options.input_range
+    if input_range is None:
+        input_range = (0.0, 1.0)
+        notes.append("no --calib or --input-range given: assumed inputs in [0, 1]")
+    return synthetic_inputs(graph.shapes[graph.input], input_range, options.seed), input_range, notes
+
+
+def quantize(graph, options: QuantOptions, progress=None) -> QGraph:
+    bits = _weight_bits(graph, options)
+    exponent, layer_exponents = _exponents(graph, bits, options, progress)
+    weight_scheme = "log2" if options.scheme == "log2" else "power"
+    weights = {}
+    for node in mac_nodes(graph):
+        grid = Grid(bits[node.name], True, layer_exponents[node.name], weight_scheme)
+        codes, scale, w_hat = quantize_weights(node.params["weight"], grid)
+        weights[node.name] = QWeights(codes, scale, grid, w_hat,
+                                      reconstruction_error(node.params["weight"], grid))
+    samples, input_range, notes = _calibration(graph, options)
+    ranges = activation_ranges(graph, samples, options.percentile)
+    last_input = code_root(graph, mac_nodes(graph)[-1].inputs[0])
+    encodings = {}
+    for tensor in [graph.input] + [n.output for n in graph.nodes]:
+        root = code_root(graph, tensor)
+        if root in encodings:
+            encodings[tensor] = encodings[root]
+            continue
+        if tensor == graph.input:
+            lo, hi = input_range
+            enc = Encoding(8, lo < 0, 1.0, "power", max(abs(lo), abs(hi)) or 1.0)
+        else:
+            abits = 8 if (root == last_input and options.first_last_bits == 8) else options.abits
+            enc = Encoding(abits, not _nonnegative(graph, tensor, input_range[0]),
+                           exponent, weight_scheme, ranges[tensor][0])
+        encodings[tensor] = enc
+    if output_is_accumulator(graph):        # the last layer hands int32 accumulators over
+        out_root = code_root(graph, graph.output)
+        for tensor in [t for t in encodings if code_root(graph, t) == out_root]:
+            del encodings[tensor]
+    return QGraph(graph, encodings, weights, exponent, tuple(input_range), options, notes)
+
+
+def simulated_run(qgraph, x):
+    """The float model with dequantized weights and activations (simulated quantization)."""
+    import copy
+    graph = copy.copy(qgraph.graph)
+    graph.nodes = []
+    for node in qgraph.graph.nodes:
+        node = copy.copy(node)
+        if node.name in qgraph.weights:
+            node.params = dict(node.params, weight=qgraph.weights[node.name].w_hat)
+        graph.nodes.append(node)
+
+    def hook(tensor, value):
+        enc = qgraph.encodings.get(tensor)
+        return enc.decode(enc.encode(value)) if enc is not None else value
+    return graph.run_float(np.asarray(x, dtype=np.float64), hook)[graph.output]

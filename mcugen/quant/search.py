@@ -1,0 +1,43 @@
+"""Data-free exponent search (PowerQuant): a* = argmin_a sum over layers of the weight
+reconstruction error. The objective is ragged in a (rounding steps), so Nelder-Mead stalls: a
+coarse grid first, then a bounded scalar search inside the best grid cell. Each layer's error is
+normalized by its norm (the default, 'normalized'), so the biggest layer does not decide alone;
+'sum' is the paper's raw sum of L2 errors."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from mcugen.quant.power import Grid, quantize_weights
+
+GRID = np.round(np.arange(0.30, 1.2001, 0.05), 4)
+
+
+def _layer_error(w, grid, objective):
+    _, _, w_hat = quantize_weights(w, grid)
+    err = np.linalg.norm(w - w_hat)
+    if objective == "normalized":
+        norm = np.linalg.norm(w)
+        return err / norm if norm > 0 else 0.0
+    return err
+
+
+def objective_fn(layers, objective="normalized"):
+    """layers: list of (weight array, bits) -> f(a)."""
+    def f(a):
+        return sum(_layer_error(w, Grid(bits, True, float(a)), objective) for w, bits in layers)
+    return f
+
+
+def search_exponent(layers, objective="normalized", progress=None) -> float:
+    f = objective_fn(layers, objective)
+    scores = []
+    for i, a in enumerate(GRID):
+        scores.append(f(a))
+        if progress:
+            progress(i + 1, len(GRID))
+    best = int(np.argmin(scores))
+    lo, hi = GRID[max(best - 1, 0)], GRID[min(best + 1, len(GRID) - 1)]
+    result = minimize_scalar(f, bounds=(lo, hi), method="bounded", options={"xatol": 1e-3})
+    a = float(result.x) if result.fun <= scores[best] else float(GRID[best])
+    return round(a, 4)
