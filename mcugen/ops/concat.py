@@ -45,8 +45,8 @@ class Concat(OpDef):
             offsets.append(x.B if x.signed else 0)
             same = x == y
             recode.append(int(not same))
-            lut = y.encode(x.decode(x.codes())) if not same else x.codes()
-            consts[f"lut_{i}"] = lut.astype(y.ctype)
+            if not same:
+                consts[f"lut_{i}"] = y.encode(x.decode(x.codes())).astype(y.ctype)
         params = {"outer": int(np.prod(out_shape[1:axis])), "n_inputs": len(node.inputs),
                   "chunks": chunks, "x_offsets": offsets, "recode": recode,
                   "out_chunk": int(np.prod(out_shape[axis:]))}

@@ -1,0 +1,32 @@
+"""The host / generic C99 target: model.c, model.h, a file-driven harness and a Makefile."""
+from __future__ import annotations
+
+import numpy as np
+
+from mcugen import __version__
+from mcugen.codegen.render import render_all
+from mcugen.ir.schedule import CTYPES
+
+FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2",
+         "Makefile": "Makefile.j2"}
+
+
+def template_context(schedule, model_file: str) -> dict:
+    roots = [b for b in schedule.buffers.values() if not b.alias_of]
+    return {
+        "version": __version__,
+        "model_file": model_file,
+        "schedule": schedule,
+        "root_buffers": roots,
+        "buffer_types": {b.name: CTYPES[b.dtype] for b in roots},
+        "buffer_bytes": {b.name: b.nbytes for b in roots},
+        "arena_words": max(1, (schedule.arena_bytes + 3) // 4),
+        "input_size": int(np.prod(schedule.input["shape"])),
+        "output_size": int(np.prod(schedule.output["shape"])),
+        "input_lo": -schedule.input["B"] if schedule.input["signed"] else 0,
+        "input_bits": 8,
+    }
+
+
+def render(schedule, model_file: str) -> dict:
+    return render_all("host", FILES, template_context(schedule, model_file))

@@ -1,0 +1,61 @@
+"""The per-layer report, from the Schedule alone (so `mcugen report out/` works later)."""
+from __future__ import annotations
+
+LAYER_FIELDS = ("macs", "weight_bytes", "wbits", "abits", "exponent", "recon_error",
+                "encoder", "table_bytes", "acc_bound", "w_frac_bits", "x_frac_bits")
+
+
+def build_report(schedule) -> dict:
+    layers = []
+    for step in schedule.steps:
+        record = {"name": step.layer, "step": step.name, "op": step.onnx_op, "kind": step.kind}
+        record.update({k: step.info.get(k) for k in LAYER_FIELDS})
+        record["macs"] = step.info.get("macs", 0)
+        record["weight_bytes"] = step.info.get("weight_bytes", 0)
+        record["const_bytes"] = schedule.step_consts_bytes(step)
+        record["ram_bytes"] = schedule.buffers[step.output].nbytes
+        layers.append(record)
+    roots = [b for b in schedule.buffers.values() if not b.alias_of]
+    totals = {
+        "macs": sum(layer["macs"] for layer in layers),
+        "weight_bytes": sum(layer["weight_bytes"] for layer in layers),
+        "flash_bytes": sum(layer["const_bytes"] for layer in layers),
+        "peak_ram_bytes": schedule.arena_bytes,
+        "activation_bytes_unshared": sum(b.nbytes for b in roots),
+        "exponent": schedule.meta.get("exponent"),
+        "steps": len(layers),
+    }
+    return {"model": schedule.meta.get("model"), "target": schedule.meta.get("target"),
+            "options": schedule.meta.get("options"), "notes": schedule.meta.get("notes", []),
+            "layers": layers, "totals": totals}
+
+
+def _fmt(value, kind="int"):
+    if value is None:
+        return "-"
+    if kind == "float":
+        return f"{value:.3g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def format_report(report: dict) -> str:
+    head = ("step", "op", "MACs", "weights B", "tables B", "RAM B", "W", "A", "exponent",
+            "recon err", "acc bound")
+    rows = []
+    for layer in report["layers"]:
+        rows.append((layer["step"][:34], layer["op"], _fmt(layer["macs"]), _fmt(layer["weight_bytes"]),
+                     _fmt(layer["const_bytes"] - layer["weight_bytes"]), _fmt(layer["ram_bytes"]),
+                     _fmt(layer["wbits"]), _fmt(layer["abits"]), _fmt(layer["exponent"], "float"),
+                     _fmt(layer["recon_error"], "float"), _fmt(layer["acc_bound"])))
+    t = report["totals"]
+    rows.append(("total", "", _fmt(t["macs"]), _fmt(t["weight_bytes"]),
+                 _fmt(t["flash_bytes"] - t["weight_bytes"]), _fmt(t["peak_ram_bytes"]) + " peak",
+                 "", "", _fmt(t["exponent"], "float"), "", ""))
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths))) for r in [head] + rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append(f"flash {t['flash_bytes']:,} B; activation RAM {t['peak_ram_bytes']:,} B peak "
+                 f"(vs {t['activation_bytes_unshared']:,} B if no buffer were shared)")
+    lines.extend(f"note: {n}" for n in report.get("notes", []))
+    return "\n".join(lines)
