@@ -1,0 +1,174 @@
+"""The command line: build, simulate, verify, report, boards. Every user error is one line on
+stderr and exit status 1; nothing is written unless the whole job succeeded."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from mcugen.errors import MCUGenError
+
+
+def _progress(label):
+    def report(done, total):
+        end = "\n" if done == total else ""
+        if sys.stderr.isatty() or done == total:
+            click.echo(f"\r{label}: {done}/{total}", err=True, nl=False)
+            click.echo(end, err=True, nl=False)
+    return report
+
+
+def _input_range(text):
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise MCUGenError(f"--input-range takes LO:HI, e.g. 0:255 (got '{text}')") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise MCUGenError(f"--input-range needs finite LO < HI (got '{text}')")
+    return (lo, hi)
+
+
+@click.group()
+@click.version_option(package_name="mcugen")
+def cli():
+    """mcugen: power-quantized, integer-only C from ONNX, bit-exact against its reference."""
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", default="host", show_default=True, help="host")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="output project directory")
+@click.option("--scheme", default="power", show_default=True, type=click.Choice(["power", "uniform", "log2"]))
+@click.option("--wbits", default=8, show_default=True, type=int)
+@click.option("--abits", default=8, show_default=True, type=int)
+@click.option("--exponent", default="auto", show_default=True, help="auto | per-layer | a number")
+@click.option("--first-last-bits", default="8", show_default=True, type=click.Choice(["8", "same"]))
+@click.option("--objective", default="normalized", show_default=True, type=click.Choice(["normalized", "sum"]),
+              help="exponent search objective")
+@click.option("--calib", type=click.Path(dir_okay=False), help="calibration samples (.npy)")
+@click.option("--percentile", type=float, help="activation range = this percentile of |x| (default: max)")
+@click.option("--input-range", help="LO:HI of the model's input values, without --calib")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--force", is_flag=True, help="replace a project mcugen made earlier")
+def build(model, target, out, scheme, wbits, abits, exponent, first_last_bits, objective,
+          calib, percentile, input_range, seed, force):
+    """Quantize MODEL, lower it and emit a buildable project in OUT."""
+    from mcugen.pipeline import build as run_build
+    from mcugen.report import format_report
+    calib_data = None
+    if calib:
+        if not Path(calib).is_file():
+            raise MCUGenError(f"calibration file '{calib}' not found")
+        try:
+            calib_data = np.load(calib, allow_pickle=False)
+        except Exception:
+            raise MCUGenError(f"'{calib}' is not a .npy array (save samples with numpy.save)") from None
+    project = run_build(model, target=target, out=out, force=force,
+                        progress=_progress("exponent search"), scheme=scheme, wbits=wbits,
+                        abits=abits, exponent=exponent,
+                        first_last_bits=8 if first_last_bits == "8" else "same",
+                        objective=objective, calib=calib_data, percentile=percentile,
+                        input_range=_input_range(input_range), seed=seed)
+    click.echo(format_report(project.report))
+    click.echo(f"wrote {out} (target {target}); next: mcugen verify {out}")
+
+
+@cli.command()
+@click.argument("project", type=click.Path(file_okay=False))
+@click.option("--inputs", type=click.Path(dir_okay=False), help="float inputs (.npy), (N, *input_shape) or (N, flat)")
+@click.option("--output", type=click.Path(dir_okay=False), help="where to save the outputs (.npy)")
+@click.option("--raw", is_flag=True, help="save the integer codes/accumulators instead of floats")
+@click.option("--n", default=8, show_default=True, help="random inputs when --inputs is not given")
+def simulate(project, inputs, output, raw, n):
+    """Build the generated C with the host cc and run it on every input."""
+    from mcugen.codegen.project import require_project
+    from mcugen.ir.schedule import Schedule
+    from mcugen.pipeline import load_inputs
+    from mcugen.reference.interpreter import dequantize_output
+    from mcugen.verify import build_harness, run_harness, verify_inputs
+    path = require_project(project)
+    schedule = Schedule.load(path)
+    x = load_inputs(inputs, schedule.input["shape"]) if inputs else verify_inputs(schedule, n, 0)[2:]
+    click.echo(f"compiling {path}/model.c ...", err=True)
+    exe = build_harness(path)
+    out = run_harness(exe, x.astype(np.float32), int(np.prod(schedule.output["shape"])))
+    out = out.reshape((len(x),) + tuple(schedule.output["shape"][1:]))
+    result = out if raw else dequantize_output(schedule, out)
+    if output:
+        np.save(output, result)
+        click.echo(f"ran {len(x)} inputs; {'raw' if raw else 'float'} outputs {list(result.shape)} saved to {output}")
+    else:
+        click.echo(f"ran {len(x)} inputs; outputs {list(result.shape)}:")
+        with np.printoptions(precision=4, suppress=True, linewidth=120, threshold=200):
+            click.echo(str(result))
+
+
+@cli.command()
+@click.argument("project", type=click.Path(file_okay=False))
+@click.option("--n", default=200, show_default=True, help="random inputs over the calibrated range")
+@click.option("--inputs", type=click.Path(dir_okay=False), help="more inputs (.npy) to check")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--sanitize", is_flag=True, help="build with -fsanitize=address,undefined")
+def verify(project, n, inputs, seed, sanitize):
+    """Generated code == reference, bit for bit (exit 1 on the first difference)."""
+    from mcugen.codegen.project import require_project
+    from mcugen.ir.schedule import Schedule
+    from mcugen.pipeline import load_inputs
+    from mcugen.verify import compare, verify_inputs
+    path = require_project(project)
+    schedule = Schedule.load(path)
+    extra = load_inputs(inputs, schedule.input["shape"]) if inputs else None
+    x = verify_inputs(schedule, n, seed, extra)
+    click.echo(f"compiling and running {len(x)} inputs{' under ASan/UBSan' if sanitize else ''} ...", err=True)
+    result = compare(path, schedule, x, sanitize=sanitize)
+    if result.mismatches:
+        click.echo(f"verify: FAILED, {result.mismatches} of {result.n} inputs differ; first: {result.first}")
+        sys.exit(1)
+    click.echo(f"verify: {result.n} inputs, 0 differences (bit-exact)")
+
+
+@cli.command()
+@click.argument("project", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable")
+def report(project, as_json):
+    """The per-layer table of a generated project."""
+    from mcugen.codegen.project import require_project
+    from mcugen.report import format_report
+    path = require_project(project)
+    data = json.loads((path / "report.json").read_text())
+    click.echo(json.dumps(data, indent=1) if as_json else format_report(data))
+
+
+@cli.command()
+def boards():
+    """The boards mcugen knows, with their memories."""
+    from mcugen.boards import all_boards
+    for name, board in all_boards().items():
+        mems = ", ".join(f"{k} {v['bytes']:,} B" for k, v in board.get("memory", {}).items())
+        click.echo(f"{name:14s} {board.get('description', '')}  [{mems}]")
+
+
+def main():
+    try:
+        cli.main(standalone_mode=False)
+    except MCUGenError as exc:
+        click.echo(f"mcugen: error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("mcugen: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug in mcugen: still one line unless asked for more
+        if os.environ.get("MCUGEN_DEBUG"):
+            raise
+        click.echo(f"mcugen: internal error: {type(exc).__name__}: {exc} "
+                   f"(set MCUGEN_DEBUG=1 for a traceback)", err=True)
+        sys.exit(2)

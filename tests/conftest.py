@@ -1,0 +1,42 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_MODELS = Path(os.environ.get("MCUGEN_SHARED", REPO.parent / "shared")) / "models"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# the shared models, with the input range each expects (see ../shared/models/README.md)
+MODELS = {
+    "mnist8": (0.0, 255.0),
+    "mnist_mlp_bn": (0.0, 1.0),
+    "sine": (0.0, 6.2832),
+    "resnet8": (0.0, 255.0),
+    "kws_dscnn": (-30.0, 30.0),
+}
+
+
+def require_tool(name):
+    """A tool the test needs: in CI its absence is a failure, never a skip."""
+    if shutil.which(name):
+        return
+    if IN_CI:
+        pytest.fail(f"{name} is not installed (the test command should have installed it)")
+    pytest.skip(f"{name} not installed")
+
+
+def shared_model(name):
+    path = SHARED_MODELS / f"{name}.onnx"
+    if not path.is_file():
+        if IN_CI:
+            pytest.fail(f"shared model {path} is missing")
+        pytest.skip(f"shared model {path} is missing")
+    return path
+
+
+@pytest.fixture
+def host_cc():
+    require_tool("cc")
+    require_tool("make")
