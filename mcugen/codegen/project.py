@@ -19,8 +19,8 @@ OWN_EXTRA = {"build"}          # what simulate/verify add to a project
 def check_destination(out: Path, force: bool) -> None:
     """Refuse to write over anything mcugen did not make; raises before any work is done."""
     if not out.exists():
-        if not out.parent.exists():
-            raise MCUGenError(f"cannot create '{out}': its parent directory does not exist")
+        if out.parent.exists() and not out.parent.is_dir():
+            raise MCUGenError(f"cannot create '{out}': '{out.parent}' is not a directory")
         return
     if not out.is_dir():
         raise MCUGenError(f"'{out}' exists and is not a directory; choose another -o")
@@ -43,6 +43,7 @@ def write_project(out: Path, files: dict, save_extra, force: bool) -> None:
     """files: name -> text; save_extra(tmpdir) writes binary artifacts (schedule, constants)."""
     out = Path(out)
     check_destination(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for name, text in files.items():

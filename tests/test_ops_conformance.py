@@ -1,0 +1,101 @@
+"""Per op: a small ONNX model through the float IR (vs onnxruntime) and through the generated C
+(bit-exact vs the reference), so every step template is compiled and checked."""
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+import mcugen
+from mcugen.frontend.onnx_reader import import_model
+from mcugen.ops import all_ops
+from mcugen.passes import run_flow
+from mcugen.resources import data_dir
+from mcugen.verify import compare, verify_inputs
+from onnx_factory import make_model, save, tensor
+
+RNG = np.random.default_rng(7)
+
+
+def w(*shape):
+    return RNG.normal(size=shape) * 0.5
+
+
+def head(src, n_in):
+    """Flatten + Gemm(4) so every case ends in a MAC layer like a real network."""
+    return ([helper.make_node("Flatten", [src], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "hw", "hb"], ["y"], name="head", transB=1)],
+            [("hw", w(4, n_in)), ("hb", w(4))])
+
+
+def conv(name, src, dst, weight_name, **attrs):
+    return helper.make_node("Conv", [src, weight_name], [dst], name=name, **attrs)
+
+
+CASES = {
+    "conv_dilated_strided": lambda: ([conv("c", "x", "a", "cw", pads=[2, 1, 2, 1], strides=[2, 1], dilations=[2, 1]),
+                                      helper.make_node("Relu", ["a"], ["r"])], [("cw", w(3, 2, 3, 3))], [1, 2, 8, 6], (1, 3, 4, 6)),
+    "conv_same_upper_depthwise": lambda: ([conv("c", "x", "a", "cw", auto_pad="SAME_UPPER", group=2, kernel_shape=[3, 3]),
+                                           helper.make_node("Clip", ["a", "lo", "hi"], ["r"])],
+                                          [("cw", w(2, 1, 3, 3)), ("lo", np.array(0.0)), ("hi", np.array(1.5))], [1, 2, 5, 5], (1, 2, 5, 5)),
+    "leaky_then_maxpool_padded": lambda: ([conv("c", "x", "a", "cw", pads=[1, 1, 1, 1]),
+                                           helper.make_node("LeakyRelu", ["a"], ["l"], alpha=0.1),
+                                           helper.make_node("MaxPool", ["l"], ["r"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
+                                          [("cw", w(3, 2, 3, 3))], [1, 2, 6, 6], (1, 3, 3, 3)),
+    "avgpool_include_pad_and_relu_after_pool": lambda: ([conv("c", "x", "a", "cw"),
+                                                         helper.make_node("AveragePool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1),
+                                                         helper.make_node("Relu", ["p"], ["r"])],
+                                                        [("cw", w(2, 2, 1, 1))], [1, 2, 4, 4], (1, 2, 3, 3)),
+    "residual_sub_concat_gap": lambda: ([conv("c1", "x", "a", "w1", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["ra"]),
+                                         conv("c2", "ra", "b", "w2", pads=[1, 1, 1, 1]),
+                                         helper.make_node("Sub", ["ra", "b"], ["s"]),
+                                         helper.make_node("Concat", ["s", "ra"], ["cat"], axis=1),
+                                         helper.make_node("GlobalAveragePool", ["cat"], ["r"])],
+                                        [("w1", w(3, 2, 3, 3)), ("w2", w(3, 3, 3, 3))], [1, 2, 4, 4], (1, 6, 1, 1)),
+    "pad_folded_bn_unfolded_mul": lambda: ([helper.make_node("Pad", ["x", "pads"], ["p"], mode="constant"),
+                                            conv("c", "p", "a", "cw"),
+                                            helper.make_node("BatchNormalization", ["a", "g", "be", "m", "v"], ["bn"]),
+                                            helper.make_node("Mul", ["bn", "k"], ["r"])],
+                                           [("pads", None), ("cw", w(3, 2, 3, 3)), ("g", np.abs(w(3)) + 0.5), ("be", w(3)),
+                                            ("m", w(3)), ("v", np.abs(w(3)) + 0.1), ("k", np.array([2.0]))], [1, 2, 4, 4], (1, 3, 4, 4)),
+    "transpose_real_permutation": lambda: ([conv("c", "x", "a", "cw"), helper.make_node("Relu", ["a"], ["ra"]),
+                                            helper.make_node("Transpose", ["ra"], ["r"], perm=[0, 2, 3, 1])],
+                                           [("cw", w(3, 2, 1, 1))], [1, 2, 3, 4], (1, 3, 4, 3)),
+}
+
+
+def build_case(name, tmp_path):
+    nodes, inits, in_shape, out_shape = CASES[name]()
+    inits = [(k, np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64) if v is None else v) for k, v in inits]
+    n_in = int(np.prod(out_shape))
+    tail, tail_inits = head("r", n_in)
+    float_inits = [(k, v) for k, v in inits + tail_inits if v.dtype != np.int64]
+    model = make_model(nodes + tail, [tensor("x", in_shape)], [tensor("y", [1, 4])], float_inits)
+    for k, v in inits:
+        if v.dtype == np.int64:
+            model.graph.initializer.append(helper.make_tensor(k, 7, v.shape, v.tolist()))
+    return save(model, tmp_path / f"{name}.onnx")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_op_float_matches_onnxruntime_and_c_is_bit_exact(name, tmp_path, host_cc):
+    path = build_case(name, tmp_path)
+    x = RNG.uniform(-2, 2, size=(5,) + tuple(CASES[name]()[2][1:])).astype(np.float32)
+    session = ort.InferenceSession(str(path))
+    want = np.concatenate([session.run(None, {"x": xi[None]})[0] for xi in x])
+    import onnx
+    graph = run_flow(import_model(onnx.load(str(path))))
+    np.testing.assert_allclose(graph.run_float(x.astype(np.float64))[graph.output], want, rtol=1e-4, atol=1e-4)
+    for scheme, wbits, abits in (("power", 4, 4), ("uniform", 8, 8), ("log2", 4, 8)):
+        out = tmp_path / f"out_{scheme}"
+        project = mcugen.build(path, out=out, scheme=scheme, wbits=wbits, abits=abits,
+                               input_range=(-2.0, 2.0), first_last_bits="same")
+        result = compare(out, project.schedule, verify_inputs(project.schedule, 60, seed=1))
+        assert result.mismatches == 0, f"{scheme}: {result.first}"
+
+
+def test_every_step_kind_has_a_host_template_and_a_conformance_case():
+    kinds = {k for op in all_ops().values() for k in op.step_kinds}
+    templates = {p.name.split(".")[0] for p in (data_dir("templates") / "host" / "ops").glob("*.c.j2")}
+    assert kinds <= templates, f"step kinds without a host template: {kinds - templates}"
+    covered = {"conv2d", "dense", "add", "maxpool", "avgpool", "recode", "concat", "transpose"}
+    assert kinds <= covered, f"step kinds without a conformance case: {kinds - covered}"
