@@ -104,8 +104,11 @@ def simulate(project, inputs, output, raw, n):
         np.save(output, result)
         click.echo(f"ran {len(x)} inputs; {'raw' if raw else 'float'} outputs {list(result.shape)} saved to {output}")
     else:
-        click.echo(f"ran {len(x)} inputs; outputs {list(result.shape)}:")
-        with np.printoptions(precision=4, suppress=True, linewidth=120, threshold=200):
+        click.echo(f"ran {len(x)} inputs; outputs {list(result.shape)} (--output y.npy saves them)")
+    if not raw and result.ndim == 2 and result.shape[1] > 1:
+        click.echo("predicted class per input: " + " ".join(map(str, result.argmax(axis=1))))
+    elif not output:
+        with np.printoptions(precision=4, suppress=True, linewidth=120, threshold=64):
             click.echo(str(result))
 
 
