@@ -42,7 +42,8 @@ def cli():
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--target", default="host", show_default=True, help="host")
+@click.option("--target", default="host", show_default=True, type=click.Choice(["host", "rv32", "gap8"]))
+@click.option("--board", help="a board from `mcugen boards` (default: the target's own)")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="output project directory")
 @click.option("--scheme", default="power", show_default=True, type=click.Choice(["power", "uniform", "log2"]))
 @click.option("--wbits", default=8, show_default=True, type=int)
@@ -56,7 +57,7 @@ def cli():
 @click.option("--input-range", help="LO:HI of the model's input values, without --calib")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--force", is_flag=True, help="replace a project mcugen made earlier")
-def build(model, target, out, scheme, wbits, abits, exponent, first_last_bits, objective,
+def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_bits, objective,
           calib, percentile, input_range, seed, force):
     """Quantize MODEL, lower it and emit a buildable project in OUT."""
     from mcugen.pipeline import build as run_build
@@ -69,7 +70,7 @@ def build(model, target, out, scheme, wbits, abits, exponent, first_last_bits, o
             calib_data = np.load(calib, allow_pickle=False)
         except Exception:
             raise MCUGenError(f"'{calib}' is not a .npy array (save samples with numpy.save)") from None
-    project = run_build(model, target=target, out=out, force=force,
+    project = run_build(model, target=target, board=board, out=out, force=force,
                         progress=_progress("exponent search"), scheme=scheme, wbits=wbits,
                         abits=abits, exponent=exponent,
                         first_last_bits=8 if first_last_bits == "8" else "same",
@@ -85,20 +86,26 @@ def build(model, target, out, scheme, wbits, abits, exponent, first_last_bits, o
 @click.option("--output", type=click.Path(dir_okay=False), help="where to save the outputs (.npy)")
 @click.option("--raw", is_flag=True, help="save the integer codes/accumulators instead of floats")
 @click.option("--n", default=8, show_default=True, help="random inputs when --inputs is not given")
-def simulate(project, inputs, output, raw, n):
-    """Build the generated C with the host cc and run it on every input."""
+@click.option("--on", "on", default="host", show_default=True, type=click.Choice(["host", "qemu"]),
+              help="qemu: RV32IMC under qemu, recording per-layer instruction counts")
+def simulate(project, inputs, output, raw, n, on):
+    """Build the generated C and run it on every input (host cc, or RV32 under qemu)."""
     from mcugen.codegen.project import require_project
     from mcugen.ir.schedule import Schedule
     from mcugen.pipeline import load_inputs
     from mcugen.reference.interpreter import dequantize_output
-    from mcugen.verify import build_harness, run_harness, verify_inputs
+    from mcugen.verify import build_harness, qemu_timeout, run_harness, verify_inputs
     path = require_project(project)
     schedule = Schedule.load(path)
     x = load_inputs(inputs, schedule.input["shape"]) if inputs else verify_inputs(schedule, n, 0)[2:]
-    click.echo(f"compiling {path}/model.c ...", err=True)
-    exe = build_harness(path)
-    out = run_harness(exe, x.astype(np.float32), int(np.prod(schedule.output["shape"])))
-    out = out.reshape((len(x),) + tuple(schedule.output["shape"][1:]))
+    click.echo(f"compiling {path} for {on} ...", err=True)
+    exe = build_harness(path, on=on)
+    timeout = qemu_timeout(schedule, len(x)) if on == "qemu" else 600
+    click.echo(f"running {len(x)} inputs ...", err=True)
+    run = run_harness(exe, x.astype(np.float32), int(np.prod(schedule.output["shape"])), on=on, timeout=timeout)
+    if on == "qemu":
+        _record_profile(path, schedule, run.profile)
+    out = run.outputs.reshape((len(x),) + tuple(schedule.output["shape"][1:]))
     result = out if raw else dequantize_output(schedule, out)
     if output:
         np.save(output, result)
@@ -112,13 +119,25 @@ def simulate(project, inputs, output, raw, n):
             click.echo(str(result))
 
 
+def _record_profile(path, schedule, profile):
+    """profile.json: per-step instructions of one inference on RV32, and the model's sections."""
+    from mcugen.verify import model_sizes
+    record = {"instructions": {"total": profile.get("total"),
+                               "steps": {s.name: profile.get(i) for i, s in enumerate(schedule.steps)}},
+              "sections": model_sizes(path)}
+    (path / "profile.json").write_text(json.dumps(record, indent=1))
+    click.echo(f"instructions per inference on RV32IMC: {profile.get('total'):,} "
+               f"(per layer: mcugen report {path})")
+
+
 @cli.command()
 @click.argument("project", type=click.Path(file_okay=False))
 @click.option("--n", default=200, show_default=True, help="random inputs over the calibrated range")
 @click.option("--inputs", type=click.Path(dir_okay=False), help="more inputs (.npy) to check")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--sanitize", is_flag=True, help="build with -fsanitize=address,undefined")
-def verify(project, n, inputs, seed, sanitize):
+@click.option("--on", "on", default="host", show_default=True, type=click.Choice(["host", "qemu"]))
+def verify(project, n, inputs, seed, sanitize, on):
     """Generated code == reference, bit for bit (exit 1 on the first difference)."""
     from mcugen.codegen.project import require_project
     from mcugen.ir.schedule import Schedule
@@ -128,12 +147,14 @@ def verify(project, n, inputs, seed, sanitize):
     schedule = Schedule.load(path)
     extra = load_inputs(inputs, schedule.input["shape"]) if inputs else None
     x = verify_inputs(schedule, n, seed, extra)
-    click.echo(f"compiling and running {len(x)} inputs{' under ASan/UBSan' if sanitize else ''} ...", err=True)
-    result = compare(path, schedule, x, sanitize=sanitize)
+    if sanitize and on == "qemu":
+        raise MCUGenError("--sanitize runs on the host only")
+    click.echo(f"compiling and running {len(x)} inputs on {on}{' under ASan/UBSan' if sanitize else ''} ...", err=True)
+    result = compare(path, schedule, x, sanitize=sanitize, on=on)
     if result.mismatches:
         click.echo(f"verify: FAILED, {result.mismatches} of {result.n} inputs differ; first: {result.first}")
         sys.exit(1)
-    click.echo(f"verify: {result.n} inputs, 0 differences (bit-exact)")
+    click.echo(f"verify: {result.n} inputs on {on}, 0 differences (bit-exact)")
 
 
 @cli.command()
@@ -143,8 +164,11 @@ def report(project, as_json):
     """The per-layer table of a generated project."""
     from mcugen.codegen.project import require_project
     from mcugen.report import format_report
+    from mcugen.report import merge_profile
     path = require_project(project)
     data = json.loads((path / "report.json").read_text())
+    if (path / "profile.json").is_file():
+        merge_profile(data, json.loads((path / "profile.json").read_text()))
     click.echo(json.dumps(data, indent=1) if as_json else format_report(data))
 
 
@@ -154,7 +178,8 @@ def boards():
     from mcugen.boards import all_boards
     for name, board in all_boards().items():
         mems = ", ".join(f"{k} {v['bytes']:,} B" for k, v in board.get("memory", {}).items())
-        click.echo(f"{name:14s} {board.get('description', '')}  [{mems}]")
+        click.echo(f"{name:14s} targets {','.join(board.get('targets', [])):10s} {mems}\n"
+                   f"{'':14s} {board.get('description', '')}")
 
 
 def main():

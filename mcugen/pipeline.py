@@ -17,7 +17,8 @@ from mcugen.quant.power import SCHEMES
 from mcugen.quant.qgraph import QuantOptions, quantize
 from mcugen.report import build_report
 
-TARGETS = ("host",)
+# target -> (default board, codegen module)
+TARGETS = {"host": ("host", "host"), "rv32": ("rv32imc-qemu", "host"), "gap8": ("gap8", "gap8")}
 
 
 @dataclass
@@ -43,9 +44,12 @@ class Project:
                                       simulated_run(self.qgraph, x))
 
 
-def check_options(target, options: QuantOptions):
+def check_options(target, options: QuantOptions, board=None):
     if target not in TARGETS:
         raise MCUGenError(f"unknown target '{target}'; known: {', '.join(TARGETS)}")
+    if board is not None and target not in board.get("targets", []):
+        raise MCUGenError(f"board '{board['name']}' does not take target '{target}' "
+                          f"(it takes: {', '.join(board.get('targets', []))})")
     if options.scheme not in SCHEMES:
         raise MCUGenError(f"unknown scheme '{options.scheme}'; known: {', '.join(SCHEMES)}")
     for name in ("wbits", "abits"):
@@ -64,10 +68,29 @@ def safe_file_label(path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", Path(str(path)).name)[:60] or "model"
 
 
-def build(model, target="host", out=None, force=False, progress=None, **quant) -> Project:
+def check_fit(schedule, board) -> dict:
+    """Flash (weights and tables) and RAM (the arena; plus the weights on boards that run them
+    from RAM, like GAP8's L2) against the board; one line with the numbers when it does not fit."""
+    flash = sum(schedule.step_consts_bytes(s) for s in schedule.steps)
+    ram = schedule.arena_bytes + (flash if board.get("weights_in") in ("ram", "l2") else 0)
+    needs = {"flash": flash, "ram": ram}
+    what = {"flash": "weights and tables", "ram": "activation arena" + (" and weights" if ram > schedule.arena_bytes else "")}
+    short = [f"{mem} needs {need:,} B ({what[mem]}) of {board['memory'][mem]['bytes']:,} B"
+             for mem, need in needs.items() if need > board["memory"][mem]["bytes"]]
+    if short:
+        raise MCUGenError(f"the model does not fit board '{board['name']}': {'; '.join(short)}; "
+                          f"code adds a few KB more. Try a smaller model, lower --wbits, or a "
+                          f"bigger board (mcugen boards)")
+    return needs
+
+
+def build(model, target="host", out=None, force=False, progress=None, board=None, **quant) -> Project:
+    from mcugen.boards import get_board
     calib = quant.pop("calib", None)
     options = QuantOptions(**quant)
-    check_options(target, options)
+    if target in TARGETS:
+        board = get_board(board or TARGETS[target][0])
+    check_options(target, options, board)
     if out is not None:
         from mcugen.codegen.project import check_destination
         check_destination(Path(out), force)
@@ -76,7 +99,8 @@ def build(model, target="host", out=None, force=False, progress=None, **quant) -
         options.calib = coerce_inputs(calib, graph.shapes[graph.input], "calibration samples")
     qgraph = quantize(graph, options, progress=progress)
     schedule = lower(qgraph)
-    schedule.meta = {"model": safe_file_label(model), "target": target,
+    check_fit(schedule, board)
+    schedule.meta = {"model": safe_file_label(model), "target": target, "board": board["name"],
                      "input_range": list(qgraph.input_range), "options": _options_record(options),
                      "exponent": qgraph.exponent, "notes": qgraph.notes}
     report = build_report(schedule)
@@ -93,9 +117,10 @@ def _options_record(options):
 
 
 def _emit(project, target, force):
-    from mcugen.codegen import host
+    import importlib
     from mcugen.codegen.project import write_project
-    files = host.render(project.schedule, project.schedule.meta["model"])
+    codegen = importlib.import_module(f"mcugen.codegen.{TARGETS[target][1]}")
+    files = codegen.render(project.schedule, project.schedule.meta["model"])
     files["report.json"] = json.dumps(project.report, indent=1)
 
     def save_extra(directory):

@@ -30,6 +30,21 @@ def build_report(schedule) -> dict:
             "layers": layers, "totals": totals}
 
 
+def merge_profile(report: dict, profile: dict) -> dict:
+    """Add measured RV32 instruction counts and section sizes (profile.json) to a report."""
+    steps = profile["instructions"]["steps"]
+    for layer in report["layers"]:
+        layer["instructions"] = steps.get(layer["step"])
+        if layer["instructions"] and layer["macs"]:
+            layer["instr_per_mac"] = round(layer["instructions"] / layer["macs"], 3)
+    t = report["totals"]
+    t["instructions"] = profile["instructions"]["total"]
+    if t["instructions"] and t["macs"]:
+        t["instr_per_mac"] = round(t["instructions"] / t["macs"], 3)
+    t.update({f"{k}_bytes": v for k, v in profile["sections"].items()})
+    return report
+
+
 def _fmt(value, kind="int"):
     if value is None:
         return "-"
@@ -40,22 +55,27 @@ def _fmt(value, kind="int"):
 
 def format_report(report: dict) -> str:
     head = ("step", "op", "MACs", "weights B", "tables B", "RAM B", "W", "A", "exponent",
-            "recon err", "acc bound")
+            "recon err", "acc bound", "instr", "instr/MAC")
     rows = []
     for layer in report["layers"]:
         rows.append((layer["step"][:34], layer["op"], _fmt(layer["macs"]), _fmt(layer["weight_bytes"]),
                      _fmt(layer["const_bytes"] - layer["weight_bytes"]), _fmt(layer["ram_bytes"]),
                      _fmt(layer["wbits"]), _fmt(layer["abits"]), _fmt(layer["exponent"], "float"),
-                     _fmt(layer["recon_error"], "float"), _fmt(layer["acc_bound"])))
+                     _fmt(layer["recon_error"], "float"), _fmt(layer["acc_bound"]),
+                     _fmt(layer.get("instructions")), _fmt(layer.get("instr_per_mac"), "float")))
     t = report["totals"]
     rows.append(("total", "", _fmt(t["macs"]), _fmt(t["weight_bytes"]),
                  _fmt(t["flash_bytes"] - t["weight_bytes"]), _fmt(t["peak_ram_bytes"]) + " peak",
-                 "", "", _fmt(t["exponent"], "float"), "", ""))
+                 "", "", _fmt(t["exponent"], "float"), "", "", _fmt(t.get("instructions")),
+                 _fmt(t.get("instr_per_mac"), "float")))
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
                        for i, (c, w) in enumerate(zip(r, widths))) for r in [head] + rows]
     lines.insert(1, "-" * len(lines[0]))
     lines.append(f"flash {t['flash_bytes']:,} B; activation RAM {t['peak_ram_bytes']:,} B peak "
                  f"(vs {t['activation_bytes_unshared']:,} B if no buffer were shared)")
+    if "text_bytes" in t:
+        lines.append(f"RV32IMC model.o: text {t['text_bytes']:,} B, rodata {t['rodata_bytes']:,} B, "
+                     f"data {t['data_bytes']:,} B, bss {t['bss_bytes']:,} B")
     lines.extend(f"note: {n}" for n in report.get("notes", []))
     return "\n".join(lines)

@@ -1,15 +1,18 @@
 """Build a generated project, run it on many inputs, compare with the reference bit for bit.
 
-On a difference, the trace build (-DMODEL_TRACE) runs the first failing input again and the
-first step whose output differs is named, with the element, the expected and the actual value.
+Runs on the host (cc) or on RV32IMC under qemu (`on="qemu"`: the same C cross-compiled with
+picolibc, semihosting for the files, minstret for exact per-step instruction counts). On a
+difference, the trace build (-DMODEL_TRACE) runs the first failing input again on the host and
+names the first step whose output differs, with the element, expected and actual value.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,14 @@ from mcugen.errors import MCUGenError
 from mcugen.ir.schedule import Schedule
 from mcugen.reference.interpreter import quantize_input, run_codes
 
-RUN_TIMEOUT = 600
+HOST_TIMEOUT = 600
+QEMU = "qemu-system-riscv32"
+RV_CC = "riscv64-unknown-elf-gcc"
+INSTALL_HINT = ("apt-get install gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf "
+                "qemu-system-misc")
+FAULT_CAUSES = {0: "misaligned fetch", 1: "instruction access fault", 2: "illegal instruction",
+                4: "misaligned load", 5: "load access fault", 6: "misaligned store",
+                7: "store access fault"}
 
 
 def find_cc() -> str:
@@ -28,40 +38,86 @@ def find_cc() -> str:
     return cc
 
 
-def build_harness(project: Path, variant: str = "", sanitize=False, trace=False) -> Path:
-    """make in the project; returns the harness executable."""
-    build = f"build/{variant or 'default'}"
-    cmd = ["make", "-s", "-C", str(project), f"BUILD={build}", f"CC={find_cc()}"]
-    if sanitize:
-        cmd.append("SANITIZE=1")
-    if trace:
-        cmd.append("TRACE=1")
+def _makefile(project: Path) -> str:
+    """GAP8 projects keep the SDK's Makefile and build the emulation from emu.mk."""
+    return "emu.mk" if (project / "emu.mk").is_file() else "Makefile"
+
+
+def build_harness(project: Path, variant: str = "", sanitize=False, trace=False, on="host") -> Path:
+    """make in the project; returns the harness executable (an ELF for qemu)."""
     if shutil.which("make") is None:
         raise MCUGenError("`make` not found: install it (apt-get install make)")
+    build = f"build/{variant or on}"
+    cmd = ["make", "-s", "-f", _makefile(project), "-C", str(project), f"BUILD={build}"]
+    if on == "qemu":
+        if shutil.which(RV_CC) is None:
+            raise MCUGenError(f"{RV_CC} not found: {INSTALL_HINT}")
+        cmd.append("rv32")
+    else:
+        cmd.append(f"CC={find_cc()}")
+    cmd += ["SANITIZE=1"] if sanitize else []
+    cmd += ["TRACE=1"] if trace else []
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         first = (done.stderr or done.stdout).strip().splitlines()[:1]
         raise MCUGenError(f"the generated C did not compile: {first[0] if first else 'make failed'}")
-    return project / build / "model_test"
+    return project / build / ("model_test.elf" if on == "qemu" else "model_test")
 
 
-def run_harness(exe: Path, x: np.ndarray, n_out: int, trace_bytes: int = 0, timeout=RUN_TIMEOUT):
-    """Float32 inputs (N, ...) -> raw int32 outputs (N, n_out) [, trace bytes]."""
-    with tempfile.TemporaryDirectory() as tmp:
+@dataclass
+class RunResult:
+    outputs: np.ndarray
+    trace: np.ndarray | None = None
+    profile: dict = field(default_factory=dict)     # "total" and step index -> instructions
+
+
+def _command(exe: Path, files, on):
+    if on != "qemu":
+        return [str(exe)] + [str(f) for f in files]
+    if shutil.which(QEMU) is None:
+        raise MCUGenError(f"{QEMU} not found: {INSTALL_HINT}")
+    args = ",".join(f"arg={f}" for f in files)
+    return [QEMU, "-machine", "virt", "-bios", "none", "-nographic", "-icount", "shift=0",
+            "-semihosting-config", f"enable=on,target=native,{args}", "-kernel", str(exe)]
+
+
+def _failure(done, on):
+    text = (done.stdout or "") + (done.stderr or "")
+    if on == "qemu" and "RISCV fault" in text:
+        cause = re.search(r"mcause:\s*0x([0-9a-f]+)", text)
+        pc = re.search(r"mepc:\s*0x([0-9a-f]+)", text)
+        code = int(cause.group(1), 16) if cause else -1
+        return (f"the generated program trapped on RV32: {FAULT_CAUSES.get(code, f'mcause {code}')}"
+                f" at pc 0x{pc.group(1) if pc else '?'}")
+    tail = text.strip().splitlines()[-3:]
+    return f"the generated program failed (exit {done.returncode}): {' | '.join(tail)}"
+
+
+def run_harness(exe: Path, x: np.ndarray, n_out: int, trace_bytes: int = 0, on="host",
+                timeout=HOST_TIMEOUT) -> RunResult:
+    """Float32 inputs (N, ...) -> raw int32 outputs (N, n_out), with trace and profile."""
+    with tempfile.TemporaryDirectory(prefix="mcugen") as tmp:
         fin, fout, ftrace = (Path(tmp) / n for n in ("in.f32", "out.i32", "trace.bin"))
         np.ascontiguousarray(x, dtype=np.float32).tofile(fin)
-        args = [str(exe), str(fin), str(fout)] + ([str(ftrace)] if trace_bytes else [])
+        files = [fin, fout] + ([ftrace] if trace_bytes else [])
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="print_stacktrace=1")
         try:
-            done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+            done = subprocess.run(_command(exe, files, on), capture_output=True, text=True,
+                                  timeout=timeout, env=env, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            raise MCUGenError(f"the generated program ran longer than {timeout} s") from None
+            raise MCUGenError(f"the generated program ran longer than {timeout} s ({on})") from None
         if done.returncode != 0:
-            tail = done.stderr.strip().splitlines()[-3:]
-            raise MCUGenError(f"the generated program failed (exit {done.returncode}): {' | '.join(tail)}")
+            raise MCUGenError(_failure(done, on))
         out = np.fromfile(fout, dtype=np.int32).reshape(-1, n_out)
+        if len(out) != len(x):
+            raise MCUGenError(f"the generated program wrote {len(out)} of {len(x)} outputs ({on})")
         trace = np.fromfile(ftrace, dtype=np.uint8) if trace_bytes else None
-    return (out, trace) if trace_bytes else out
+        fprof = Path(f"{fout}.prof")
+        profile_text = fprof.read_text() if fprof.is_file() else ""
+    profile = {}
+    for key, count in re.findall(r"mcugen-profile (\w+) (\d+)", profile_text):
+        profile[key if key == "total" else int(key)] = int(count)
+    return RunResult(out, trace, profile)
 
 
 @dataclass
@@ -69,6 +125,7 @@ class VerifyResult:
     n: int
     mismatches: int
     first: str | None = None
+    profile: dict = field(default_factory=dict)
 
 
 def verify_inputs(schedule: Schedule, n: int, seed: int, extra=None) -> np.ndarray:
@@ -81,22 +138,31 @@ def verify_inputs(schedule: Schedule, n: int, seed: int, extra=None) -> np.ndarr
     return np.concatenate(parts).astype(np.float32)
 
 
-def compare(project: Path, schedule: Schedule, x: np.ndarray, sanitize=False) -> VerifyResult:
+def qemu_timeout(schedule: Schedule, n: int) -> float:
+    """Generous: qemu runs well over 50 M instructions a second; 200 instructions per MAC."""
+    macs = sum(s.info.get("macs", 0) for s in schedule.steps) + 10_000
+    return 60 + n * macs * 200 / 50e6
+
+
+def compare(project: Path, schedule: Schedule, x: np.ndarray, sanitize=False, on="host") -> VerifyResult:
     n_out = int(np.prod(schedule.output["shape"]))
-    exe = build_harness(project, "asan" if sanitize else "", sanitize=sanitize)
-    got = run_harness(exe, x, n_out)
+    exe = build_harness(project, "asan" if sanitize else "", sanitize=sanitize, on=on)
+    timeout = qemu_timeout(schedule, len(x)) if on == "qemu" else HOST_TIMEOUT
+    run = run_harness(exe, x, n_out, on=on, timeout=timeout)
     expected = run_codes(schedule, quantize_input(schedule, x)).reshape(len(x), -1)
-    bad = np.nonzero(np.any(got != expected, axis=1))[0]
+    bad = np.nonzero(np.any(run.outputs != expected, axis=1))[0]
     if bad.size == 0:
-        return VerifyResult(len(x), 0)
-    return VerifyResult(len(x), int(bad.size), locate_mismatch(project, schedule, x[bad[0]:bad[0] + 1], int(bad[0])))
+        return VerifyResult(len(x), 0, profile=run.profile)
+    first = int(bad[0])
+    return VerifyResult(len(x), int(bad.size), locate_mismatch(project, schedule, x[first:first + 1], first),
+                        run.profile)
 
 
 def locate_mismatch(project: Path, schedule: Schedule, x1: np.ndarray, index: int) -> str:
-    """Run one failing input through the trace build and name the first differing step."""
+    """Run one failing input through the host trace build and name the first differing step."""
     exe = build_harness(project, "trace", trace=True)
     total = sum(schedule.buffers[s.output].nbytes for s in schedule.steps)
-    _, trace = run_harness(exe, x1, int(np.prod(schedule.output["shape"])), trace_bytes=total)
+    trace = run_harness(exe, x1, int(np.prod(schedule.output["shape"])), trace_bytes=total).trace
     _, expected = run_codes(schedule, quantize_input(schedule, x1), trace=True)
     pos = 0
     for step in schedule.steps:
@@ -109,6 +175,24 @@ def locate_mismatch(project: Path, schedule: Schedule, x1: np.ndarray, index: in
             e = int(diff[0])
             return (f"input {index}: layer '{step.layer}' (step {step.name}, {step.kind}) element {e}: "
                     f"expected {int(want[e])}, got {int(got[e])}")
-    return f"input {index}: every step matches but the final output differs"
+    return f"input {index}: every step matches on the host; the difference is specific to the target"
 
 
+def model_sizes(project: Path) -> dict:
+    """text / rodata / data / bss bytes of the model alone (model.c for RV32IMC at -O2; the
+    harness and libc excluded), from riscv64-unknown-elf-size -A."""
+    size_tool = shutil.which("riscv64-unknown-elf-size")
+    if size_tool is None or shutil.which(RV_CC) is None:
+        raise MCUGenError(f"riscv64-unknown-elf-size not found: {INSTALL_HINT}")
+    with tempfile.TemporaryDirectory(prefix="mcugen") as tmp:
+        obj = Path(tmp) / "model.o"
+        subprocess.run([RV_CC, "-march=rv32imc", "-mabi=ilp32", "-O2", "-std=c99",
+                        "--specs=picolibc.specs", "-c", str(project / "model.c"), "-o", str(obj)],
+                       check=True, capture_output=True)
+        done = subprocess.run([size_tool, "-A", str(obj)], capture_output=True, text=True, check=True)
+    sizes = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
+    for name, size in re.findall(r"^\.(\w+)\S*\s+(\d+)", done.stdout, re.M):
+        for key in sizes:
+            if name.startswith(key) or name == "s" + key:
+                sizes[key] += int(size)
+    return sizes

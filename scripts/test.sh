@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v cc >/dev/null || missing+=(gcc)
 command -v make >/dev/null || missing+=(make)
+# the RV32 target: cross compiler, picolibc and qemu (Debian packages)
+command -v riscv64-unknown-elf-gcc >/dev/null || missing+=(gcc-riscv64-unknown-elf)
+[ -f /usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs ] || missing+=(picolibc-riscv64-unknown-elf)
+command -v qemu-system-riscv32 >/dev/null || missing+=(qemu-system-misc)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"

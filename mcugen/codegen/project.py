@@ -47,6 +47,7 @@ def write_project(out: Path, files: dict, save_extra, force: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for name, text in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_text(text)
         save_extra(tmp)
         os.chmod(tmp, 0o755)           # mkdtemp makes it private; a project is an ordinary dir
