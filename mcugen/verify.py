@@ -59,8 +59,9 @@ def build_harness(project: Path, variant: str = "", sanitize=False, trace=False,
     cmd += ["TRACE=1"] if trace else []
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        first = (done.stderr or done.stdout).strip().splitlines()[:1]
-        raise MCUGenError(f"the generated C did not compile: {first[0] if first else 'make failed'}")
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        errors = [line for line in lines if "error" in line] or lines or ["make failed"]
+        raise MCUGenError(f"the generated C did not compile: {errors[0]}")
     return project / build / ("model_test.elf" if on == "qemu" else "model_test")
 
 
