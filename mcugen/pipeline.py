@@ -105,9 +105,31 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
                      "exponent": qgraph.exponent, "notes": qgraph.notes}
     report = build_report(schedule)
     project = Project(schedule, report, qgraph, Path(out) if out else None, qgraph.notes)
+    report["totals"].update(realization_cost(project))
     if out is not None:
         _emit(project, target, force)
     return project
+
+
+def realization_cost(project, n=32) -> dict:
+    """How far the integer realization is from simulated quantization, and both from float,
+    on the calibration (or synthetic) inputs: the loss from the integers themselves."""
+    from mcugen.quant.calibrate import synthetic_inputs
+    qgraph = project.qgraph
+    graph = qgraph.graph
+    x = qgraph.options.calib[:n] if qgraph.options.calib is not None else \
+        synthetic_inputs(graph.shapes[graph.input], qgraph.input_range, qgraph.options.seed + 1, n)
+    from mcugen.ops.softmax import apply_output_transform
+    real = apply_output_transform(graph.output_transform, graph.run_float(x)[graph.output]).reshape(len(x), -1)
+    sim = project.run_simulated(x).reshape(len(x), -1)
+    integer = project.run(x).reshape(len(x), -1)
+    scale = float(np.abs(real).max()) or 1.0
+    record = {"int_vs_sim_max_abs_diff": float(np.abs(integer - sim).max()) / scale,
+              "sim_vs_float_max_abs_diff": float(np.abs(sim - real).max()) / scale}
+    if real.shape[1] > 1:
+        record["int_vs_sim_top1_agreement"] = float((integer.argmax(1) == sim.argmax(1)).mean())
+        record["int_vs_float_top1_agreement"] = float((integer.argmax(1) == real.argmax(1)).mean())
+    return record
 
 
 def _options_record(options):

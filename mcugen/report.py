@@ -74,6 +74,12 @@ def format_report(report: dict) -> str:
     lines.insert(1, "-" * len(lines[0]))
     lines.append(f"flash {t['flash_bytes']:,} B; activation RAM {t['peak_ram_bytes']:,} B peak "
                  f"(vs {t['activation_bytes_unshared']:,} B if no buffer were shared)")
+    if "int_vs_sim_max_abs_diff" in t:
+        agree = (f"; top-1 agreement: integer vs simulated {t['int_vs_sim_top1_agreement']:.0%}, "
+                 f"integer vs float {t['int_vs_float_top1_agreement']:.0%}") if "int_vs_sim_top1_agreement" in t else ""
+        lines.append(f"max |output| difference, relative to the float range: simulated quantization vs "
+                     f"float {t['sim_vs_float_max_abs_diff']:.3g}, integer vs simulated "
+                     f"{t['int_vs_sim_max_abs_diff']:.3g}{agree} (32 calibration inputs)")
     if "text_bytes" in t:
         lines.append(f"RV32IMC model.o: text {t['text_bytes']:,} B, rodata {t['rodata_bytes']:,} B, "
                      f"data {t['data_bytes']:,} B, bss {t['bss_bytes']:,} B")
