@@ -53,3 +53,21 @@ def test_verify_detects_a_tampered_constant_and_names_the_layer(tmp_path, host_c
     result = compare(out, project.schedule, verify_inputs(project.schedule, 20, seed=0))
     assert result.mismatches > 0
     assert step.layer in result.first and step.name in result.first
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_torch_exported_example_is_bit_exact_and_accurate(config, tmp_path, host_cc):
+    """examples/digits_cnn.onnx: a real torch.onnx export (Clip, LeakyRelu, Concat, residual Add,
+    depthwise Conv, GlobalAveragePool), calibrated on real digits."""
+    from conftest import REPO
+    scheme, wbits, abits = CONFIGS[config]
+    examples = REPO / "examples"
+    x = np.load(examples / "digits_cnn_inputs.npy")
+    labels = np.load(examples / "digits_cnn_labels.npy")
+    out = tmp_path / "proj"
+    project = mcugen.build(examples / "digits_cnn.onnx", out=out, scheme=scheme, wbits=wbits,
+                           abits=abits, calib=x)
+    result = compare(out, project.schedule, verify_inputs(project.schedule, 200, seed=2, extra=x))
+    assert result.mismatches == 0, result.first
+    accuracy = (project.run(x).argmax(1) == labels).mean()
+    assert accuracy >= (0.9 if abits == 8 else 0.8), accuracy
