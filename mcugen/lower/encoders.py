@@ -47,3 +47,12 @@ def apply_thresholds(acc: np.ndarray, thresholds: np.ndarray, code_min: int) -> 
     for c in range(acc.shape[1]):
         codes[:, c] = np.searchsorted(thresholds[c], acc[:, c], side="right")
     return codes + code_min
+
+
+def encoder_step_parts(encoding, activation, scale, bound):
+    """The threshold encoder of a step: (consts, params, info) to merge into the step's own."""
+    thresholds = threshold_table(encoding, activation, scale, bound)
+    params = {"n_thresholds": thresholds.shape[1], "code_min": -encoding.B if encoding.signed else 0}
+    info = {"abits": encoding.bits, "exponent": encoding.exponent, "encoder": "threshold",
+            "encoder_max_code_error": 0, "table_bytes": int(thresholds.nbytes)}
+    return {"thresholds": thresholds}, params, info

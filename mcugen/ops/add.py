@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.ir.graph import Node
-from mcugen.lower.encoders import apply_thresholds, threshold_table
+from mcugen.lower.encoders import apply_thresholds, encoder_step_parts
 from mcugen.lower.fixedpoint import common_point_table
 from mcugen.ops import OpDef, register
 from mcugen.ops._common import activation_fn
@@ -50,14 +50,10 @@ class Add(OpDef):
             table_b = -table_b
         y = ctx.encoding(node.output)
         bound = int(np.abs(table_a).max() + np.abs(table_b).max())
-        thresholds = threshold_table(y, node.attrs["activation"], [unit], bound)
-        params = {"size": int(np.prod(ctx.shape(node.output))),
-                  "a_offset": ea.B if ea.signed else 0, "b_offset": eb.B if eb.signed else 0,
-                  "n_thresholds": thresholds.shape[1], "code_min": -y.B if y.signed else 0}
-        consts = {"table_a": table_a.astype(np.int32), "table_b": table_b.astype(np.int32),
-                  "thresholds": thresholds}
-        info = {"abits": y.bits, "exponent": y.exponent, "encoder": "threshold",
-                "encoder_max_code_error": 0, "table_bytes": int(thresholds.nbytes)}
+        consts, params, info = encoder_step_parts(y, node.attrs["activation"], [unit], bound)
+        params.update(size=int(np.prod(ctx.shape(node.output))),
+                      a_offset=ea.B if ea.signed else 0, b_offset=eb.B if eb.signed else 0)
+        consts.update(table_a=table_a.astype(np.int32), table_b=table_b.astype(np.int32))
         return ctx.step(node, "add", params=params, consts=consts, info=info)
 
     def run_int(self, step, inputs):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.ir.graph import Node
-from mcugen.lower.encoders import apply_thresholds, threshold_table
+from mcugen.lower.encoders import apply_thresholds, encoder_step_parts
 from mcugen.lower.fixedpoint import decode_table, default_frac_bits, table_scale
 from mcugen.ops import OpDef, register
 from mcugen.ops._common import out_size, windows
@@ -118,12 +118,9 @@ class AveragePool(OpDef):
         count = node.attrs["kernel"][0] * node.attrs["kernel"][1]
         unit = x.range / (table_scale(x, frac) * count)
         bound = int(np.abs(table).max()) * count
-        thresholds = threshold_table(y, None, [unit], bound)
-        params = dict(_geometry(node, ctx), x_offset=x.B if x.signed else 0,
-                      n_thresholds=thresholds.shape[1], code_min=-y.B if y.signed else 0)
-        consts = {"dx": table.astype(np.int32), "thresholds": thresholds}
-        info = {"abits": y.bits, "exponent": y.exponent, "encoder": "threshold",
-                "encoder_max_code_error": 0, "table_bytes": int(thresholds.nbytes)}
+        consts, params, info = encoder_step_parts(y, None, [unit], bound)
+        params.update(_geometry(node, ctx), x_offset=x.B if x.signed else 0)
+        consts["dx"] = table.astype(np.int32)
         return ctx.step(node, "avgpool", params=params, consts=consts, info=info)
 
     def run_int(self, step, inputs):
