@@ -105,7 +105,10 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
                      "exponent": qgraph.exponent, "notes": qgraph.notes}
     report = build_report(schedule)
     project = Project(schedule, report, qgraph, Path(out) if out else None, qgraph.notes)
+    project.board = board
     report["totals"].update(realization_cost(project))
+    if target == "gap8":
+        _add_tile_plan(report, schedule, board)
     if out is not None:
         _emit(project, target, force)
     return project
@@ -132,6 +135,16 @@ def realization_cost(project, n=32) -> dict:
     return record
 
 
+def _add_tile_plan(report, schedule, board):
+    """GAP8: per layer, the L2->L1 tiles, L1 bytes and DMA bytes of the generated code."""
+    from mcugen.codegen.gap8 import tile_plan
+    for layer, plan in zip(report["layers"], tile_plan(schedule, board)):
+        layer.update(tiles=plan["tiles"], l1_bytes=plan["l1_bytes"], dma_bytes=plan["dma_bytes"],
+                     runs_on=plan["on"])
+    report["totals"]["dma_bytes"] = sum(layer["dma_bytes"] for layer in report["layers"])
+    report["totals"]["l1_bytes_max"] = max(layer["l1_bytes"] for layer in report["layers"])
+
+
 def _options_record(options):
     record = {k: v for k, v in vars(options).items() if k != "calib"}
     record["calib"] = options.calib is not None
@@ -142,7 +155,7 @@ def _emit(project, target, force):
     import importlib
     from mcugen.codegen.project import write_project
     codegen = importlib.import_module(f"mcugen.codegen.{TARGETS[target][1]}")
-    files = codegen.render(project.schedule, project.schedule.meta["model"])
+    files = codegen.render(project.schedule, project.schedule.meta["model"], project.board)
     files["report.json"] = json.dumps(project.report, indent=1)
 
     def save_extra(directory):

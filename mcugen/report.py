@@ -80,6 +80,10 @@ def format_report(report: dict) -> str:
         lines.append(f"max |output| difference, relative to the float range: simulated quantization vs "
                      f"float {t['sim_vs_float_max_abs_diff']:.3g}, integer vs simulated "
                      f"{t['int_vs_sim_max_abs_diff']:.3g}{agree} (32 calibration inputs)")
+    if "dma_bytes" in t:
+        tiled = [f"{layer['step'][:12]}:{layer['tiles']}" for layer in report["layers"] if layer.get("tiles", 1) > 1]
+        lines.append(f"GAP8: L1 up to {t['l1_bytes_max']:,} B per layer, {t['dma_bytes']:,} B moved by DMA per "
+                     f"inference; tiles per layer: {', '.join(tiled) or 'none (every layer fits L1 whole)'}")
     if "text_bytes" in t:
         lines.append(f"RV32IMC model.o: text {t['text_bytes']:,} B, rodata {t['rodata_bytes']:,} B, "
                      f"data {t['data_bytes']:,} B, bss {t['bss_bytes']:,} B")

@@ -26,16 +26,17 @@ def template_context(schedule, model_file: str) -> dict:
         "output_size": int(np.prod(schedule.output["shape"])),
         "input_lo": -schedule.input["B"] if schedule.input["signed"] else 0,
         "input_bits": 8,
-        "rv_memory": _qemu_memory(),
+        "rv_memory": qemu_memory(),
     }
 
 
-def _qemu_memory():
+def qemu_memory():
     """The rv32 rule always targets qemu's virt machine (its board file has the layout)."""
     memory = get_board("rv32imc-qemu")["memory"]
     return {"flash_origin": hex(memory["flash"]["origin"]), "flash_bytes": memory["flash"]["bytes"],
             "ram_origin": hex(memory["ram"]["origin"]), "ram_bytes": memory["ram"]["bytes"]}
 
 
-def render(schedule, model_file: str) -> dict:
+def render(schedule, model_file: str, board: dict | None = None) -> dict:
+    """The board does not change the host C (the rv32 rule always targets qemu's layout)."""
     return render_all("host", FILES, template_context(schedule, model_file))

@@ -1,0 +1,307 @@
+"""The GAP8 target: PMSIS C for the 8-core cluster, each MAC/pool/add layer tiled L2 -> L1 with
+the cluster DMA (double buffered), a GAP SDK Makefile, and `emu.mk`, which builds the same
+sources on the host (or for rv32 under qemu) against the PMSIS emulation layer shipped in the
+project, so the GAP8 code itself is compared bit for bit with the reference.
+
+Every tile size, L1 offset and DMA size is computed here and handed to the templates; the
+templates only lay the numbers out. The integer semantics of each step are the host kernels'.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mcugen import __version__
+from mcugen.boards import get_board
+from mcugen.codegen.host import qemu_memory
+from mcugen.codegen.render import render_all
+from mcugen.errors import MCUGenError
+from mcugen.ir.schedule import CTYPES, ITEMSIZE
+
+FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2",
+         "Makefile": "Makefile.j2", "emu.mk": "emu.mk.j2", "emu_main.c": "emu_main.c.j2",
+         "pmsis_emu/pmsis.h": "pmsis_emu/pmsis.h.j2", "pmsis_emu/pmsis.c": "pmsis_emu/pmsis.c.j2"}
+
+BAND_KINDS = ("conv2d", "maxpool", "avgpool")     # tiled over (channel block, output row band)
+TILED_KINDS = BAND_KINDS + ("dense", "add")
+ALIGN = 4
+BOARD_SAMPLES = 3                                # self-check inputs baked into the board main.c
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _sizes(count: int) -> list:
+    """Candidate tile extents for `count` items: every distinct ceil(count / k), largest first."""
+    return sorted({math.ceil(count / k) for k in range(1, count + 1)}, reverse=True)
+
+
+def _region(name, ctype, role, src, per, itemsize):
+    return {"name": name, "ctype": ctype, "role": role, "src": src, "per": int(per),
+            "itemsize": int(itemsize), "offs": []}
+
+
+class _Plan:
+    """One step's L1 layout and tiles. Regions: static (loaded once per step), block (per
+    output-channel block, two slots), tile (per tile, two slots), out (per tile, two slots)."""
+
+    def __init__(self, step, schedule, budget):
+        self.step, self.schedule, self.budget = step, schedule, budget
+        self.regions, self.tiles, self.mode = [], [], "fc"
+        self.l1_bytes = self.dma_bytes = 0
+
+    # -- helpers -------------------------------------------------------------------------
+    def buf(self, name):
+        return self.schedule.buffers[name]
+
+    def const_region(self, key, role, per):
+        value = self.step.consts[key]
+        return _region(key, CTYPES[str(value.dtype)], role, f"{self.step.name}_{key}", per,
+                       value.itemsize)
+
+    def layout(self, static_counts, slot_bytes):
+        """Offsets: static regions first, then slot 0 and slot 1 of every slotted region."""
+        off = 0
+        for index, region in enumerate(self.regions):
+            region["index"] = index
+        for region in self.regions:
+            if region["role"] == "static":
+                region["offs"] = [off]
+                region["count"] = static_counts[region["name"]]
+                off += _align(region["count"] * region["itemsize"])
+        for slot in range(2 if len(self.tiles) > 1 else 1):   # one tile: nothing to overlap
+            for region in self.regions:
+                if region["role"] != "static":
+                    region["offs"].append(off)
+                    off += _align(slot_bytes[region["name"]])
+        for region in self.regions:
+            if len(region["offs"]) == 1:
+                region["offs"].append(region["offs"][0])
+        self.l1_bytes = off
+
+
+def _band_geometry(step):
+    p = step.params
+    if step.kind == "conv2d":
+        return dict(C=p["out_c"], OH=p["out_h"], sh=p["stride_h"], pt=p["pad_top"],
+                    ext=(p["k_h"] - 1) * p["dil_h"] + 1, in_h=p["in_h"], in_w=p["in_w"],
+                    ocpg=p["out_c_per_group"], icpg=p["in_c_per_group"])
+    return dict(C=p["channels"], OH=p["out_h"], sh=p["stride_h"], pt=p["pad_top"],
+                ext=p["k_h"], in_h=p["in_h"], in_w=p["in_w"], ocpg=1, icpg=1)
+
+
+def _channel_span(g, c0, c1):
+    return (c0 // g["ocpg"]) * g["icpg"], ((c1 - 1) // g["ocpg"] + 1) * g["icpg"]
+
+
+def _row_span(g, y0, y1):
+    lo = max(0, y0 * g["sh"] - g["pt"])
+    hi = min(g["in_h"], (y1 - 1) * g["sh"] - g["pt"] + g["ext"])
+    lo = min(lo, g["in_h"] - 1)                    # a band wholly in the padding: load one row
+    return lo, max(hi, lo + 1)
+
+
+def _plan_band(plan):
+    step, p = plan.step, plan.step.params
+    g = _band_geometry(step)
+    src, dst = plan.buf(step.inputs[0]), plan.buf(step.output)
+    isz, osz, out_w = ITEMSIZE[src.dtype], ITEMSIZE[dst.dtype], p["out_w"]
+    plan.mode = "band"
+    per = {}
+    if step.kind == "conv2d":
+        if not p["identity_dx"]:
+            plan.regions.append(plan.const_region("dx", "static", 0))
+        plan.regions.append(plan.const_region("weights", "block", p["weights_per_channel"]))
+        plan.regions.append(plan.const_region("bias", "block", 1))
+        if not p["output_acc"]:
+            plan.regions.append(plan.const_region("thresholds", "block", p["n_thresholds"]))
+    elif step.kind == "avgpool":
+        plan.regions.append(plan.const_region("dx", "static", 0))
+        plan.regions.append(plan.const_region("thresholds", "static", 0))
+    plan.regions.append(_region("in", CTYPES[src.dtype], "tile", step.inputs[0], 0, isz))
+    plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 0, osz))
+    static = {r["name"]: int(step.consts[r["name"]].size) for r in plan.regions if r["role"] == "static"}
+    static_bytes = sum(_align(n * r["itemsize"]) for r in plan.regions if r["role"] == "static"
+                       for n in [static[r["name"]]])
+    for r in plan.regions:
+        if r["role"] == "block":
+            per[r["name"]] = r["per"] * r["itemsize"]
+
+    best = None
+    for oct_ in _sizes(g["C"]):
+        blocks = [(c, min(c + oct_, g["C"])) for c in range(0, g["C"], oct_)]
+        nic = max(b - a for a, b in (_channel_span(g, c0, c1) for c0, c1 in blocks))
+        for oht in _sizes(g["OH"]):
+            n_tiles = len(blocks) * math.ceil(g["OH"] / oht)
+            if best is not None and n_tiles >= best[0]:
+                continue
+            bands = [(y, min(y + oht, g["OH"])) for y in range(0, g["OH"], oht)]
+            niy = max(b - a for a, b in (_row_span(g, y0, y1) for y0, y1 in bands))
+            slot = {"in": nic * niy * g["in_w"] * isz, "out": oct_ * oht * out_w * osz}
+            slot.update({k: oct_ * v for k, v in per.items()})
+            total = static_bytes + (2 if n_tiles > 1 else 1) * sum(_align(v) for v in slot.values())
+            if total <= plan.budget:
+                best = (n_tiles, blocks, bands, slot)
+    if best is None:
+        raise MCUGenError(_no_fit(plan, "one channel and one output row"))
+    _, blocks, bands, slot = best
+    for b, (c0, c1) in enumerate(blocks):
+        ic0, ic1 = _channel_span(g, c0, c1)
+        for y0, y1 in bands:
+            iy0, iy1 = _row_span(g, y0, y1)
+            plan.tiles.append((c0, c1 - c0, y0, y1 - y0, ic0, ic1 - ic0, iy0, iy1 - iy0, b))
+    plan.layout(static, slot)
+    plan.dma_bytes = sum(static[k] * r["itemsize"] for r in plan.regions if r["role"] == "static"
+                         for k in [r["name"]])
+    for c0, nc, y0, ny, ic0, nic, iy0, niy, b in plan.tiles:
+        plan.dma_bytes += nic * niy * g["in_w"] * isz + nc * ny * out_w * osz
+        if y0 == 0:
+            plan.dma_bytes += sum(nc * v for v in per.values())
+
+
+def _plan_dense(plan):
+    step, p = plan.step, plan.step.params
+    src, dst = plan.buf(step.inputs[0]), plan.buf(step.output)
+    plan.mode = "dense"
+    plan.regions.append(_region("x", CTYPES[src.dtype], "static", step.inputs[0], 0, ITEMSIZE[src.dtype]))
+    static = {"x": p["in_features"]}
+    if not p["identity_dx"]:
+        plan.regions.append(plan.const_region("dx", "static", 0))
+        static["dx"] = int(step.consts["dx"].size)
+    plan.regions.append(plan.const_region("weights", "block", p["in_features"]))
+    plan.regions.append(plan.const_region("bias", "block", 1))
+    if not p["output_acc"]:
+        plan.regions.append(plan.const_region("thresholds", "block", p["n_thresholds"]))
+    plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
+    static_bytes = sum(_align(static[r["name"]] * r["itemsize"]) for r in plan.regions if r["role"] == "static")
+    per = {r["name"]: r["per"] * r["itemsize"] for r in plan.regions if r["role"] in ("block", "out")}
+    n = p["out_features"]
+    for ot in _sizes(n):
+        slot = {k: ot * v for k, v in per.items()}
+        if static_bytes + (2 if ot < n else 1) * sum(_align(v) for v in slot.values()) <= plan.budget:
+            break
+    else:
+        raise MCUGenError(_no_fit(plan, "one output feature"))
+    plan.tiles = [(c, min(ot, n - c), 0, 0, 0, 0, 0, 0, t) for t, c in enumerate(range(0, n, ot))]
+    plan.layout(static, slot)
+    plan.dma_bytes = sum(static[r["name"]] * r["itemsize"] for r in plan.regions if r["role"] == "static")
+    plan.dma_bytes += sum(v for v in per.values()) * n
+
+
+def _plan_add(plan):
+    step, p = plan.step, plan.step.params
+    a, b, dst = (plan.buf(n) for n in (step.inputs[0], step.inputs[1], step.output))
+    plan.mode = "chunk"
+    for key in ("table_a", "table_b", "thresholds"):
+        plan.regions.append(plan.const_region(key, "static", 0))
+    plan.regions.append(_region("in", CTYPES[a.dtype], "tile", step.inputs[0], 1, ITEMSIZE[a.dtype]))
+    plan.regions.append(_region("in_b", CTYPES[b.dtype], "tile", step.inputs[1], 1, ITEMSIZE[b.dtype]))
+    plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
+    static = {k: int(step.consts[k].size) for k in ("table_a", "table_b", "thresholds")}
+    static_bytes = sum(_align(static[r["name"]] * r["itemsize"]) for r in plan.regions if r["role"] == "static")
+    per = {r["name"]: r["itemsize"] for r in plan.regions if r["role"] != "static"}
+    n = p["size"]
+    for e in _sizes(n):
+        slot = {k: e * v for k, v in per.items()}
+        if static_bytes + (2 if e < n else 1) * sum(_align(v) for v in slot.values()) <= plan.budget:
+            break
+    else:
+        raise MCUGenError(_no_fit(plan, "one element"))
+    plan.tiles = [(c, min(e, n - c), 0, 0, 0, 0, 0, 0, t) for t, c in enumerate(range(0, n, e))]
+    plan.layout(static, slot)
+    plan.dma_bytes = sum(static[r["name"]] * r["itemsize"] for r in plan.regions if r["role"] == "static")
+    plan.dma_bytes += sum(per.values()) * n
+
+
+def _no_fit(plan, smallest):
+    return (f"layer '{plan.step.layer}' ({plan.step.kind}) does not fit the GAP8 L1 budget of "
+            f"{plan.budget:,} B even with tiles of {smallest} (double buffered): use a board with "
+            f"more L1 or a smaller layer")
+
+
+def _plans(schedule, board):
+    budget = int(board["memory"]["l1"].get("usable", board["memory"]["l1"]["bytes"]))
+    plans = {}
+    for step in schedule.steps:
+        plan = _Plan(step, schedule, budget)
+        if step.kind in BAND_KINDS:
+            _plan_band(plan)
+        elif step.kind == "dense":
+            _plan_dense(plan)
+        elif step.kind == "add":
+            _plan_add(plan)
+        plans[step.name] = plan
+    return plans
+
+
+def tile_plan(schedule, board: dict) -> list:
+    """Per step: tiles, L1 bytes used (both buffers) and DMA bytes moved per inference. Steps
+    that are not tiled (concat, transpose, recode) run on the fabric controller from L2."""
+    return [{"step": s.name, "layer": s.layer, "kind": s.kind, "tiles": len(plan.tiles),
+             "l1_bytes": plan.l1_bytes, "dma_bytes": plan.dma_bytes, "on": "cluster" if plan.tiles else "fc"}
+            for s, plan in zip(schedule.steps, _plans(schedule, board).values())]
+
+
+def _board_samples(schedule):
+    """A few inputs (the range's ends and its middle) and the reference's outputs for them: the
+    board's main.c checks itself against these."""
+    from mcugen.reference.interpreter import quantize_input, run_codes
+    lo, hi = schedule.meta.get("input_range", (0.0, 1.0))
+    shape = tuple(schedule.input["shape"][1:])
+    x = np.stack([np.full(shape, v, dtype=np.float32) for v in np.linspace(lo, hi, BOARD_SAMPLES)])
+    codes = quantize_input(schedule, x)
+    outputs = run_codes(schedule, codes)
+    return codes.reshape(len(x), -1), np.asarray(outputs, dtype=np.int64).reshape(len(x), -1)
+
+
+def template_context(schedule, model_file: str, board: dict) -> dict:
+    roots = [b for b in schedule.buffers.values() if not b.alias_of]
+    plans = _plans(schedule, board)
+    codes, expected = _board_samples(schedule)
+    l1 = board["memory"]["l1"]
+    return {
+        "version": __version__,
+        "model_file": model_file,
+        "schedule": schedule,
+        "root_buffers": roots,
+        "buffer_types": {b.name: CTYPES[b.dtype] for b in schedule.buffers.values()},
+        "buffer_bytes": {b.name: b.nbytes for b in schedule.buffers.values()},
+        "arena_words": max(1, (schedule.arena_bytes + 3) // 4),
+        "input_size": int(np.prod(schedule.input["shape"])),
+        "output_size": int(np.prod(schedule.output["shape"])),
+        "input_lo": -schedule.input["B"] if schedule.input["signed"] else 0,
+        "input_bits": 8,
+        "plans": {name: {"mode": p.mode, "regions": p.regions, "tiles": p.tiles,
+                         "n_tiles": len(p.tiles), "l1_bytes": p.l1_bytes, "dma_bytes": p.dma_bytes,
+                         "out_index": len(p.regions) - 1, "drain_from": max(0, len(p.tiles) - 2)}
+                  for name, p in plans.items()},
+        "uses_2d": any(p.mode == "band" for p in plans.values()),
+        "uses_1d": any(r["role"] in ("static", "block") or p.mode != "band"
+                       for p in plans.values() if p.tiles for r in p.regions),
+        "uses_tiles": any(p.tiles for p in plans.values()),
+        "uses_thresholds": any("thresholds" in s.consts for s in schedule.steps),
+        "sdot": {s.name: _sdot_ok(s, schedule) for s in schedule.steps},
+        "l1_alloc_bytes": max([ALIGN] + [p.l1_bytes for p in plans.values()]),
+        "l1_emu_bytes": int(l1.get("usable", l1["bytes"])),
+        "cores": int(board.get("cores", 8)),
+        "board": board,
+        "samples": codes.tolist(),
+        "expected": expected.tolist(),
+        "rv_memory": qemu_memory(),
+    }
+
+
+def _sdot_ok(step, schedule):
+    """Dense steps whose operands are 16-bit safe take the 2 x 16-bit SIMD dot product."""
+    if step.kind != "dense" or step.consts["weights"].dtype != np.int16:
+        return False
+    if step.params["identity_dx"]:
+        return ITEMSIZE[schedule.buffers[step.inputs[0]].dtype] == 1
+    return step.consts["dx"].dtype in (np.int8, np.uint8, np.int16)
+
+
+def render(schedule, model_file: str, board: dict | None = None) -> dict:
+    """file name -> text for a GAP8 project (board: the gap8 board file unless given)."""
+    return render_all("gap8", FILES, template_context(schedule, model_file, board or get_board("gap8")))

@@ -1,0 +1,176 @@
+"""The gap8 target: PMSIS C for the 8-core cluster with L2 -> L1 tiling, built off the board
+against the project's PMSIS emulation layer (host cc, and rv32 under qemu) and compared bit for
+bit with the reference."""
+import copy
+import os
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+import mcugen
+from conftest import MODELS, require_tool, shared_model
+from mcugen.boards import get_board
+from mcugen.codegen import gap8
+from mcugen.errors import MCUGenError
+from mcugen.verify import build_harness, compare, verify_inputs
+
+_SCHEDULES = {}
+
+
+def schedule_of(name):
+    if name not in _SCHEDULES:
+        project = mcugen.build(shared_model(name), target="host", out=None, wbits=4, abits=8,
+                               input_range=MODELS[name])
+        _SCHEDULES[name] = project.schedule
+    return _SCHEDULES[name]
+
+
+def write_gap8(schedule, directory, board=None):
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in gap8.render(schedule, "model.onnx", board=board).items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(text)
+    schedule.save(directory)
+    return directory
+
+
+def small_l1_board(l1_bytes):
+    board = copy.deepcopy(get_board("gap8"))
+    board["memory"]["l1"] = {"bytes": l1_bytes, "usable": l1_bytes}
+    return board
+
+
+def emu_stats(exe, schedule, n):
+    """Run n inputs with PMSIS_EMU_STATS=1: the emulation's DMA bytes and L1 high-water mark."""
+    x = verify_inputs(schedule, n, seed=3)[:n]
+    fin, fout = exe.parent / "stats_in.f32", exe.parent / "stats_out.i32"
+    x.tofile(fin)
+    done = subprocess.run([str(exe), str(fin), str(fout)], capture_output=True, text=True,
+                          env=dict(os.environ, PMSIS_EMU_STATS="1"), timeout=300)
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"dma_bytes (\d+) transfers (\d+) l1_peak (\d+)", done.stderr)
+    return int(found.group(1)), int(found.group(3))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_gap8_emulation_is_bit_exact(name, tmp_path, host_cc):
+    schedule = schedule_of(name)
+    project = write_gap8(schedule, tmp_path / "proj")
+    result = compare(project, schedule, verify_inputs(schedule, 50, seed=5))
+    assert result.n == 52 and result.mismatches == 0, result.first
+
+
+def test_gap8_project_follows_the_sdk_and_pmsis(tmp_path):
+    files = gap8.render(schedule_of("resnet8"), "resnet8.onnx")
+    assert {"Makefile", "model.c", "model.h", "main.c", "emu.mk", "emu_main.c",
+            "pmsis_emu/pmsis.h", "pmsis_emu/pmsis.c"} <= set(files)
+    makefile = files["Makefile"]
+    for line in ("APP = model", "APP_SRCS = main.c model.c", "APP_CFLAGS",
+                 "include $(RULES_DIR)/pmsis_rules.mk"):
+        assert line in makefile
+    model_c = files["model.c"]
+    for call in ("pi_cluster_conf_init(", "pi_open_from_conf(", "pi_cluster_open(",
+                 "pi_cluster_send_task_to_cl(", "pi_cl_team_fork(MODEL_NB_CORES", "pi_core_id()",
+                 "pi_l1_malloc(&model_cluster", "pi_l1_free(&model_cluster", "pi_cl_dma_memcpy_2d(",
+                 "pi_cl_dma_wait(", "__builtin_pulp_sdotsp2", "PI_L2 = {"):
+        assert call in model_c, call
+    assert "malloc(" not in model_c.replace("pi_l1_malloc(", "")
+    main_c = files["main.c"]
+    assert "pi_perf_conf(1 << PI_PERF_CYCLES)" in main_c and "pmsis_kickoff(" in main_c
+    for banned in ("FILE", "fprintf", "snprintf", "fopen"):      # not in PulpOS's stdio
+        assert not re.search(rf"\b{banned}\b", main_c + model_c), banned
+    header = files["model.h"]
+    for api in ("void model_quantize_input(const float *x, model_input_t *q);",
+                "void model_run(const model_input_t *q, model_output_t *y);",
+                "#define MODEL_INPUT_SIZE", "#define MODEL_OUTPUT_SIZE", "model_output_scales"):
+        assert api in header
+
+
+def test_gap8_tiling_with_a_4k_l1_is_bit_exact_and_accounted(tmp_path, host_cc):
+    schedule = schedule_of("kws_dscnn")
+    board = small_l1_board(4096)
+    plan = gap8.tile_plan(schedule, board)
+    for step, record in zip(schedule.steps, plan):
+        assert record["l1_bytes"] <= 4096
+        if step.kind in ("conv2d", "avgpool", "maxpool"):        # none fits 4 KB untiled
+            assert record["tiles"] > 1, record
+    project = write_gap8(schedule, tmp_path / "proj", board)
+    result = compare(project, schedule, verify_inputs(schedule, 50, seed=7))
+    assert result.n == 52 and result.mismatches == 0, result.first
+    dma_bytes, l1_peak = emu_stats(project / "build" / "host" / "model_test", schedule, 2)
+    assert dma_bytes == 2 * sum(r["dma_bytes"] for r in plan)     # the plan is what runs
+    assert l1_peak <= 4096
+
+
+def test_gap8_a_layer_too_big_for_l1_fails_cleanly():
+    with pytest.raises(MCUGenError, match=r"does not fit the GAP8 L1 budget of 4,096 B"):
+        gap8.render(schedule_of("mnist8"), "mnist8.onnx", board=small_l1_board(4096))
+
+
+def test_gap8_emulated_l1_overflow_aborts_with_a_message(tmp_path, host_cc):
+    schedule = schedule_of("sine")
+    project = write_gap8(schedule, tmp_path / "proj")
+    subprocess.run(["make", "-s", "-f", "emu.mk", "-C", str(project), "BUILD=build/tiny",
+                    "CFLAGS=-O1 -DPI_EMU_L1_BYTES=64"], check=True, capture_output=True)
+    x = verify_inputs(schedule, 1, seed=0)
+    x.tofile(project / "in.f32")
+    done = subprocess.run([str(project / "build/tiny/model_test"), str(project / "in.f32"),
+                           str(project / "out.i32")], capture_output=True, text=True)
+    assert done.returncode != 0 and "pmsis_emu: L1 overflow" in done.stderr
+
+
+def test_gap8_emulation_under_sanitizers(tmp_path, host_cc):
+    schedule = schedule_of("resnet8")
+    project = write_gap8(schedule, tmp_path / "proj")
+    result = compare(project, schedule, verify_inputs(schedule, 50, seed=11), sanitize=True)
+    assert result.n == 52 and result.mismatches == 0, result.first
+
+
+def test_gap8_emulation_on_rv32_under_qemu(tmp_path, host_cc):
+    for tool in ("riscv64-unknown-elf-gcc", "qemu-system-riscv32"):
+        require_tool(tool)
+    schedule = schedule_of("mnist8")
+    project = write_gap8(schedule, tmp_path / "proj")
+    result = compare(project, schedule, verify_inputs(schedule, 8, seed=13), on="qemu")
+    assert result.n == 10 and result.mismatches == 0, result.first
+    steps = [result.profile[i] for i in range(len(schedule.steps))]
+    assert all(count > 0 for count in steps)
+    assert build_harness(project, on="qemu").name == "model_test.elf"
+
+
+def test_gap8_board_main_checks_itself_against_the_reference():
+    schedule = schedule_of("sine")
+    files = gap8.render(schedule, "sine.onnx")
+    from mcugen.reference.interpreter import quantize_input, run_codes
+    lo, hi = schedule.meta["input_range"]
+    x = np.full((1, 1), hi, dtype=np.float32)
+    want = int(run_codes(schedule, quantize_input(schedule, x)).reshape(-1)[0])
+    assert f"{{ {want} }}" in files["main.c"]
+
+
+def test_gap8_untiled_steps_run_on_the_fc_bit_exact(tmp_path, host_cc):
+    """Concat and Transpose move codes from L2 on the fabric controller (no MAC, not tiled)."""
+    from onnx import helper
+    from onnx_factory import make_model, save, tensor
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Conv", ["x", "w2", "b2"], ["c2"], name="conv2", kernel_shape=[1, 1]),
+             helper.make_node("Concat", ["r", "c2"], ["cat"], name="cat", axis=1),
+             helper.make_node("Transpose", ["cat"], ["tr"], name="tr", perm=[0, 2, 3, 1]),
+             helper.make_node("Flatten", ["tr"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], name="fc", transB=1)]
+    inits = [("w", rng.normal(size=(4, 2, 3, 3))), ("b", rng.normal(size=4) * 0.1),
+             ("w2", rng.normal(size=(3, 2, 1, 1))), ("b2", rng.normal(size=3) * 0.1),
+             ("gw", rng.normal(size=(3, 7 * 4 * 4))), ("gb", rng.normal(size=3))]
+    path = save(make_model(nodes, [tensor("x", [1, 2, 4, 4])], [tensor("y", [1, 3])], inits),
+                tmp_path / "cat.onnx")
+    schedule = mcugen.build(path, target="host", out=None, input_range=(-1, 1)).schedule
+    assert {"concat", "transpose"} <= {s.kind for s in schedule.steps}
+    plan = {r["kind"]: r for r in gap8.tile_plan(schedule, get_board("gap8"))}
+    assert plan["concat"]["on"] == "fc" and plan["conv2d"]["on"] == "cluster"
+    project = write_gap8(schedule, tmp_path / "proj")
+    result = compare(project, schedule, verify_inputs(schedule, 50, seed=2))
+    assert result.n == 52 and result.mismatches == 0, result.first
