@@ -72,9 +72,12 @@ def check_fit(schedule, board) -> dict:
     """Flash (weights and tables) and RAM (the arena; plus the weights on boards that run them
     from RAM, like GAP8's L2) against the board; one line with the numbers when it does not fit."""
     flash = sum(schedule.step_consts_bytes(s) for s in schedule.steps)
-    ram = schedule.arena_bytes + (flash if board.get("weights_in") in ("ram", "l2") else 0)
+    stack = max((s.info.get("kernel_stack_bytes", 0) for s in schedule.steps), default=0)
+    weights_in_ram = board.get("weights_in") in ("ram", "l2")
+    ram = schedule.arena_bytes + stack + (flash if weights_in_ram else 0)
     needs = {"flash": flash, "ram": ram}
-    what = {"flash": "weights and tables", "ram": "activation arena" + (" and weights" if ram > schedule.arena_bytes else "")}
+    what = {"flash": "weights and tables",
+            "ram": "activation arena, kernel stack buffers" + (" and weights" if weights_in_ram else "")}
     short = [f"{mem} needs {need:,} B ({what[mem]}) of {board['memory'][mem]['bytes']:,} B"
              for mem, need in needs.items() if need > board["memory"][mem]["bytes"]]
     if short:

@@ -7,8 +7,17 @@ from mcugen.lower.encoders import threshold_table
 from mcugen.lower.fixedpoint import is_identity, mac_fixed_point, smallest_int_dtype
 
 
-def lower_mac(node, ctx, kind, params, macs):
-    """Decode tables, beta, proven bound, and the encoder (thresholds) or an int32 output."""
+# Stack bytes a kernel may use for its decoded-input buffer (the band of a conv tile, the
+# input vector of a dense layer). The lowering sizes tiles to stay within it.
+KERNEL_STACK_LIMIT = 4096
+OC_BLOCK = 4          # output channels per register block
+PX_BLOCK = 4          # output pixels (along a row) per register block
+DENSE_K_UNROLL = 4    # input features per iteration of a dense kernel's inner loop
+
+
+def lower_mac(node, ctx, kind, params, macs, blocking=None):
+    """Decode tables, beta, proven bound, and the encoder (thresholds) or an int32 output.
+    `blocking(params, elem_bytes)` adds the kernel's loop structure (tiles, register blocks)."""
     qw = ctx.qweights(node)
     x_enc = ctx.encoding(node.inputs[0])
     fp = mac_fixed_point(node.name, qw.codes, qw.grid, qw.scale, node.params["bias"],
@@ -19,6 +28,11 @@ def lower_mac(node, ctx, kind, params, macs):
                   identity_dx=int(is_identity(x_enc) and fp.x_frac_bits == 0))
     if not params["identity_dx"]:
         consts["dx"] = fp.x_table.astype(smallest_int_dtype(fp.x_table))
+    # decoded inputs live in a buffer of this type (at least int16: the codes and tables fit)
+    band_dtype = "int32" if "dx" in consts and consts["dx"].dtype == np.int32 else "int16"
+    params["band_dtype"] = band_dtype
+    if blocking is not None:
+        params.update(blocking(params, np.dtype(band_dtype).itemsize))
     info = {"macs": int(macs), "wbits": qw.grid.bits, "abits": x_enc.bits,
             "exponent": qw.grid.exponent, "scheme": qw.grid.scheme,
             "recon_error": qw.recon_error, "w_frac_bits": fp.w_frac_bits,
@@ -34,10 +48,92 @@ def lower_mac(node, ctx, kind, params, macs):
                                      fp.acc_bound)
         consts["thresholds"] = thresholds
         params.update(output_acc=0, n_thresholds=thresholds.shape[1],
-                      code_min=-y_enc.B if y_enc.signed else 0)
+                      code_min=-y_enc.B if y_enc.signed else 0,
+                      **threshold_search(thresholds.shape[1]))
         info.update(encoder="threshold", encoder_max_code_error=0,
                     table_bytes=int(thresholds.nbytes))
+    if "stack_bytes" in params:
+        info["kernel_stack_bytes"] = params["stack_bytes"]
     return ctx.step(node, kind, params=params, consts=consts, info=info)
+
+
+def threshold_search(n):
+    """An unrolled branch-per-step search for #{k : T[k] <= acc} over n sorted thresholds.
+    With d = floor(log2(n + 1)): when n != 2^d - 1, a first probe at T[enc_pre] moves the base
+    to n - 2^d + 1 (the count is then in [n - 2^d + 1, n]) or keeps it at 0 (count in
+    [0, 2^d - 1]); then steps s = 2^(d-1) .. 1 each probe T[base + s - 1] and add s on success.
+    Every probe index stays below n."""
+    d = (n + 1).bit_length() - 1
+    pre = n - (1 << d)                       # probe index, -1 when n == 2^d - 1
+    return {"enc_pre": pre, "enc_pre_step": pre + 1,
+            "enc_steps": [[1 << e, (1 << e) - 1] for e in range(d - 1, -1, -1)]}
+
+
+def conv_blocking(params, elem_bytes, limit=None):
+    """Loop structure of the conv2d kernel (templates/host/ops/conv2d.c.j2).
+
+    Per group, the output plane is cut into tiles of tile_h rows x tile_w columns; each tile's
+    input window (band_h x band_w per input channel, zero where it falls in the padding) is
+    decoded once into a stack buffer and shared by every output channel of the group. Inside a
+    tile, register blocks of oc_block output channels x px_block pixels of one row accumulate
+    over all input channels and taps with no bounds checks; remainders use 1-wide blocks.
+    When even a px_block-wide, one-row band of all input channels exceeds `limit`, the input
+    channels are decoded in chunks of chunk_c inside each register block instead."""
+    limit = KERNEL_STACK_LIMIT if limit is None else limit
+    p = params
+    cg, kh, kw = p["in_c_per_group"], p["k_h"], p["k_w"]
+    sh, sw, dh, dw = p["stride_h"], p["stride_w"], p["dil_h"], p["dil_w"]
+    oh, ow, ocg = p["out_h"], p["out_w"], p["out_c_per_group"]
+    band_h = lambda th: (th - 1) * sh + (kh - 1) * dh + 1
+    band_w = lambda tw: (tw - 1) * sw + (kw - 1) * dw + 1
+    nbytes = lambda c, th, tw: c * band_h(th) * band_w(tw) * elem_bytes
+    px = min(PX_BLOCK, ow)
+    # widest tile first (a full row when it fits), then as many rows as fit
+    tw = ow
+    if nbytes(cg, 1, tw) > limit:
+        tw = max(px, (ow // px) * px)
+        while tw > px and nbytes(cg, 1, tw) > limit:
+            tw -= px
+    th = 1
+    while th < oh and nbytes(cg, th + 1, tw) <= limit:
+        th += 1
+    chunk_c = cg
+    if nbytes(cg, 1, tw) > limit:
+        tw, th = px, 1
+        chunk_c = max(1, limit // (band_h(1) * band_w(px) * elem_bytes))
+    bh, bw = band_h(th), band_w(tw)
+    oc_block = OC_BLOCK if ocg >= OC_BLOCK else 1
+    oc_main = ocg - ocg % OC_BLOCK if oc_block > 1 else 0     # channels in full blocks
+    khw = kh * kw
+    # unroll input channels so that one loop iteration carries at least ~8 taps
+    c_unroll = max(1, min(chunk_c, 8 // khw)) if khw < 8 else 1
+    taps = [[ky * kw + kx, ky * dh * bw + kx * dw] for ky in range(kh) for kx in range(kw)]
+    return {"tile_h": th, "tile_w": tw, "band_h": bh, "band_w": bw, "band_c": bh * bw,
+            "chunk_c": chunk_c, "n_chunks": -(-cg // chunk_c),
+            "row_step": sh * bw, "oc_block": oc_block, "oc_main": oc_main,
+            "oc_rem": int(oc_main < ocg),
+            "px_rem": int(px > 1 and (tw % px != 0 or ow % tw % px != 0)),
+            "px_block": px, "c_unroll": c_unroll, "khw": khw,
+            "taps": taps, "px_offsets": [j * sw for j in range(px)],
+            "oc_offsets": [i * p["weights_per_channel"] for i in range(oc_block)],
+            "band_elems": chunk_c * bh * bw, "stack_bytes": chunk_c * bh * bw * elem_bytes}
+
+
+def dense_blocking(params, elem_bytes, limit=None):
+    """Loop structure of the dense kernel: the input vector decoded once into a stack buffer
+    (when it fits `limit`, else decoded per use), blocks of oc_block outputs, the inner loop
+    unrolled by k_unroll with a remainder."""
+    limit = KERNEL_STACK_LIMIT if limit is None else limit
+    k, n = params["in_features"], params["out_features"]
+    buffered = int(k * elem_bytes <= limit)
+    oc_block = OC_BLOCK if n >= OC_BLOCK else 1
+    oc_main = n - n % OC_BLOCK if oc_block > 1 else 0
+    u = DENSE_K_UNROLL
+    return {"x_buffered": buffered, "oc_block": oc_block, "oc_main": oc_main,
+            "oc_rem": int(oc_main < n),
+            "k_unroll": u, "k_main": k - k % u, "k_offsets": list(range(u)),
+            "oc_offsets": [i * k for i in range(oc_block)],
+            "stack_bytes": k * elem_bytes if buffered else 0}
 
 
 def decode_input(step, x):

@@ -6,7 +6,7 @@ import numpy as np
 from mcugen.ir.graph import Node
 from mcugen.ops import OpDef, register
 from mcugen.ops._common import activation_fn
-from mcugen.ops._mac import check_bias, decode_input, encode_output, lower_mac
+from mcugen.ops._mac import check_bias, decode_input, dense_blocking, encode_output, lower_mac
 
 
 @register
@@ -50,7 +50,7 @@ class Gemm(OpDef):
     def lower(self, node, ctx):
         n_out, k = node.params["weight"].shape
         params = {"in_features": k, "out_features": n_out}
-        return lower_mac(node, ctx, "dense", params, macs=n_out * k)
+        return lower_mac(node, ctx, "dense", params, macs=n_out * k, blocking=dense_blocking)
 
     def run_int(self, step, inputs):
         x = decode_input(step, inputs[0]).reshape(inputs[0].shape[0], -1)
