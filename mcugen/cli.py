@@ -56,9 +56,12 @@ def cli():
 @click.option("--percentile", type=float, help="activation range = this percentile of |x| (default: max)")
 @click.option("--input-range", help="LO:HI of the model's input values, without --calib")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--weight-storage", default="auto", show_default=True, type=click.Choice(["auto", "decoded", "codes"]),
+              help="decoded integers (fastest) or packed b-bit codes decoded on the fly (smallest flash); "
+                   "auto: decoded when it fits the board")
 @click.option("--force", is_flag=True, help="replace a project mcugen made earlier")
 def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_bits, objective,
-          calib, percentile, input_range, seed, force):
+          calib, percentile, input_range, seed, weight_storage, force):
     """Quantize MODEL, lower it and emit a buildable project in OUT."""
     from mcugen.pipeline import build as run_build
     from mcugen.report import format_report
@@ -71,6 +74,7 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
         except Exception:
             raise MCUGenError(f"'{calib}' is not a .npy array (save samples with numpy.save)") from None
     project = run_build(model, target=target, board=board, out=out, force=force,
+                        weight_storage=weight_storage,
                         progress=_progress("exponent search"), scheme=scheme, wbits=wbits,
                         abits=abits, exponent=exponent,
                         first_last_bits=8 if first_last_bits == "8" else "same",

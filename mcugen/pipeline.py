@@ -87,12 +87,37 @@ def check_fit(schedule, board) -> dict:
     return needs
 
 
-def build(model, target="host", out=None, force=False, progress=None, board=None, **quant) -> Project:
+def _resolve_board(target, board):
     from mcugen.boards import get_board
+    if isinstance(board, dict):                 # a board description given directly
+        return board
+    return get_board(board or TARGETS[target][0]) if target in TARGETS else None
+
+
+def lower_for_board(qgraph, board, weight_storage, target):
+    """Lower with the requested weight storage; `auto` keeps decoded weights (fastest) when
+    they fit the board's flash and packs the codes when only those fit."""
+    if weight_storage not in ("auto", "decoded", "codes"):
+        raise MCUGenError("--weight-storage takes codes, decoded or auto")
+    if target == "gap8" and weight_storage == "codes":
+        raise MCUGenError("--weight-storage codes is not supported by the gap8 target yet "
+                          "(its kernels read decoded weights from L2); use decoded")
+    first = "decoded" if weight_storage in ("auto", "decoded") or target == "gap8" else "codes"
+    schedule = lower(qgraph, weight_storage=first)
+    if weight_storage == "auto" and target != "gap8":
+        try:
+            check_fit(schedule, board)
+        except MCUGenError:
+            schedule = lower(qgraph, weight_storage="codes")
+    check_fit(schedule, board)
+    return schedule
+
+
+def build(model, target="host", out=None, force=False, progress=None, board=None,
+          weight_storage="auto", **quant) -> Project:
     calib = quant.pop("calib", None)
     options = QuantOptions(**quant)
-    if target in TARGETS:
-        board = get_board(board or TARGETS[target][0])
+    board = _resolve_board(target, board)
     check_options(target, options, board)
     if out is not None:
         from mcugen.codegen.project import check_destination
@@ -101,10 +126,10 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
     if calib is not None:
         options.calib = coerce_inputs(calib, graph.shapes[graph.input], "calibration samples")
     qgraph = quantize(graph, options, progress=progress)
-    schedule = lower(qgraph)
-    check_fit(schedule, board)
+    schedule = lower_for_board(qgraph, board, weight_storage, target)
     schedule.meta = {"model": safe_file_label(model), "target": target, "board": board["name"],
                      "input_range": list(qgraph.input_range), "options": _options_record(options),
+                     "weight_storage": "codes" if any(s.params.get("w_codes") for s in schedule.steps) else "decoded",
                      "exponent": qgraph.exponent, "notes": qgraph.notes}
     report = build_report(schedule)
     project = Project(schedule, report, qgraph, Path(out) if out else None, qgraph.notes)

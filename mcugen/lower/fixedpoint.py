@@ -88,3 +88,27 @@ def common_point_table(grid, value_range: float, unit: float) -> np.ndarray:
     """Codes of one input -> integers in a shared unit (Add, Concat through a common point)."""
     values = grid.dequantize(grid.codes(), value_range)
     return round_half_away(values / unit).astype(np.int64)
+
+
+def pack_codes(codes: np.ndarray, bits: int, offset: int) -> tuple[np.ndarray, int]:
+    """(rows, K) signed codes -> bytes holding code + offset in `bits` bits each, LSB first;
+    every row starts on a byte and one zero byte ends the array, so a reader may always load
+    two bytes. Returns (packed uint8, bytes per row)."""
+    rows, k = codes.shape
+    row_bytes = (k * bits + 7) // 8
+    values = (codes + offset).astype(np.uint64)
+    bit = np.arange(k) * bits
+    packed = np.zeros((rows, row_bytes + 1), dtype=np.uint64)
+    for b in range(bits):                      # scatter one bit plane at a time
+        pos = bit + b
+        np.add.at(packed, (slice(None), pos // 8), ((values >> np.uint64(b)) & np.uint64(1)) << (pos % 8).astype(np.uint64))
+    flat = packed[:, :row_bytes].astype(np.uint8).reshape(-1)
+    return np.concatenate([flat, np.zeros(1, np.uint8)]), row_bytes
+
+
+def unpack_codes(packed: np.ndarray, rows: int, k: int, bits: int, row_bytes: int) -> np.ndarray:
+    """The inverse of pack_codes (without the offset): the values the C unpack loop reads."""
+    bit = np.arange(k) * bits
+    byte = (np.arange(rows)[:, None] * row_bytes + bit[None, :] // 8)
+    pair = packed[byte].astype(np.int64) | (packed[byte + 1].astype(np.int64) << 8)
+    return (pair >> (bit % 8)[None, :]) & ((1 << bits) - 1)

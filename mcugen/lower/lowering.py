@@ -16,8 +16,9 @@ from mcugen.quant.qgraph import code_root, output_is_accumulator
 class LowerContext:
     """What an OpDef.lower may ask, and where it hands its step back."""
 
-    def __init__(self, qgraph):
+    def __init__(self, qgraph, weight_storage="decoded"):
         self.qgraph = qgraph
+        self.weight_storage = weight_storage     # "decoded" | "codes" (packed, decoded on the fly)
         self.graph = qgraph.graph
         self.names = NameTable()
         self.buffers = {}          # tensor -> Buffer
@@ -75,8 +76,8 @@ class LowerContext:
         return step
 
 
-def lower(qgraph, progress=None) -> Schedule:
-    ctx = LowerContext(qgraph)
+def lower(qgraph, progress=None, weight_storage="decoded") -> Schedule:
+    ctx = LowerContext(qgraph, weight_storage)
     graph = qgraph.graph
     ctx.buffer(graph.input)
     for i, node in enumerate(graph.nodes):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.lower.encoders import threshold_table
-from mcugen.lower.fixedpoint import is_identity, mac_fixed_point, smallest_int_dtype
+from mcugen.lower.fixedpoint import (decode_table, is_identity, mac_fixed_point, pack_codes,
+                                     smallest_int_dtype, unpack_codes)
 
 
 # Stack bytes a kernel may use for its decoded-input buffer (the band of a conv tile, the
@@ -33,11 +34,14 @@ def lower_mac(node, ctx, kind, params, macs, blocking=None):
     params["band_dtype"] = band_dtype
     if blocking is not None:
         params.update(blocking(params, np.dtype(band_dtype).itemsize))
+    params["w_codes"] = 0
+    if ctx.weight_storage == "codes" and not is_identity(qw.grid):
+        _store_codes(consts, params, qw, fp)
     info = {"macs": int(macs), "wbits": qw.grid.bits, "abits": x_enc.bits,
             "exponent": qw.grid.exponent, "scheme": qw.grid.scheme,
             "recon_error": qw.recon_error, "w_frac_bits": fp.w_frac_bits,
             "x_frac_bits": fp.x_frac_bits, "acc_bound": fp.acc_bound,
-            "weight_bytes": int(consts["weights"].nbytes)}
+            "weight_bytes": 0}
     if ctx.output_is_accumulator(node):
         params["output_acc"] = 1
         ctx.set_output_scales(fp.acc_scale)
@@ -52,9 +56,38 @@ def lower_mac(node, ctx, kind, params, macs, blocking=None):
                       **threshold_search(thresholds.shape[1]))
         info.update(encoder="threshold", encoder_max_code_error=0,
                     table_bytes=int(thresholds.nbytes))
+    info["weight_bytes"] = int(consts["weight_codes"].nbytes + consts["dw"].nbytes) if params["w_codes"] \
+        else int(consts["weights"].nbytes)
+    info["weight_storage"] = "codes" if params["w_codes"] else "decoded"
     if "stack_bytes" in params:
         info["kernel_stack_bytes"] = params["stack_bytes"]
     return ctx.step(node, kind, params=params, consts=consts, info=info)
+
+
+def _store_codes(consts, params, qw, fp):
+    """Packed b-bit weight codes and the layer's decode table instead of decoded weights: the
+    kernel unpacks one block of output channels at a time into a stack buffer."""
+    codes = qw.codes.reshape(qw.codes.shape[0], -1)
+    packed, row_bytes = pack_codes(codes, qw.grid.bits, qw.grid.B)
+    table = decode_table(qw.grid, fp.w_frac_bits)
+    assert np.array_equal(table[codes + qw.grid.B], fp.weights)
+    del consts["weights"]
+    consts.update(weight_codes=packed, dw=table.astype(smallest_int_dtype(table)))
+    rows = len(params["oc_offsets"])
+    params.update(w_codes=1, w_bits=qw.grid.bits, w_row_bytes=row_bytes,
+                  w_mask=(1 << qw.grid.bits) - 1, w_row=codes.shape[1],
+                  wbuf_elems=rows * codes.shape[1])
+    params["stack_bytes"] = params.get("stack_bytes", 0) + 2 * params["wbuf_elems"]
+
+
+def decoded_weights(step) -> np.ndarray:
+    """(rows, K) decoded weights, from whichever form the step stores them in."""
+    p = step.params
+    if not p.get("w_codes"):
+        return step.consts["weights"].astype(np.int64).reshape(step.consts["bias"].size, -1)
+    rows = step.consts["bias"].size
+    values = unpack_codes(step.consts["weight_codes"], rows, p["w_row"], p["w_bits"], p["w_row_bytes"])
+    return step.consts["dw"].astype(np.int64)[values]
 
 
 def threshold_search(n):

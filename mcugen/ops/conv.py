@@ -6,7 +6,8 @@ import numpy as np
 from mcugen.ir.graph import Node
 from mcugen.ops import OpDef, register
 from mcugen.ops._common import activation_fn, conv2d, out_size
-from mcugen.ops._mac import check_bias, conv_blocking, decode_input, encode_output, lower_mac
+from mcugen.ops._mac import (check_bias, conv_blocking, decode_input, decoded_weights,
+                             encode_output, lower_mac)
 
 
 @register
@@ -64,7 +65,7 @@ class Conv(OpDef):
     def run_int(self, step, inputs):
         p = step.params
         x = decode_input(step, inputs[0])
-        w = step.consts["weights"].astype(np.int64).reshape(p["out_c"], p["in_c_per_group"], p["k_h"], p["k_w"])
+        w = decoded_weights(step).reshape(p["out_c"], p["in_c_per_group"], p["k_h"], p["k_w"])
         acc = conv2d(x, w, (p["stride_h"], p["stride_w"]),
                      (p["pad_top"], p["pad_left"], p["pad_bottom"], p["pad_right"]),
                      (p["dil_h"], p["dil_w"]), p["group"])
