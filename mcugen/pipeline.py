@@ -68,23 +68,26 @@ def safe_file_label(path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", Path(str(path)).name)[:60] or "model"
 
 
-def check_fit(schedule, board) -> dict:
-    """Flash (weights and tables) and RAM (the arena; plus the weights on boards that run them
-    from RAM, like GAP8's L2) against the board; one line with the numbers when it does not fit."""
+def fit_shortfalls(schedule, board) -> list:
+    """Flash (weights and tables) and RAM (the arena and kernel stack buffers; plus the weights
+    on boards that run them from RAM, like GAP8's L2) against the board: one phrase per memory
+    that is too small."""
     flash = sum(schedule.step_consts_bytes(s) for s in schedule.steps)
     stack = max((s.info.get("kernel_stack_bytes", 0) for s in schedule.steps), default=0)
     weights_in_ram = board.get("weights_in") in ("ram", "l2")
-    ram = schedule.arena_bytes + stack + (flash if weights_in_ram else 0)
-    needs = {"flash": flash, "ram": ram}
+    needs = {"flash": flash, "ram": schedule.arena_bytes + stack + (flash if weights_in_ram else 0)}
     what = {"flash": "weights and tables",
             "ram": "activation arena, kernel stack buffers" + (" and weights" if weights_in_ram else "")}
-    short = [f"{mem} needs {need:,} B ({what[mem]}) of {board['memory'][mem]['bytes']:,} B"
-             for mem, need in needs.items() if need > board["memory"][mem]["bytes"]]
+    return [(mem, f"{mem} needs {need:,} B ({what[mem]}) of {board['memory'][mem]['bytes']:,} B")
+            for mem, need in needs.items() if need > board["memory"][mem]["bytes"]]
+
+
+def check_fit(schedule, board) -> None:
+    short = fit_shortfalls(schedule, board)
     if short:
-        raise MCUGenError(f"the model does not fit board '{board['name']}': {'; '.join(short)}; "
-                          f"code adds a few KB more. Try a smaller model, lower --wbits, or a "
-                          f"bigger board (mcugen boards)")
-    return needs
+        raise MCUGenError(f"the model does not fit board '{board['name']}': "
+                          f"{'; '.join(text for _, text in short)}; code adds a few KB more. Try a "
+                          f"smaller model, lower --wbits, or a bigger board (mcugen boards)")
 
 
 def _resolve_board(target, board):
@@ -104,11 +107,9 @@ def lower_for_board(qgraph, board, weight_storage, target):
                           "(its kernels read decoded weights from L2); use decoded")
     first = "decoded" if weight_storage in ("auto", "decoded") or target == "gap8" else "codes"
     schedule = lower(qgraph, weight_storage=first)
-    if weight_storage == "auto" and target != "gap8":
-        try:
-            check_fit(schedule, board)
-        except MCUGenError:
-            schedule = lower(qgraph, weight_storage="codes")
+    short = [mem for mem, _ in fit_shortfalls(schedule, board)]
+    if weight_storage == "auto" and target != "gap8" and short == ["flash"]:
+        schedule = lower(qgraph, weight_storage="codes")     # only flash is short: pack
     check_fit(schedule, board)
     return schedule
 
