@@ -12,9 +12,8 @@ import math
 
 import numpy as np
 
-from mcugen import __version__
 from mcugen.boards import get_board
-from mcugen.codegen.host import qemu_memory
+from mcugen.codegen import host
 from mcugen.codegen.render import render_all
 from mcugen.errors import MCUGenError
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
@@ -175,19 +174,8 @@ def _plan_dense(plan):
     if not p["output_acc"]:
         plan.regions.append(plan.const_region("thresholds", "block", p["n_thresholds"]))
     plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
-    static_bytes = sum(_align(static[r["name"]] * r["itemsize"]) for r in plan.regions if r["role"] == "static")
     per = {r["name"]: r["per"] * r["itemsize"] for r in plan.regions if r["role"] in ("block", "out")}
-    n = p["out_features"]
-    for ot in _sizes(n):
-        slot = {k: ot * v for k, v in per.items()}
-        if static_bytes + (2 if ot < n else 1) * sum(_align(v) for v in slot.values()) <= plan.budget:
-            break
-    else:
-        raise MCUGenError(_no_fit(plan, "one output feature"))
-    plan.tiles = [(c, min(ot, n - c), 0, 0, 0, 0, 0, 0, t) for t, c in enumerate(range(0, n, ot))]
-    plan.layout(static, slot)
-    plan.dma_bytes = sum(static[r["name"]] * r["itemsize"] for r in plan.regions if r["role"] == "static")
-    plan.dma_bytes += sum(v for v in per.values()) * n
+    _plan_linear(plan, static, per, p["out_features"], "one output feature")
 
 
 def _plan_add(plan):
@@ -200,16 +188,21 @@ def _plan_add(plan):
     plan.regions.append(_region("in_b", CTYPES[b.dtype], "tile", step.inputs[1], 1, ITEMSIZE[b.dtype]))
     plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
     static = {k: int(step.consts[k].size) for k in ("table_a", "table_b", "thresholds")}
-    static_bytes = sum(_align(static[r["name"]] * r["itemsize"]) for r in plan.regions if r["role"] == "static")
     per = {r["name"]: r["itemsize"] for r in plan.regions if r["role"] != "static"}
-    n = p["size"]
-    for e in _sizes(n):
-        slot = {k: e * v for k, v in per.items()}
-        if static_bytes + (2 if e < n else 1) * sum(_align(v) for v in slot.values()) <= plan.budget:
+    _plan_linear(plan, static, per, p["size"], "one element")
+
+
+def _plan_linear(plan, static, per, n, smallest):
+    """Tiles of consecutive units (output features, elements): the largest tile whose buffers,
+    doubled when there is more than one tile, fit L1 beside the static regions."""
+    static_bytes = sum(_align(static[r["name"]] * r["itemsize"]) for r in plan.regions if r["role"] == "static")
+    for size in _sizes(n):
+        slot = {k: size * v for k, v in per.items()}
+        if static_bytes + (2 if size < n else 1) * sum(_align(v) for v in slot.values()) <= plan.budget:
             break
     else:
-        raise MCUGenError(_no_fit(plan, "one element"))
-    plan.tiles = [(c, min(e, n - c), 0, 0, 0, 0, 0, 0, t) for t, c in enumerate(range(0, n, e))]
+        raise MCUGenError(_no_fit(plan, smallest))
+    plan.tiles = [(c, min(size, n - c), 0, 0, 0, 0, 0, 0, t) for t, c in enumerate(range(0, n, size))]
     plan.layout(static, slot)
     plan.dma_bytes = sum(static[r["name"]] * r["itemsize"] for r in plan.regions if r["role"] == "static")
     plan.dma_bytes += sum(per.values()) * n
@@ -257,22 +250,12 @@ def _board_samples(schedule):
 
 
 def template_context(schedule, model_file: str, board: dict) -> dict:
-    roots = [b for b in schedule.buffers.values() if not b.alias_of]
+    """The host target's context (the same model.c numbers) plus the tile plans."""
     plans = _plans(schedule, board)
     codes, expected = _board_samples(schedule)
     l1 = board["memory"]["l1"]
-    return {
-        "version": __version__,
-        "model_file": model_file,
-        "schedule": schedule,
-        "root_buffers": roots,
-        "buffer_types": {b.name: CTYPES[b.dtype] for b in schedule.buffers.values()},
-        "buffer_bytes": {b.name: b.nbytes for b in schedule.buffers.values()},
-        "arena_words": max(1, (schedule.arena_bytes + 3) // 4),
-        "input_size": int(np.prod(schedule.input["shape"])),
-        "output_size": int(np.prod(schedule.output["shape"])),
-        "input_lo": -schedule.input["B"] if schedule.input["signed"] else 0,
-        "input_bits": 8,
+    context = host.template_context(schedule, model_file)
+    context.update({
         "plans": {name: {"mode": p.mode, "regions": p.regions, "tiles": p.tiles,
                          "n_tiles": len(p.tiles), "l1_bytes": p.l1_bytes, "dma_bytes": p.dma_bytes,
                          "out_index": len(p.regions) - 1, "drain_from": max(0, len(p.tiles) - 2)}
@@ -289,8 +272,8 @@ def template_context(schedule, model_file: str, board: dict) -> dict:
         "board": board,
         "samples": codes.tolist(),
         "expected": expected.tolist(),
-        "rv_memory": qemu_memory(),
-    }
+    })
+    return context
 
 
 def _sdot_ok(step, schedule):

@@ -27,8 +27,7 @@ def threshold_table(encoding, activation, scale, bound: int) -> np.ndarray:
     """T[c, j], int32, for |acc| <= bound; a code never reached gets bound + 1."""
     scale = np.atleast_1d(np.asarray(scale, dtype=np.float64))
     encode = float_encoder(encoding, activation, scale)
-    code_min = -encoding.B if encoding.signed else 0
-    targets = np.arange(code_min + 1, encoding.B + 1)                  # (J,)
+    targets = np.arange(encoding.code_min + 1, encoding.B + 1)                  # (J,)
     channels = scale.size
     lo = np.full((channels, targets.size), -bound, dtype=np.int64)
     hi = np.full((channels, targets.size), bound + 1, dtype=np.int64)
@@ -52,7 +51,7 @@ def apply_thresholds(acc: np.ndarray, thresholds: np.ndarray, code_min: int) -> 
 def encoder_step_parts(encoding, activation, scale, bound):
     """The threshold encoder of a step: (consts, params, info) to merge into the step's own."""
     thresholds = threshold_table(encoding, activation, scale, bound)
-    params = {"n_thresholds": thresholds.shape[1], "code_min": -encoding.B if encoding.signed else 0}
+    params = {"n_thresholds": thresholds.shape[1], "code_min": encoding.code_min}
     info = {"abits": encoding.bits, "exponent": encoding.exponent, "encoder": "threshold",
             "encoder_max_code_error": 0, "table_bytes": int(thresholds.nbytes)}
     return {"thresholds": thresholds}, params, info

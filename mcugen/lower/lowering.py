@@ -110,6 +110,6 @@ def _output_record(ctx, qgraph, out_root):
                       activation=list(producer.attrs.get("activation") or []))
     else:
         enc = qgraph.encodings[graph.output]
-        record.update(kind="codes", offset=enc.B if enc.signed else 0,
+        record.update(kind="codes", offset=enc.table_offset,
                       values=enc.decode(enc.codes()))
     return record

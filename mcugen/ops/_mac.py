@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcugen.lower.encoders import threshold_table
+from mcugen.lower.encoders import encoder_step_parts
 from mcugen.lower.fixedpoint import (decode_table, is_identity, mac_fixed_point, pack_codes,
                                      smallest_int_dtype, unpack_codes)
 
@@ -25,7 +25,7 @@ def lower_mac(node, ctx, kind, params, macs, blocking=None):
                          x_enc, x_enc.range)
     consts = {"weights": fp.weights.astype(smallest_int_dtype(fp.weights)),
               "bias": fp.bias.astype(np.int32)}
-    params = dict(params, x_offset=x_enc.B if x_enc.signed else 0,
+    params = dict(params, x_offset=x_enc.table_offset,
                   identity_dx=int(is_identity(x_enc) and fp.x_frac_bits == 0))
     if not params["identity_dx"]:
         consts["dx"] = fp.x_table.astype(smallest_int_dtype(fp.x_table))
@@ -41,24 +41,18 @@ def lower_mac(node, ctx, kind, params, macs, blocking=None):
             "exponent": qw.grid.exponent, "scheme": qw.grid.scheme,
             "recon_error": qw.recon_error, "w_frac_bits": fp.w_frac_bits,
             "x_frac_bits": fp.x_frac_bits, "acc_bound": fp.acc_bound,
-            "weight_bytes": 0}
+            "weight_storage": "codes" if params["w_codes"] else "decoded",
+            "weight_bytes": sum(int(consts[k].nbytes) for k in ("weights", "weight_codes", "dw") if k in consts)}
     if ctx.output_is_accumulator(node):
         params["output_acc"] = 1
         ctx.set_output_scales(fp.acc_scale)
         info["encoder"] = "none (int32 output)"
     else:
-        y_enc = ctx.encoding(node.output)
-        thresholds = threshold_table(y_enc, node.attrs.get("activation"), fp.acc_scale,
-                                     fp.acc_bound)
-        consts["thresholds"] = thresholds
-        params.update(output_acc=0, n_thresholds=thresholds.shape[1],
-                      code_min=-y_enc.B if y_enc.signed else 0,
-                      **threshold_search(thresholds.shape[1]))
-        info.update(encoder="threshold", encoder_max_code_error=0,
-                    table_bytes=int(thresholds.nbytes))
-    info["weight_bytes"] = int(consts["weight_codes"].nbytes + consts["dw"].nbytes) if params["w_codes"] \
-        else int(consts["weights"].nbytes)
-    info["weight_storage"] = "codes" if params["w_codes"] else "decoded"
+        enc_consts, enc_params, enc_info = encoder_step_parts(
+            ctx.encoding(node.output), node.attrs.get("activation"), fp.acc_scale, fp.acc_bound)
+        consts.update(enc_consts)
+        params.update(enc_params, output_acc=0, **threshold_search(enc_params["n_thresholds"]))
+        info = {**enc_info, **info}          # the layer's own abits/exponent take precedence
     if "stack_bytes" in params:
         info["kernel_stack_bytes"] = params["stack_bytes"]
     return ctx.step(node, kind, params=params, consts=consts, info=info)

@@ -43,7 +43,7 @@ class Activation(OpDef):
         x, y = ctx.encoding(node.inputs[0]), ctx.encoding(node.output)
         sigma = activation_fn(node.attrs["activation"])
         lut = y.encode(sigma(x.decode(x.codes())))
-        params = {"size": int(np.prod(ctx.shape(node.output))), "x_offset": x.B if x.signed else 0}
+        params = {"size": int(np.prod(ctx.shape(node.output))), "x_offset": x.table_offset}
         return ctx.step(node, "recode", params=params,
                         consts={"lut": lut.astype(y.ctype)}, info={"abits": y.bits})
 

@@ -52,7 +52,7 @@ class Add(OpDef):
         bound = int(np.abs(table_a).max() + np.abs(table_b).max())
         consts, params, info = encoder_step_parts(y, node.attrs["activation"], [unit], bound)
         params.update(size=int(np.prod(ctx.shape(node.output))),
-                      a_offset=ea.B if ea.signed else 0, b_offset=eb.B if eb.signed else 0)
+                      a_offset=ea.table_offset, b_offset=eb.table_offset)
         consts.update(table_a=table_a.astype(np.int32), table_b=table_b.astype(np.int32))
         return ctx.step(node, "add", params=params, consts=consts, info=info)
 

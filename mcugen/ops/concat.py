@@ -42,7 +42,7 @@ class Concat(OpDef):
         for i, tensor in enumerate(node.inputs):
             x = ctx.encoding(tensor)
             chunks.append(int(np.prod(ctx.shape(tensor)[axis:])))
-            offsets.append(x.B if x.signed else 0)
+            offsets.append(x.table_offset)
             same = x == y
             recode.append(int(not same))
             if not same:

@@ -74,7 +74,7 @@ class MaxPool(OpDef):
     def lower(self, node, ctx):
         enc = ctx.encoding(node.inputs[0])
         params = _geometry(node, ctx)
-        params["code_min"] = -enc.B if enc.signed else 0
+        params["code_min"] = enc.code_min
         return ctx.step(node, "maxpool", params=params, consts={}, info={"abits": enc.bits})
 
     def run_int(self, step, inputs):
@@ -119,7 +119,7 @@ class AveragePool(OpDef):
         unit = x.range / (table_scale(x, frac) * count)
         bound = int(np.abs(table).max()) * count
         consts, params, info = encoder_step_parts(y, None, [unit], bound)
-        params.update(_geometry(node, ctx), x_offset=x.B if x.signed else 0)
+        params.update(_geometry(node, ctx), x_offset=x.table_offset)
         consts["dx"] = table.astype(np.int32)
         return ctx.step(node, "avgpool", params=params, consts=consts, info=info)
 

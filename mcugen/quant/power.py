@@ -61,9 +61,18 @@ class Grid:
         q = np.asarray(q, dtype=np.int64)
         return np.sign(q) * scale * self.levels[np.abs(q)]
 
+    @property
+    def code_min(self) -> int:
+        return -self.B if self.signed else 0
+
+    @property
+    def table_offset(self) -> int:
+        """Add to a code to index a table in code order (tables start at code_min)."""
+        return -self.code_min
+
     def codes(self) -> np.ndarray:
         """Every code in table order: -B..B when signed, 0..B otherwise."""
-        return np.arange(-self.B if self.signed else 0, self.B + 1)
+        return np.arange(self.code_min, self.B + 1)
 
 
 @dataclass(frozen=True)
