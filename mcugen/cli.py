@@ -129,6 +129,8 @@ def _record_profile(path, schedule, profile):
     record = {"instructions": {"total": profile.get("total"),
                                "steps": {s.name: profile.get(i) for i, s in enumerate(schedule.steps)}},
               "sections": model_sizes(path)}
+    if "gap8" in profile:
+        record["gap8"] = {s.name: profile["gap8"].get(i) for i, s in enumerate(schedule.steps)}
     (path / "profile.json").write_text(json.dumps(record, indent=1))
     click.echo(f"instructions per inference on RV32IMC: {profile.get('total'):,} "
                f"(per layer: mcugen report {path})")

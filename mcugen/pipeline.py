@@ -167,11 +167,13 @@ def realization_cost(project, n=32) -> dict:
 def _add_tile_plan(report, schedule, board):
     """GAP8: per layer, the L2->L1 tiles, L1 bytes and DMA bytes of the generated code."""
     from mcugen.codegen.gap8 import tile_plan
+    from mcugen.cycle_model import model_constants
     for layer, plan in zip(report["layers"], tile_plan(schedule, board)):
         layer.update(tiles=plan["tiles"], l1_bytes=plan["l1_bytes"], dma_bytes=plan["dma_bytes"],
                      runs_on=plan["on"])
     report["totals"]["dma_bytes"] = sum(layer["dma_bytes"] for layer in report["layers"])
     report["totals"]["l1_bytes_max"] = max(layer["l1_bytes"] for layer in report["layers"])
+    report["gap8_model"] = model_constants(board)
 
 
 def _options_record(options):

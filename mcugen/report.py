@@ -1,6 +1,8 @@
 """The per-layer report, from the Schedule alone (so `mcugen report out/` works later)."""
 from __future__ import annotations
 
+from mcugen.cycle_model import add_estimate
+
 LAYER_FIELDS = ("macs", "weight_bytes", "wbits", "abits", "exponent", "recon_error",
                 "encoder", "table_bytes", "acc_bound", "w_frac_bits", "x_frac_bits")
 
@@ -43,6 +45,8 @@ def merge_profile(report: dict, profile: dict) -> dict:
     if t["instructions"] and t["macs"]:
         t["instr_per_mac"] = round(t["instructions"] / t["macs"], 3)
     t.update({f"{k}_bytes": v for k, v in profile["sections"].items()})
+    if profile.get("gap8") and report.get("gap8_model"):
+        add_estimate(report, profile["gap8"])
     return report
 
 
@@ -69,10 +73,7 @@ def format_report(report: dict) -> str:
                  _fmt(t["flash_bytes"] - t["weight_bytes"]), _fmt(t["peak_ram_bytes"]) + " peak",
                  "", "", _fmt(t["exponent"], "float"), "", "", _fmt(t.get("instructions")),
                  _fmt(t.get("instr_per_mac"), "float")))
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    lines = ["  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
-                       for i, (c, w) in enumerate(zip(r, widths))) for r in [head] + rows]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = _table(head, rows)
     lines.append(f"flash {t['flash_bytes']:,} B; activation RAM {t['peak_ram_bytes']:,} B peak "
                  f"(vs {t['activation_bytes_unshared']:,} B if no buffer were shared) + "
                  f"{t['kernel_stack_bytes']:,} B of kernel stack buffers")
@@ -83,11 +84,42 @@ def format_report(report: dict) -> str:
                      f"float {t['sim_vs_float_max_abs_diff']:.3g}, integer vs simulated "
                      f"{t['int_vs_sim_max_abs_diff']:.3g}{agree} (32 calibration inputs)")
     if "dma_bytes" in t:
-        tiled = [f"{layer['step'][:12]}:{layer['tiles']}" for layer in report["layers"] if layer.get("tiles", 1) > 1]
-        lines.append(f"GAP8: L1 up to {t['l1_bytes_max']:,} B per layer, {t['dma_bytes']:,} B moved by DMA per "
-                     f"inference; tiles per layer: {', '.join(tiled) or 'none (every layer fits L1 whole)'}")
+        lines.extend(_gap8_lines(report))
     if "text_bytes" in t:
         lines.append(f"RV32IMC model.o: text {t['text_bytes']:,} B, rodata {t['rodata_bytes']:,} B, "
                      f"data {t['data_bytes']:,} B, bss {t['bss_bytes']:,} B")
     lines.extend(f"note: {n}" for n in report.get("notes", []))
     return "\n".join(lines)
+
+
+def _table(head, rows) -> list:
+    """Aligned columns: the first two left, the rest right; a rule under the head."""
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths))) for r in [head] + rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return lines
+
+
+def _gap8_lines(report) -> list:
+    """GAP8 per layer: where it runs, tiles, L1 and DMA bytes, and (after `simulate --on
+    qemu`) the cycle estimate of the model in mcugen/cycle_model.py."""
+    t = report["totals"]
+    head = ("GAP8 step", "on", "tiles", "L1 B", "DMA B", "busiest core instr", "est. cycles", "bound",
+            "est. MAC/cycle")
+    rows = [(layer["step"][:34], layer.get("runs_on", "-"), _fmt(layer.get("tiles")), _fmt(layer.get("l1_bytes")),
+             _fmt(layer.get("dma_bytes")), _fmt(layer.get("busiest_core_instructions")),
+             _fmt(layer.get("est_cycles")), layer.get("bound", "-"), _fmt(layer.get("est_macs_per_cycle"), "float"))
+            for layer in report["layers"]]
+    lines = [""] + _table(head, rows)
+    lines.append(f"GAP8: L1 up to {t['l1_bytes_max']:,} B per layer, {t['dma_bytes']:,} B moved by DMA per inference")
+    if "est_cycles" in t:
+        model = report["gap8_model"]
+        lines.append(f"GAP8 estimate (a MODEL, not a measurement: instructions from qemu on plain RV32IMC, "
+                     f"{model['cpi']} cycle each, DMA {model['dma_bytes_per_cycle']} B/cycle): "
+                     f"{t['est_cycles']:,} cycles = {t['est_time_ms']} ms at {model['cluster_hz'] / 1e6:g} MHz, "
+                     f"{t['est_macs_per_cycle']} MAC/cycle; reference: {model['reference']}: "
+                     f"{model['reference_macs_per_cycle']} MAC/cycle")
+    else:
+        lines.append("GAP8 cycle estimate: run `mcugen simulate OUT --on qemu` first")
+    return lines

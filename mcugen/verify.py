@@ -115,10 +115,22 @@ def run_harness(exe: Path, x: np.ndarray, n_out: int, trace_bytes: int = 0, on="
         trace = np.fromfile(ftrace, dtype=np.uint8) if trace_bytes else None
         fprof = Path(f"{fout}.prof")
         profile_text = fprof.read_text() if fprof.is_file() else ""
+    return RunResult(out, trace, parse_profile(profile_text))
+
+
+GAP8_COUNTERS = ("cores_longest", "cores_total", "emulation", "transfers", "forks")
+
+
+def parse_profile(text: str) -> dict:
+    """"total" and step index -> instructions; "gap8": step index -> the PMSIS emulation's
+    counters (gap8 projects only)."""
     profile = {}
-    for key, count in re.findall(r"mcugen-profile (\w+) (\d+)", profile_text):
+    for key, count in re.findall(r"mcugen-profile (\w+) (\d+)", text):
         profile[key if key == "total" else int(key)] = int(count)
-    return RunResult(out, trace, profile)
+    for line in re.findall(r"mcugen-gap8 ([\d ]+)", text):
+        index, *values = map(int, line.split())
+        profile.setdefault("gap8", {})[index] = dict(zip(GAP8_COUNTERS, values))
+    return profile
 
 
 @dataclass
@@ -187,7 +199,8 @@ def model_sizes(project: Path) -> dict:
         raise MCUGenError(f"riscv64-unknown-elf-size not found: {INSTALL_HINT}")
     with tempfile.TemporaryDirectory(prefix="mcugen") as tmp:
         obj = Path(tmp) / "model.o"
-        subprocess.run([RV_CC, "-march=rv32imc", "-mabi=ilp32", "-O2", "-std=c99",
+        emulation = ["-I", str(project / "pmsis_emu")] if (project / "pmsis_emu").is_dir() else []
+        subprocess.run([RV_CC, "-march=rv32imc", "-mabi=ilp32", "-O2", "-std=c99", *emulation,
                         "--specs=picolibc.specs", "-c", str(project / "model.c"), "-o", str(obj)],
                        check=True, capture_output=True)
         done = subprocess.run([size_tool, "-A", str(obj)], capture_output=True, text=True, check=True)

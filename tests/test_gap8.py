@@ -2,9 +2,11 @@
 against the project's PMSIS emulation layer (host cc, and rv32 under qemu) and compared bit for
 bit with the reference."""
 import copy
+import json
 import os
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -174,3 +176,33 @@ def test_gap8_untiled_steps_run_on_the_fc_bit_exact(tmp_path, host_cc):
     project = write_gap8(schedule, tmp_path / "proj")
     result = compare(project, schedule, verify_inputs(schedule, 50, seed=2))
     assert result.n == 52 and result.mismatches == 0, result.first
+
+
+def test_gap8_cycle_estimate_from_qemu_counts(tmp_path, host_cc):
+    """simulate --on qemu on a gap8 project records each core's share of every fork; report
+    turns it into the labelled cycle estimate. The counts themselves must show an even 8-core
+    split and exclude the emulation's own work (DMA copies are the DMA's, not the cores')."""
+    for tool in ("riscv64-unknown-elf-gcc", "qemu-system-riscv32", "riscv64-unknown-elf-size"):
+        require_tool(tool)
+    out = tmp_path / "proj"
+    mcugen.build(shared_model("mnist8"), target="gap8", out=out, wbits=4, abits=4, input_range=(0, 255))
+    cmd = [sys.executable, "-m", "mcugen"]
+    done = subprocess.run(cmd + ["simulate", str(out), "--on", "qemu", "--n", "2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    profile = json.loads((out / "profile.json").read_text())
+    report = json.loads(subprocess.run(cmd + ["report", str(out), "--json"], capture_output=True,
+                                       text=True, check=True).stdout)
+    for layer in report["layers"]:
+        counts = profile["gap8"][layer["step"]]
+        assert counts["forks"] >= layer["tiles"] and counts["transfers"] >= 2 * layer["tiles"]
+        assert counts["cores_total"] + counts["emulation"] < layer["instructions"]
+        assert layer["est_cycles"] >= layer["busiest_core_instructions"] + layer["dma_bytes"] / 8
+    biggest = max(report["layers"], key=lambda layer: layer["macs"])
+    counts = profile["gap8"][biggest["step"]]
+    assert counts["cores_total"] >= 7 * counts["cores_longest"]            # 8 cores, evenly
+    assert biggest["instructions"] - counts["cores_total"] - counts["emulation"] < counts["cores_longest"] / 50
+    totals = report["totals"]
+    assert totals["est_cycles"] == sum(layer["est_cycles"] for layer in report["layers"])
+    assert totals["reference_macs_per_cycle"] == 15.5
+    text = subprocess.run(cmd + ["report", str(out)], capture_output=True, text=True, check=True).stdout
+    assert "a MODEL, not a measurement" in text and "15.5 MAC/cycle" in text

@@ -1,0 +1,58 @@
+"""The GAP8 cycle estimate: a model built from exact instruction counts (the gap8 project's
+emulation run on RV32IMC under qemu) and the board's stated constants (`[cycle_model]` in
+boards/gap8.toml). It is an estimate, labelled so wherever it is shown; real cycles come
+from the board's own main.c (pi_perf_read).
+"""
+from __future__ import annotations
+
+
+def model_constants(board: dict) -> dict | None:
+    """What the report keeps of the board to estimate cycles later (None: no model)."""
+    if "cycle_model" not in board:
+        return None
+    clocks = board.get("clock", {})
+    return dict(board["cycle_model"], cores=int(board.get("cores", 8)),
+                cluster_hz=int(clocks.get("cluster_hz", board.get("clock_hz", 0))),
+                fc_hz=int(clocks.get("fc_hz", board.get("clock_hz", 0))))
+
+
+def layer_cycles(layer: dict, counts: dict, instructions: int, model: dict) -> dict:
+    """One step's estimate, in cluster cycles. `counts` are the emulation's per-step counters:
+    cores_longest / cores_total (instructions inside team forks: the busiest core, all
+    cores), emulation (instructions of the emulation layer itself), transfers, forks."""
+    cpi = model["cpi"]
+    own = instructions - counts["emulation"]            # what the board would execute
+    if layer.get("runs_on") != "cluster":
+        fc = cpi * own * model["cluster_hz"] / model["fc_hz"]     # FC cycles in cluster cycles
+        return {"est_cycles": round(fc), "bound": "fc", "busiest_core_instructions": own}
+    controller = own - counts["cores_total"]             # the cluster controller outside forks
+    compute = (cpi * (controller + counts["cores_longest"]) + model["fork_cycles"] * counts["forks"]
+               + model["task_cycles"])
+    dma = layer["dma_bytes"] / model["dma_bytes_per_cycle"] + model["dma_setup_cycles"] * counts["transfers"]
+    tiles = max(1, layer.get("tiles", 1))
+    cycles = max(compute, dma) + min(compute, dma) / tiles if tiles > 1 else compute + dma
+    record = {"est_cycles": round(cycles), "bound": "compute" if compute >= dma else "dma",
+              "busiest_core_instructions": controller + counts["cores_longest"],
+              "core_balance": round(counts["cores_total"] / (model["cores"] * counts["cores_longest"]), 3)
+              if counts["cores_longest"] else None}
+    if layer.get("macs"):
+        record["est_macs_per_cycle"] = round(layer["macs"] / cycles, 3)
+    return record
+
+
+def add_estimate(report: dict, gap8_counts: dict) -> None:
+    """Per layer and in total: estimated cycles, MAC/cycle and time at the cluster clock."""
+    model = report["gap8_model"]
+    for layer in report["layers"]:
+        counts = gap8_counts.get(layer["step"])
+        if counts is None or layer.get("instructions") is None:
+            continue
+        layer.update(layer_cycles(layer, counts, layer["instructions"], model))
+    estimated = [layer for layer in report["layers"] if "est_cycles" in layer]
+    if not estimated:
+        return
+    t = report["totals"]
+    t["est_cycles"] = sum(layer["est_cycles"] for layer in estimated)
+    t["est_time_ms"] = round(1e3 * t["est_cycles"] / model["cluster_hz"], 3)
+    t["est_macs_per_cycle"] = round(t["macs"] / t["est_cycles"], 3) if t["est_cycles"] else None
+    t["reference_macs_per_cycle"] = model["reference_macs_per_cycle"]
