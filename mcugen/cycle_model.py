@@ -51,8 +51,22 @@ def add_estimate(report: dict, gap8_counts: dict) -> None:
     estimated = [layer for layer in report["layers"] if "est_cycles" in layer]
     if not estimated:
         return
+    _add_l3_waits(estimated, report["totals"].get("l3_slots", 0), model)
     t = report["totals"]
     t["est_cycles"] = sum(layer["est_cycles"] for layer in estimated)
     t["est_time_ms"] = round(1e3 * t["est_cycles"] / model["cluster_hz"], 3)
     t["est_macs_per_cycle"] = round(t["macs"] / t["est_cycles"], 3) if t["est_cycles"] else None
     t["reference_macs_per_cycle"] = model["reference_macs_per_cycle"]
+
+
+def _add_l3_waits(layers: list, slots: int, model: dict) -> None:
+    """Layers whose weights come from L3 wait for the part of their HyperRAM read that is not
+    hidden: with two staging slots it runs during the previous streamed layer; with one slot
+    (and for the first streamed layer) it runs before the layer, in full."""
+    streamed = [layer for layer in layers if layer.get("l3_bytes")]
+    compute = [layer["est_cycles"] for layer in streamed]
+    for k, layer in enumerate(streamed):
+        read = layer["l3_bytes"] / model["l3_bytes_per_cycle"]
+        hidden = compute[k - 1] if slots == 2 and k > 0 else 0
+        layer["l3_wait_cycles"] = round(max(0.0, read - hidden))
+        layer["est_cycles"] += layer["l3_wait_cycles"]

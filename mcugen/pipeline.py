@@ -68,22 +68,38 @@ def safe_file_label(path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", Path(str(path)).name)[:60] or "model"
 
 
-def fit_shortfalls(schedule, board) -> list:
+def fit_shortfalls(schedule, board, weights_in=None) -> list:
     """Flash (weights and tables) and RAM (the arena and kernel stack buffers; plus the weights
-    on boards that run them from RAM, like GAP8's L2) against the board: one phrase per memory
-    that is too small."""
+    on boards that run them from RAM, like GAP8's L2; or only an L2 staging buffer when GAP8
+    streams them from L3) against the board: one phrase per memory that is too small."""
+    weights_in = weights_in or board.get("weights_in")
     flash = sum(schedule.step_consts_bytes(s) for s in schedule.steps)
     stack = max((s.info.get("kernel_stack_bytes", 0) for s in schedule.steps), default=0)
-    weights_in_ram = board.get("weights_in") in ("ram", "l2")
-    needs = {"flash": flash, "ram": schedule.arena_bytes + stack + (flash if weights_in_ram else 0)}
-    what = {"flash": "weights and tables",
-            "ram": "activation arena, kernel stack buffers" + (" and weights" if weights_in_ram else "")}
+    needs = {"flash": flash, "ram": schedule.arena_bytes + stack}
+    what = {"flash": "weights and tables", "ram": "activation arena, kernel stack buffers"}
+    if weights_in in ("ram", "l2"):
+        needs["ram"] += flash
+        what["ram"] += " and weights"
+    elif weights_in == "l3":
+        from mcugen.codegen.gap8_l3 import kept_in_l2, staging_need
+        needs["ram"] += kept_in_l2(schedule) + staging_need(schedule)[1]
+        what["ram"] += ", L2 tables and one layer's weights staged from L3"
+        needs["l3"], what["l3"] = flash, "weights and tables"
     return [(mem, f"{mem} needs {need:,} B ({what[mem]}) of {board['memory'][mem]['bytes']:,} B")
             for mem, need in needs.items() if need > board["memory"][mem]["bytes"]]
 
 
-def check_fit(schedule, board) -> None:
-    short = fit_shortfalls(schedule, board)
+def weights_placement(schedule, board, target) -> str:
+    """Where the weights are read from at run time: the board's default, except that GAP8
+    streams them from L3 (HyperRAM) when they do not fit L2 and the board has L3."""
+    placement = board.get("weights_in", "flash")
+    if target == "gap8" and "l3" in board["memory"] and fit_shortfalls(schedule, board, "l2"):
+        return "l3"
+    return placement
+
+
+def check_fit(schedule, board, weights_in=None) -> None:
+    short = fit_shortfalls(schedule, board, weights_in)
     if short:
         raise MCUGenError(f"the model does not fit board '{board['name']}': "
                           f"{'; '.join(text for _, text in short)}; code adds a few KB more. Try a "
@@ -110,7 +126,7 @@ def lower_for_board(qgraph, board, weight_storage, target):
     short = [mem for mem, _ in fit_shortfalls(schedule, board)]
     if weight_storage == "auto" and target != "gap8" and short == ["flash"]:
         schedule = lower(qgraph, weight_storage="codes")     # only flash is short: pack
-    check_fit(schedule, board)
+    check_fit(schedule, board, weights_placement(schedule, board, target))
     return schedule
 
 
@@ -131,6 +147,7 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
     schedule.meta = {"model": safe_file_label(model), "target": target, "board": board["name"],
                      "input_range": list(qgraph.input_range), "options": _options_record(options),
                      "weight_storage": "codes" if any(s.params.get("w_codes") for s in schedule.steps) else "decoded",
+                     "weights_in": weights_placement(schedule, board, target),
                      "exponent": qgraph.exponent, "notes": qgraph.notes}
     report = build_report(schedule)
     project = Project(schedule, report, qgraph, Path(out) if out else None, qgraph.notes)
@@ -167,6 +184,7 @@ def realization_cost(project, n=32) -> dict:
 def _add_tile_plan(report, schedule, board):
     """GAP8: per layer, the L2->L1 tiles, L1 bytes and DMA bytes of the generated code."""
     from mcugen.codegen.gap8 import tile_plan
+    from mcugen.codegen.gap8_l3 import board_layout
     from mcugen.cycle_model import model_constants
     for layer, plan in zip(report["layers"], tile_plan(schedule, board)):
         layer.update(tiles=plan["tiles"], l1_bytes=plan["l1_bytes"], dma_bytes=plan["dma_bytes"],
@@ -174,6 +192,12 @@ def _add_tile_plan(report, schedule, board):
     report["totals"]["dma_bytes"] = sum(layer["dma_bytes"] for layer in report["layers"])
     report["totals"]["l1_bytes_max"] = max(layer["l1_bytes"] for layer in report["layers"])
     report["gap8_model"] = model_constants(board)
+    if schedule.meta["weights_in"] == "l3":
+        layout = board_layout(schedule, board)
+        for layer in report["layers"]:
+            layer["l3_bytes"] = layout["steps"].get(layer["step"], {}).get("bytes", 0)
+        report["totals"].update(l3_bytes=layout["bytes"], l3_slots=layout["slots"],
+                                l3_staging_bytes=layout["staging_bytes"])
 
 
 def _options_record(options):

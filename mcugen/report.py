@@ -113,6 +113,10 @@ def _gap8_lines(report) -> list:
             for layer in report["layers"]]
     lines = [""] + _table(head, rows)
     lines.append(f"GAP8: L1 up to {t['l1_bytes_max']:,} B per layer, {t['dma_bytes']:,} B moved by DMA per inference")
+    if "l3_bytes" in t:
+        lines.append(f"GAP8: weights in L3 (HyperRAM, {t['l3_bytes']:,} B, read once per inference), staged "
+                     f"through {t['l3_slots']} L2 slot(s) ({t['l3_staging_bytes']:,} B)"
+                     + (", the next layer's read during the current one" if t["l3_slots"] == 2 else ""))
     if "est_cycles" in t:
         model = report["gap8_model"]
         lines.append(f"GAP8 estimate (a MODEL, not a measurement: instructions from qemu on plain RV32IMC, "

@@ -14,13 +14,16 @@ import numpy as np
 
 from mcugen.boards import get_board
 from mcugen.codegen import host
+from mcugen.codegen.gap8_l3 import board_layout, l3_image
 from mcugen.codegen.render import render_all
 from mcugen.errors import MCUGenError
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
 
 FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2",
          "Makefile": "Makefile.j2", "emu.mk": "emu.mk.j2", "emu_main.c": "emu_main.c.j2",
-         "pmsis_emu/pmsis.h": "pmsis_emu/pmsis.h.j2", "pmsis_emu/pmsis.c": "pmsis_emu/pmsis.c.j2"}
+         "pmsis_emu/pmsis.h": "pmsis_emu/pmsis.h.j2", "pmsis_emu/pmsis.c": "pmsis_emu/pmsis.c.j2",
+         "pmsis_emu/bsp/fs.h": "pmsis_emu/bsp.h.j2", "pmsis_emu/bsp/flash/hyperflash.h": "pmsis_emu/bsp.h.j2",
+         "pmsis_emu/bsp/ram/hyperram.h": "pmsis_emu/bsp.h.j2"}
 
 BAND_KINDS = ("conv2d", "maxpool", "avgpool")     # tiled over (channel block, output row band)
 TILED_KINDS = BAND_KINDS + ("dense", "add")
@@ -268,10 +271,12 @@ def template_context(schedule, model_file: str, board: dict) -> dict:
         "sdot": {s.name: _sdot_ok(s, schedule) for s in schedule.steps},
         "l1_alloc_bytes": max([ALIGN] + [p.l1_bytes for p in plans.values()]),
         "l1_emu_bytes": int(l1.get("usable", l1["bytes"])),
+        "l3_emu_bytes": int(board["memory"].get("l3", {}).get("bytes", 0)),
         "cores": int(board.get("cores", 8)),
         "board": board,
         "samples": codes.tolist(),
         "expected": expected.tolist(),
+        "l3": board_layout(schedule, board) if schedule.meta.get("weights_in") == "l3" else None,
     })
     return context
 
@@ -286,5 +291,10 @@ def _sdot_ok(step, schedule):
 
 
 def render(schedule, model_file: str, board: dict | None = None) -> dict:
-    """file name -> text for a GAP8 project (board: the gap8 board file unless given)."""
-    return render_all("gap8", FILES, template_context(schedule, model_file, board or get_board("gap8")))
+    """file name -> text for a GAP8 project (board: the gap8 board file unless given), plus
+    the L3 weights file when they are streamed from HyperRAM."""
+    context = template_context(schedule, model_file, board or get_board("gap8"))
+    files = render_all("gap8", FILES, context)
+    if context["l3"]:
+        files[context["l3"]["file"]] = l3_image(schedule)
+    return files

@@ -48,7 +48,10 @@ def write_project(out: Path, files: dict, save_extra, force: bool) -> None:
     try:
         for name, text in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / name).write_text(text)
+            if isinstance(text, bytes):
+                (tmp / name).write_bytes(text)      # data files (GAP8's model_l3.bin)
+            else:
+                (tmp / name).write_text(text)
         save_extra(tmp)
         os.chmod(tmp, 0o755)           # mkdtemp makes it private; a project is an ordinary dir
         names = sorted(os.listdir(tmp))
