@@ -18,6 +18,7 @@ from mcugen.codegen.gap8_l3 import board_layout, l3_image
 from mcugen.codegen.render import render_all
 from mcugen.errors import MCUGenError
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
+from mcugen.ops._mac import register_blocking
 
 FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2",
          "Makefile": "Makefile.j2", "emu.mk": "emu.mk.j2", "emu_main.c": "emu_main.c.j2",
@@ -29,6 +30,11 @@ BAND_KINDS = ("conv2d", "maxpool", "avgpool")     # tiled over (channel block, o
 TILED_KINDS = BAND_KINDS + ("dense", "add")
 ALIGN = 4
 BOARD_SAMPLES = 3                                # self-check inputs baked into the board main.c
+ONE_SLOT_ROLES = ("band",)                       # filled and consumed within one tile: one slot
+# per conv tile: decoded band rows the cores fill (channels x rows), the tile's band rows, the
+# band row its first loaded input row goes to, (register block, output row) work items, the
+# tile's first register block and its output channel plane
+WORK_FIELDS = ("n_rows", "band_h", "top", "n_items", "rb0", "out_plane")
 
 
 def _align(n: int) -> int:
@@ -47,7 +53,8 @@ def _region(name, ctype, role, src, per, itemsize):
 
 class _Plan:
     """One step's L1 layout and tiles. Regions: static (loaded once per step), block (per
-    output-channel block, two slots), tile (per tile, two slots), out (per tile, two slots)."""
+    output-channel block, two slots), tile (per tile, two slots), out (per tile, two slots),
+    band (a conv tile's decoded input, filled and read by the cores within the tile: one slot)."""
 
     def __init__(self, step, schedule, budget):
         self.step, self.schedule, self.budget = step, schedule, budget
@@ -63,8 +70,15 @@ class _Plan:
         return _region(key, CTYPES[str(value.dtype)], role, f"{self.step.name}_{key}", per,
                        value.itemsize)
 
+    def slotted_bytes(self, slot_bytes, n_tiles):
+        """L1 bytes of the per-block/per-tile regions: two slots each when tiles overlap, except
+        the regions a tile fills and consumes itself (ONE_SLOT_ROLES)."""
+        one = {r["name"] for r in self.regions if r["role"] in ONE_SLOT_ROLES}
+        return sum((1 if n_tiles == 1 or name in one else 2) * _align(v) for name, v in slot_bytes.items())
+
     def layout(self, static_counts, slot_bytes):
-        """Offsets: static regions first, then slot 0 and slot 1 of every slotted region."""
+        """Offsets: static regions first, then slot 0 and slot 1 of every slotted region (one
+        slot for ONE_SLOT_ROLES)."""
         off = 0
         for index, region in enumerate(self.regions):
             region["index"] = index
@@ -75,7 +89,7 @@ class _Plan:
                 off += _align(region["count"] * region["itemsize"])
         for slot in range(2 if len(self.tiles) > 1 else 1):   # one tile: nothing to overlap
             for region in self.regions:
-                if region["role"] != "static":
+                if region["role"] != "static" and not (slot and region["role"] in ONE_SLOT_ROLES):
                     region["offs"].append(off)
                     off += _align(slot_bytes[region["name"]])
         for region in self.regions:
@@ -105,13 +119,92 @@ def _row_span(g, y0, y1):
     return lo, max(hi, lo + 1)
 
 
+def _band_rows(g, oht):
+    """Rows of the zero-padded decoded band that oht output rows read."""
+    return (oht - 1) * g["sh"] + g["ext"]
+
+
+def _conv_band(step):
+    """The conv kernel's decoded band: full output rows, so band_w columns from input column
+    -pad_left; `left` zero columns, then `cols` decoded ones, then zeros from `right` on."""
+    p = step.params
+    band_w = (p["out_w"] - 1) * p["stride_w"] + (p["k_w"] - 1) * p["dil_w"] + 1
+    left = min(p["pad_left"], band_w)
+    cols = max(0, min(p["in_w"], band_w - left))
+    return {"band_w": band_w, "left": left, "cols": cols, "right": left + cols,
+            "ctype": CTYPES[p["band_dtype"]], "itemsize": ITEMSIZE[p["band_dtype"]]}
+
+
+def _register_blocks(g, c0, c1, ic0, oc_block):
+    """A channel block's register blocks, (first output channel, first input channel, width),
+    tile-local: full oc_block-wide blocks inside each group, then 1-wide ones."""
+    blocks = []
+    for group in range(c0 // g["ocpg"], (c1 - 1) // g["ocpg"] + 1):
+        lo, hi = max(c0, group * g["ocpg"]), min(c1, (group + 1) * g["ocpg"])
+        icl0 = group * g["icpg"] - ic0
+        full = lo + (hi - lo) // oc_block * oc_block if oc_block > 1 else lo
+        blocks += [(oc - c0, icl0, oc_block) for oc in range(lo, full, oc_block)]
+        blocks += [(oc - c0, icl0, 1) for oc in range(full, hi)]
+    return blocks
+
+
+def _conv_kernel(plan, g, band, oht):
+    """What the band region of a conv step carries for its two forks: the decode
+    geometry, the register blocking (mcugen/ops/_mac.py), the register blocks of every channel
+    block and each tile's work counts (WORK_FIELDS)."""
+    p = plan.step.params
+    band_c = _band_rows(g, oht) * band["band_w"]
+    kernel = dict(band, **register_blocking(p, band["band_w"], band_c, g["icpg"], p["out_w"]))
+    rblocks, span = [], {}
+    for c0, nc, _, _, ic0, _, _, _, b in plan.tiles:
+        if b not in span:
+            first = len(rblocks)
+            rblocks += _register_blocks(g, c0, c0 + nc, ic0, kernel["oc_block"])
+            span[b] = (first, len(rblocks))
+    work = []
+    for _, _, y0, ny, _, nic, iy0, _, b in plan.tiles:
+        rows, (first, last) = _band_rows(g, ny), span[b]
+        work.append((nic * rows, rows, iy0 - (y0 * g["sh"] - g["pt"]), (last - first) * ny, first,
+                     ny * p["out_w"]))
+    widths = {n for _, _, n in rblocks}
+    return dict(kernel=kernel, rblocks=rblocks, work=work, work_fields=WORK_FIELDS,
+                wide=kernel["oc_block"] if kernel["oc_block"] > 1 and kernel["oc_block"] in widths else 0,
+                narrow=int(1 in widths))
+
+
+def _search_band(plan, g, static_bytes, per, band):
+    """The fewest (channel block x output row band) tiles whose buffers fit L1, or None:
+    (tiles, channel blocks, row bands, slot bytes, rows per band)."""
+    src, dst = plan.buf(plan.step.inputs[0]), plan.buf(plan.step.output)
+    isz, osz, out_w = ITEMSIZE[src.dtype], ITEMSIZE[dst.dtype], plan.step.params["out_w"]
+    best = None
+    for oct_ in _sizes(g["C"]):
+        blocks = [(c, min(c + oct_, g["C"])) for c in range(0, g["C"], oct_)]
+        nic = max(b - a for a, b in (_channel_span(g, c0, c1) for c0, c1 in blocks))
+        for oht in _sizes(g["OH"]):
+            n_tiles = len(blocks) * math.ceil(g["OH"] / oht)
+            if best is not None and n_tiles >= best[0]:
+                continue
+            bands = [(y, min(y + oht, g["OH"])) for y in range(0, g["OH"], oht)]
+            niy = max(b - a for a, b in (_row_span(g, y0, y1) for y0, y1 in bands))
+            slot = {"in": nic * niy * g["in_w"] * isz, "out": oct_ * oht * out_w * osz}
+            slot.update({k: oct_ * v for k, v in per.items()})
+            if band is not None:
+                slot["band"] = nic * _band_rows(g, oht) * band["band_w"] * band["itemsize"]
+            if static_bytes + plan.slotted_bytes(slot, n_tiles) <= plan.budget:
+                best = (n_tiles, blocks, bands, slot, oht)
+    return best
+
+
 def _plan_band(plan):
+    """Conv and pool steps. A conv step decodes its input into a zero-padded band in L1 for
+    the register-blocked kernel; when that band does not fit even beside the smallest tiles,
+    it computes straight from the codes instead (the bounds-checked kernel, no band region)."""
     step, p = plan.step, plan.step.params
     g = _band_geometry(step)
     src, dst = plan.buf(step.inputs[0]), plan.buf(step.output)
     isz, osz, out_w = ITEMSIZE[src.dtype], ITEMSIZE[dst.dtype], p["out_w"]
     plan.mode = "band"
-    per = {}
     if step.kind == "conv2d":
         if not p["identity_dx"]:
             plan.regions.append(plan.const_region("dx", "static", 0))
@@ -127,33 +220,28 @@ def _plan_band(plan):
     static = {r["name"]: int(step.consts[r["name"]].size) for r in plan.regions if r["role"] == "static"}
     static_bytes = sum(_align(n * r["itemsize"]) for r in plan.regions if r["role"] == "static"
                        for n in [static[r["name"]]])
-    for r in plan.regions:
-        if r["role"] == "block":
-            per[r["name"]] = r["per"] * r["itemsize"]
+    per = {r["name"]: r["per"] * r["itemsize"] for r in plan.regions if r["role"] == "block"}
 
-    best = None
-    for oct_ in _sizes(g["C"]):
-        blocks = [(c, min(c + oct_, g["C"])) for c in range(0, g["C"], oct_)]
-        nic = max(b - a for a, b in (_channel_span(g, c0, c1) for c0, c1 in blocks))
-        for oht in _sizes(g["OH"]):
-            n_tiles = len(blocks) * math.ceil(g["OH"] / oht)
-            if best is not None and n_tiles >= best[0]:
-                continue
-            bands = [(y, min(y + oht, g["OH"])) for y in range(0, g["OH"], oht)]
-            niy = max(b - a for a, b in (_row_span(g, y0, y1) for y0, y1 in bands))
-            slot = {"in": nic * niy * g["in_w"] * isz, "out": oct_ * oht * out_w * osz}
-            slot.update({k: oct_ * v for k, v in per.items()})
-            total = static_bytes + (2 if n_tiles > 1 else 1) * sum(_align(v) for v in slot.values())
-            if total <= plan.budget:
-                best = (n_tiles, blocks, bands, slot)
+    best = band = None
+    if step.kind == "conv2d":
+        band = _conv_band(step)
+        band_region = _region("band", band["ctype"], "band", None, 0, band["itemsize"])
+        plan.regions.insert(-1, band_region)               # "out" stays last
+        best = _search_band(plan, g, static_bytes, per, band)
+        if best is None:
+            plan.regions.remove(band_region)
+            band = None
+    best = best or _search_band(plan, g, static_bytes, per, None)
     if best is None:
         raise MCUGenError(_no_fit(plan, "one channel and one output row"))
-    _, blocks, bands, slot = best
+    _, blocks, bands, slot, oht = best
     for b, (c0, c1) in enumerate(blocks):
         ic0, ic1 = _channel_span(g, c0, c1)
         for y0, y1 in bands:
             iy0, iy1 = _row_span(g, y0, y1)
             plan.tiles.append((c0, c1 - c0, y0, y1 - y0, ic0, ic1 - ic0, iy0, iy1 - iy0, b))
+    if band is not None:
+        band_region.update(_conv_kernel(plan, g, band, oht))
     plan.layout(static, slot)
     plan.dma_bytes = sum(static[k] * r["itemsize"] for r in plan.regions if r["role"] == "static"
                          for k in [r["name"]])
@@ -218,7 +306,8 @@ def _no_fit(plan, smallest):
 
 
 def _plans(schedule, board):
-    budget = int(board["memory"]["l1"].get("usable", board["memory"]["l1"]["bytes"]))
+    # pi_l1_malloc hands out 8-byte multiples: plan within the largest one that fits
+    budget = int(board["memory"]["l1"].get("usable", board["memory"]["l1"]["bytes"])) // 8 * 8
     plans = {}
     for step in schedule.steps:
         plan = _Plan(step, schedule, budget)
@@ -267,7 +356,8 @@ def template_context(schedule, model_file: str, board: dict) -> dict:
         "uses_1d": any(r["role"] in ("static", "block") or p.mode != "band"
                        for p in plans.values() if p.tiles for r in p.regions),
         "uses_tiles": any(p.tiles for p in plans.values()),
-        "uses_thresholds": any("thresholds" in s.consts for s in schedule.steps),
+        "uses_thresholds": any("thresholds" in s.consts and not _encodes_inline(plans[s.name])
+                               for s in schedule.steps),
         "sdot": {s.name: _sdot_ok(s, schedule) for s in schedule.steps},
         "l1_alloc_bytes": max([ALIGN] + [p.l1_bytes for p in plans.values()]),
         "l1_emu_bytes": int(l1.get("usable", l1["bytes"])),
@@ -279,6 +369,11 @@ def template_context(schedule, model_file: str, board: dict) -> dict:
         "l3": board_layout(schedule, board) if schedule.meta.get("weights_in") == "l3" else None,
     })
     return context
+
+
+def _encodes_inline(plan):
+    """Conv steps with a decoded band carry their own unrolled threshold search."""
+    return any(r["role"] == "band" for r in plan.regions)
 
 
 def _sdot_ok(step, schedule):

@@ -110,7 +110,7 @@ def conv_blocking(params, elem_bytes, limit=None):
     p = params
     cg, kh, kw = p["in_c_per_group"], p["k_h"], p["k_w"]
     sh, sw, dh, dw = p["stride_h"], p["stride_w"], p["dil_h"], p["dil_w"]
-    oh, ow, ocg = p["out_h"], p["out_w"], p["out_c_per_group"]
+    oh, ow = p["out_h"], p["out_w"]
     band_h = lambda th: (th - 1) * sh + (kh - 1) * dh + 1
     band_w = lambda tw: (tw - 1) * sw + (kw - 1) * dw + 1
     nbytes = lambda c, th, tw: c * band_h(th) * band_w(tw) * elem_bytes
@@ -129,21 +129,35 @@ def conv_blocking(params, elem_bytes, limit=None):
         tw, th = px, 1
         chunk_c = max(1, limit // (band_h(1) * band_w(px) * elem_bytes))
     bh, bw = band_h(th), band_w(tw)
+    return {"tile_h": th, "tile_w": tw, "band_h": bh, "band_w": bw,
+            "chunk_c": chunk_c, "n_chunks": -(-cg // chunk_c),
+            **register_blocking(p, bw, bh * bw, chunk_c, tw),
+            "band_elems": chunk_c * bh * bw, "stack_bytes": chunk_c * bh * bw * elem_bytes}
+
+
+def register_blocking(params, band_w, band_c, chunk_c, tile_w):
+    """The register blocks of a conv kernel over a decoded, zero-padded input band whose rows
+    are band_w elements apart and whose channels band_c apart (no bounds checks): blocks of
+    oc_block output channels (1 when a group has fewer) x px_block pixels of one row, over
+    tiles tile_w pixels wide, with 1-wide remainders; the taps unrolled (tap = [weight index,
+    band offset]) and input channels unrolled c_unroll at a time when a channel has few taps.
+    Shared by the host kernel (conv_blocking) and the GAP8 cluster kernel (codegen/gap8.py)."""
+    p = params
+    kh, kw, dh, dw = p["k_h"], p["k_w"], p["dil_h"], p["dil_w"]
+    ow, ocg = p["out_w"], p["out_c_per_group"]
+    px = min(PX_BLOCK, ow)
     oc_block = OC_BLOCK if ocg >= OC_BLOCK else 1
     oc_main = ocg - ocg % OC_BLOCK if oc_block > 1 else 0     # channels in full blocks
     khw = kh * kw
     # unroll input channels so that one loop iteration carries at least ~8 taps
     c_unroll = max(1, min(chunk_c, 8 // khw)) if khw < 8 else 1
-    taps = [[ky * kw + kx, ky * dh * bw + kx * dw] for ky in range(kh) for kx in range(kw)]
-    return {"tile_h": th, "tile_w": tw, "band_h": bh, "band_w": bw, "band_c": bh * bw,
-            "chunk_c": chunk_c, "n_chunks": -(-cg // chunk_c),
-            "row_step": sh * bw, "oc_block": oc_block, "oc_main": oc_main,
-            "oc_rem": int(oc_main < ocg),
-            "px_rem": int(px > 1 and (tw % px != 0 or ow % tw % px != 0)),
+    taps = [[ky * kw + kx, ky * dh * band_w + kx * dw] for ky in range(kh) for kx in range(kw)]
+    return {"band_c": band_c, "row_step": p["stride_h"] * band_w, "oc_block": oc_block,
+            "oc_main": oc_main, "oc_rem": int(oc_main < ocg),
+            "px_rem": int(px > 1 and (tile_w % px != 0 or ow % tile_w % px != 0)),
             "px_block": px, "c_unroll": c_unroll, "khw": khw,
-            "taps": taps, "px_offsets": [j * sw for j in range(px)],
-            "oc_offsets": [i * p["weights_per_channel"] for i in range(oc_block)],
-            "band_elems": chunk_c * bh * bw, "stack_bytes": chunk_c * bh * bw * elem_bytes}
+            "taps": taps, "px_offsets": [j * p["stride_w"] for j in range(px)],
+            "oc_offsets": [i * p["weights_per_channel"] for i in range(oc_block)]}
 
 
 def dense_blocking(params, elem_bytes, limit=None):
