@@ -32,7 +32,9 @@ def ctype_of(value) -> str:
 
 
 def environment(target: str) -> Environment:
-    env = Environment(loader=FileSystemLoader(str(data_dir("templates") / target)),
+    # the target's own templates first, then the snippets every target shares
+    templates = data_dir("templates")
+    env = Environment(loader=FileSystemLoader([str(templates / target), str(templates / "common")]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
     env.filters.update(c_array=c_array, c_double=c_double, c_doubles=c_doubles, ctype=ctype_of)
