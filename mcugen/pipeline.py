@@ -115,7 +115,8 @@ def _resolve_board(target, board):
 
 def lower_for_board(qgraph, board, weight_storage, target):
     """Lower with the requested weight storage; `auto` keeps decoded weights (fastest) when
-    they fit the board's flash and packs the codes when only those fit."""
+    they fit the board's flash and packs the codes when only those fit. Returns the schedule
+    and where its weights are read from at run time (weights_placement)."""
     if weight_storage not in ("auto", "decoded", "codes"):
         raise MCUGenError("--weight-storage takes codes, decoded or auto")
     if target == "gap8" and weight_storage == "codes":
@@ -126,8 +127,9 @@ def lower_for_board(qgraph, board, weight_storage, target):
     short = [mem for mem, _ in fit_shortfalls(schedule, board)]
     if weight_storage == "auto" and target != "gap8" and short == ["flash"]:
         schedule = lower(qgraph, weight_storage="codes")     # only flash is short: pack
-    check_fit(schedule, board, weights_placement(schedule, board, target))
-    return schedule
+    placement = weights_placement(schedule, board, target)
+    check_fit(schedule, board, placement)
+    return schedule, placement
 
 
 def build(model, target="host", out=None, force=False, progress=None, board=None,
@@ -143,11 +145,11 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
     if calib is not None:
         options.calib = coerce_inputs(calib, graph.shapes[graph.input], "calibration samples")
     qgraph = quantize(graph, options, progress=progress)
-    schedule = lower_for_board(qgraph, board, weight_storage, target)
+    schedule, weights_in = lower_for_board(qgraph, board, weight_storage, target)
     schedule.meta = {"model": safe_file_label(model), "target": target, "board": board["name"],
                      "input_range": list(qgraph.input_range), "options": _options_record(options),
                      "weight_storage": "codes" if any(s.params.get("w_codes") for s in schedule.steps) else "decoded",
-                     "weights_in": weights_placement(schedule, board, target),
+                     "weights_in": weights_in,
                      "exponent": qgraph.exponent, "notes": qgraph.notes}
     report = build_report(schedule)
     project = Project(schedule, report, qgraph, Path(out) if out else None, qgraph.notes)

@@ -14,11 +14,10 @@ import numpy as np
 
 from mcugen.boards import get_board
 from mcugen.codegen import host
-from mcugen.codegen.gap8_l3 import board_layout, l3_image
 from mcugen.codegen.render import render_all
 from mcugen.errors import MCUGenError
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
-from mcugen.ops._mac import register_blocking
+from mcugen.ops._mac import register_blocking, window
 
 FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2",
          "Makefile": "Makefile.j2", "emu.mk": "emu.mk.j2", "emu_main.c": "emu_main.c.j2",
@@ -27,7 +26,7 @@ FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2"
          "pmsis_emu/bsp/ram/hyperram.h": "pmsis_emu/bsp.h.j2"}
 
 BAND_KINDS = ("conv2d", "maxpool", "avgpool")     # tiled over (channel block, output row band)
-TILED_KINDS = BAND_KINDS + ("dense", "add")
+TILED_KINDS = BAND_KINDS + ("dense", "add")      # run on the cluster; the rest on the FC
 ALIGN = 4
 BOARD_SAMPLES = 3                                # self-check inputs baked into the board main.c
 ONE_SLOT_ROLES = ("band",)                       # filled and consumed within one tile: one slot
@@ -128,7 +127,7 @@ def _conv_band(step):
     """The conv kernel's decoded band: full output rows, so band_w columns from input column
     -pad_left; `left` zero columns, then `cols` decoded ones, then zeros from `right` on."""
     p = step.params
-    band_w = (p["out_w"] - 1) * p["stride_w"] + (p["k_w"] - 1) * p["dil_w"] + 1
+    band_w = window(p["out_w"], p["stride_w"], p["k_w"], p["dil_w"])
     left = min(p["pad_left"], band_w)
     cols = max(0, min(p["in_w"], band_w - left))
     return {"band_w": band_w, "left": left, "cols": cols, "right": left + cols,
@@ -343,6 +342,7 @@ def _board_samples(schedule):
 
 def template_context(schedule, model_file: str, board: dict) -> dict:
     """The host target's context (the same model.c numbers) plus the tile plans."""
+    from mcugen.codegen.gap8_l3 import board_layout
     plans = _plans(schedule, board)
     codes, expected = _board_samples(schedule)
     l1 = board["memory"]["l1"]
@@ -388,6 +388,7 @@ def _sdot_ok(step, schedule):
 def render(schedule, model_file: str, board: dict | None = None) -> dict:
     """file name -> text for a GAP8 project (board: the gap8 board file unless given), plus
     the L3 weights file when they are streamed from HyperRAM."""
+    from mcugen.codegen.gap8_l3 import l3_image
     context = template_context(schedule, model_file, board or get_board("gap8"))
     files = render_all("gap8", FILES, context)
     if context["l3"]:

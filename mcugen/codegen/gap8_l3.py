@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from mcugen.codegen.gap8 import TILED_KINDS
+
 ALIGN = 8                       # every array starts 8-byte aligned in the file and in L2
 L3_FILE = "model_l3.bin"
-CLUSTER_KINDS = ("conv2d", "maxpool", "avgpool", "dense", "add")
 
 
 def _align(n: int) -> int:
@@ -23,7 +24,7 @@ def _align(n: int) -> int:
 
 def streamed_steps(schedule) -> list:
     """The steps whose constants live in L3: cluster layers that have constants."""
-    return [s for s in schedule.steps if s.kind in CLUSTER_KINDS and s.consts]
+    return [s for s in schedule.steps if s.kind in TILED_KINDS and s.consts]
 
 
 def _blob_bytes(step) -> int:
@@ -63,7 +64,7 @@ def l3_layout(schedule, slots: int, slot_bytes: int) -> dict:
         for key, value in step.consts.items():
             arrays[key] = slot_base + inner
             inner += _align(value.nbytes)
-        steps[step.name] = {"index": k, "l3_offset": offset, "bytes": inner, "staging": slot_base,
+        steps[step.name] = {"l3_offset": offset, "bytes": inner, "staging": slot_base,
                             "arrays": arrays}
         offset += inner
     order = list(steps)

@@ -96,6 +96,11 @@ def threshold_search(n):
             "enc_steps": [[1 << e, (1 << e) - 1] for e in range(d - 1, -1, -1)]}
 
 
+def window(n: int, stride: int, k: int, dil: int) -> int:
+    """Input rows (or columns) that n consecutive outputs of a k-tap, stride, dilation conv read."""
+    return (n - 1) * stride + (k - 1) * dil + 1
+
+
 def conv_blocking(params, elem_bytes, limit=None):
     """Loop structure of the conv2d kernel (templates/host/ops/conv2d.c.j2).
 
@@ -111,8 +116,8 @@ def conv_blocking(params, elem_bytes, limit=None):
     cg, kh, kw = p["in_c_per_group"], p["k_h"], p["k_w"]
     sh, sw, dh, dw = p["stride_h"], p["stride_w"], p["dil_h"], p["dil_w"]
     oh, ow = p["out_h"], p["out_w"]
-    band_h = lambda th: (th - 1) * sh + (kh - 1) * dh + 1
-    band_w = lambda tw: (tw - 1) * sw + (kw - 1) * dw + 1
+    band_h = lambda th: window(th, sh, kh, dh)
+    band_w = lambda tw: window(tw, sw, kw, dw)
     nbytes = lambda c, th, tw: c * band_h(th) * band_w(tw) * elem_bytes
     px = min(PX_BLOCK, ow)
     # widest tile first (a full row when it fits), then as many rows as fit
