@@ -60,12 +60,40 @@ CASES = {
     "transpose_real_permutation": lambda: ([conv("c", "x", "a", "cw"), helper.make_node("Relu", ["a"], ["ra"]),
                                             helper.make_node("Transpose", ["ra"], ["r"], perm=[0, 2, 3, 1])],
                                            [("cw", w(3, 2, 1, 1))], [1, 2, 3, 4], (1, 3, 4, 3)),
+    # issue 8: what used to be refused or wrong
+    "pad_reflect_edge_and_crop": lambda: ([conv("c", "x", "a", "cw"), helper.make_node("Relu", ["a"], ["ra"]),
+                                           helper.make_node("Pad", ["ra", "pr"], ["p1"], mode="reflect"),
+                                           helper.make_node("Pad", ["p1", "pe"], ["p2"], mode="edge"),
+                                           helper.make_node("Pad", ["p2", "pc"], ["r"], mode="constant")],
+                                          [("cw", w(3, 2, 1, 1)), ("pr", np.array([0, 0, 1, 2, 0, 0, 2, 1])),
+                                           ("pe", np.array([0, 1, 0, 1, 0, 0, 1, 0])),
+                                           ("pc", np.array([0, 0, -1, 0, 0, -1, 0, -2]))], [1, 2, 4, 5], (1, 3, 7, 7)),
+    "avgpool_exclude_pad_ceil_and_maxpool_ceil": lambda: ([conv("c", "x", "a", "cw"), helper.make_node("Relu", ["a"], ["ra"]),
+                                                           helper.make_node("AveragePool", ["ra"], ["p"], kernel_shape=[3, 3], strides=[2, 2],
+                                                                            pads=[1, 1, 1, 1], count_include_pad=0, ceil_mode=1),
+                                                           helper.make_node("MaxPool", ["p"], ["r"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)],
+                                                          [("cw", w(2, 2, 1, 1))], [1, 2, 6, 8], (1, 2, 2, 3)),
+    "zero_pad_folded_into_avgpool": lambda: ([conv("c", "x", "a", "cw"), helper.make_node("Relu", ["a"], ["ra"]),
+                                              helper.make_node("Pad", ["ra", "pz"], ["p"], mode="constant"),
+                                              helper.make_node("AveragePool", ["p"], ["r"], kernel_shape=[2, 2], strides=[2, 2])],
+                                             [("cw", w(2, 2, 1, 1)), ("pz", np.array([0, 0, 1, 0, 0, 0, 1, 2]))], [1, 2, 4, 4], (1, 2, 3, 3)),
+    "batchnorm_on_input_and_after_relu": lambda: ([helper.make_node("BatchNormalization", ["x", "g", "be", "m", "v"], ["n0"]),
+                                                   conv("c", "n0", "a", "cw"), helper.make_node("Relu", ["a"], ["ra"]),
+                                                   helper.make_node("BatchNormalization", ["ra", "g3", "be3", "m3", "v3"], ["n1"]),
+                                                   helper.make_node("Relu", ["n1"], ["r"])],
+                                                  [("g", np.abs(w(2)) + 0.5), ("be", w(2)), ("m", w(2)), ("v", np.abs(w(2)) + 0.1),
+                                                   ("cw", w(3, 2, 3, 3)), ("g3", w(3)), ("be3", w(3)), ("m3", w(3)),
+                                                   ("v3", np.abs(w(3)) + 0.1)], [1, 2, 5, 5], (1, 3, 3, 3)),
+    "leaky_relu_negative_slope": lambda: ([conv("c", "x", "a", "cw", pads=[1, 1, 1, 1]),
+                                           helper.make_node("LeakyRelu", ["a"], ["r"], alpha=-0.6)],
+                                          [("cw", w(3, 2, 3, 3))], [1, 2, 4, 4], (1, 3, 4, 4)),
 }
 
 
 def build_case(name, tmp_path):
     nodes, inits, in_shape, out_shape = CASES[name]()
     inits = [(k, np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64) if v is None else v) for k, v in inits]
+    inits = [(k, v.astype(np.int64) if v.dtype.kind == "i" else v) for k, v in inits]
     n_in = int(np.prod(out_shape))
     tail, tail_inits = head("r", n_in)
     float_inits = [(k, v) for k, v in inits + tail_inits if v.dtype != np.int64]
@@ -95,7 +123,8 @@ def test_op_float_matches_onnxruntime_and_c_is_bit_exact(name, tmp_path, host_cc
 
 def test_every_step_kind_has_a_host_template_and_a_conformance_case():
     kinds = {k for op in all_ops().values() for k in op.step_kinds}
-    templates = {p.name.split(".")[0] for p in (data_dir("templates") / "host" / "ops").glob("*.c.j2")}
+    templates = {p.name.split(".")[0] for target in ("host", "common")
+                 for p in (data_dir("templates") / target / "ops").glob("*.c.j2")}
     assert kinds <= templates, f"step kinds without a host template: {kinds - templates}"
-    covered = {"conv2d", "dense", "add", "maxpool", "avgpool", "recode", "concat", "transpose"}
+    covered = {"conv2d", "dense", "add", "maxpool", "avgpool", "recode", "concat", "transpose", "pad"}
     assert kinds <= covered, f"step kinds without a conformance case: {kinds - covered}"

@@ -212,8 +212,8 @@ def _plan_band(plan):
         if not p["output_acc"]:
             plan.regions.append(plan.const_region("thresholds", "block", p["n_thresholds"]))
     elif step.kind == "avgpool":
-        plan.regions.append(plan.const_region("dx", "static", 0))
-        plan.regions.append(plan.const_region("thresholds", "static", 0))
+        for key in ("dx", "thresholds", "row_h", "row_w"):
+            plan.regions.append(plan.const_region(key, "static", 0))
     plan.regions.append(_region("in", CTYPES[src.dtype], "tile", step.inputs[0], 0, isz))
     plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 0, osz))
     static = {r["name"]: int(step.consts[r["name"]].size) for r in plan.regions if r["role"] == "static"}

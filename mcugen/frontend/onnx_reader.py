@@ -164,6 +164,21 @@ def _check_finite(ctx, used):
                               f"broken (diverged training?); fix or re-export it")
 
 
+def _unique_node_names(nodes) -> None:
+    """Node names are optional and need not be unique in ONNX, but the IR keys weights,
+    encodings and messages by them: give an unnamed node its op and output tensor (unique in
+    a valid graph) as its name, and number repeats."""
+    seen = set()
+    for node in nodes:
+        name = node.name or f"{node.op_type}->{node.output[0]}"
+        unique, n = name, 1
+        while unique in seen:
+            n += 1
+            unique = f"{name}#{n}"
+        seen.add(unique)
+        node.name = unique
+
+
 def import_model(model: onnx.ModelProto) -> Graph:
     real_inputs = [i for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
     if len(real_inputs) != 1 or len(model.graph.output) != 1:
@@ -181,6 +196,7 @@ def import_model(model: onnx.ModelProto) -> Graph:
     for node in nodes:
         if node.domain not in ("", "ai.onnx") or onnx_op(node.op_type) is None:
             ctx.fail(node, f"op not supported; mcugen lowers: {', '.join(supported_onnx_ops())}")
+    _unique_node_names(nodes)
     ir_nodes = []
     for node in nodes:
         ir = onnx_op(node.op_type).from_onnx(node, ctx)

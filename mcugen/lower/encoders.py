@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcugen.ops._common import activation_fn
+from mcugen.errors import MCUGenError
+from mcugen.lower.fixedpoint import ACC_LIMIT
+from mcugen.ops._common import activation_fn, activation_is_monotone
 
 
 def float_encoder(encoding, activation, scale):
@@ -50,6 +52,11 @@ def apply_thresholds(acc: np.ndarray, thresholds: np.ndarray, code_min: int) -> 
 
 def encoder_step_parts(encoding, activation, scale, bound):
     """The threshold encoder of a step: (consts, params, info) to merge into the step's own."""
+    if not activation_is_monotone(activation):
+        raise MCUGenError(f"activation {activation[0]} with a negative slope is not monotone: "
+                          f"no threshold encoder can realize it")
+    if bound > ACC_LIMIT:      # callers prove their bound; an unproven one is a lowering bug
+        raise AssertionError(f"accumulator bound {bound} exceeds int32")
     thresholds = threshold_table(encoding, activation, scale, bound)
     params = {"n_thresholds": thresholds.shape[1], "code_min": encoding.code_min}
     info = {"abits": encoding.bits, "exponent": encoding.exponent, "encoder": "threshold",

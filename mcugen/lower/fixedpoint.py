@@ -16,6 +16,7 @@ from mcugen.ops._common import round_half_away
 
 TABLE_LIMIT = (1 << 15) - 1      # decoded values stay within int16 ...
 ACC_LIMIT = (1 << 31) - 2        # ... and |acc| <= 2^31 - 2, so a threshold of 2^31 - 1 is never met
+CONSTANT_BITS = 24               # a weightless channel's bias is +-2^24 units of its own scale
 
 
 def is_identity(grid) -> bool:
@@ -62,11 +63,14 @@ def mac_fixed_point(layer, w_codes, w_grid, w_scale, bias, x_grid, x_range) -> M
     """Pick Fw/Fx as large as the int16 tables allow, then lower them until |acc| provably fits."""
     fw, fx = default_frac_bits(w_grid), default_frac_bits(x_grid)
     w_codes = w_codes.reshape(w_codes.shape[0], -1)
+    # a channel with no weight is its bias: its unit is free, so the bias keeps 24 bits
+    bias_only = ~np.any(w_codes != 0, axis=1) & (bias != 0)
     while True:
         w_table = decode_table(w_grid, fw)
         dw = w_table[w_codes + w_grid.B]
         dx = decode_table(x_grid, fx)
         unit = w_scale * x_range / (table_scale(w_grid, fw) * table_scale(x_grid, fx))
+        unit = np.where(bias_only, np.abs(bias) / (1 << CONSTANT_BITS), unit)
         beta = round_half_away(bias / unit)
         bound = np.abs(beta) + np.abs(dx).max() * np.abs(dw).sum(axis=1)
         worst = float(bound.max()) if bound.size else 0.0

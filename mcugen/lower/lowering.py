@@ -66,8 +66,13 @@ class LowerContext:
 
     def step(self, node, kind, params, consts, info):
         inputs = [self.root(t).name for t in node.inputs]
-        acc = params.get("output_acc", 0)
-        out = self.buffer(node.output, "int32" if acc else None)
+        if params.get("output_acc", 0):
+            dtype = "int32"
+        elif getattr(get_op(node.op), "preserves_codes", False):
+            dtype = self.root(node.inputs[0]).dtype     # codes, or the last layer's accumulators
+        else:
+            dtype = None
+        out = self.buffer(node.output, dtype)
         name = self.names.make(f"L{len(self.steps):02d}", node.name)
         params = dict(params, in_shapes=[list(self.shape(t))[1:] for t in node.inputs])
         step = Step(name=name, layer=node.name, kind=kind, onnx_op=node.onnx_op or node.op,
@@ -106,10 +111,26 @@ def _output_record(ctx, qgraph, out_root):
     record = {"buffer": out_root.name, "shape": list(ctx.shape(graph.output)), "dtype": out_root.dtype}
     if output_is_accumulator(graph):
         producer = graph.producer(code_root(graph, graph.output))
-        record.update(kind="acc", scales=ctx.output_scales,
+        record.update(kind="acc", scales=_output_scales(ctx, graph, producer),
                       activation=list(producer.attrs.get("activation") or []))
     else:
         enc = qgraph.encodings[graph.output]
         record.update(kind="codes", offset=enc.table_offset,
                       values=enc.decode(enc.codes()))
     return record
+
+
+def _output_scales(ctx, graph, mac):
+    """The real value of one unit of every output element: the last MAC layer's per-channel
+    scales, moved through the ops between it and the output (pools, transposes, reshapes, pads)
+    by running their float kernels on the scales themselves."""
+    chain, tensor = [], graph.output
+    while tensor != mac.output:
+        node = graph.producer(tensor)
+        chain.append(node)
+        tensor = node.inputs[0]
+    shape = ctx.shape(mac.output)
+    scales = np.broadcast_to(ctx.output_scales.reshape((1, -1) + (1,) * (len(shape) - 2)), shape)
+    for node in reversed(chain):
+        scales = get_op(node.op).run_float(node, [np.array(scales)])
+    return np.asarray(scales, dtype=np.float64).reshape(-1)

@@ -58,6 +58,11 @@ def activation_fn(spec):
     raise MCUGenError(f"unknown activation {name}")
 
 
+def activation_is_monotone(spec):
+    """Non-decreasing: what a threshold encoder (and MaxPool on codes) can realize."""
+    return spec is None or spec[0] != "LeakyRelu" or spec[1] >= 0
+
+
 def activation_is_nonnegative(spec):
     return spec is not None and (spec[0] == "Relu" or (spec[0] == "Clip" and spec[1] >= 0))
 

@@ -40,12 +40,29 @@ class Activation(OpDef):
         return activation_fn(node.attrs["activation"])(inputs[0])
 
     def lower(self, node, ctx):
-        x, y = ctx.encoding(node.inputs[0]), ctx.encoding(node.output)
         sigma = activation_fn(node.attrs["activation"])
-        lut = y.encode(sigma(x.decode(x.codes())))
-        params = {"size": int(np.prod(ctx.shape(node.output))), "x_offset": x.table_offset}
-        return ctx.step(node, "recode", params=params,
-                        consts={"lut": lut.astype(y.ctype)}, info={"abits": y.bits})
+        return lower_recode(node, ctx, lambda values: sigma(values)[None, :], channels=1)
 
     def run_int(self, step, inputs):
-        return step.consts["lut"].astype(np.int64)[inputs[0].astype(np.int64) + step.params["x_offset"]]
+        return run_recode(step, inputs[0])
+
+
+def lower_recode(node, ctx, function, channels):
+    """A code-to-code table per channel (or one for all): every input code decoded, `function`
+    (real values (n,) -> (channels, n)) applied, encoded to the output's grid; exactly what
+    simulated quantization computes, with no arithmetic at run time."""
+    x, y = ctx.encoding(node.inputs[0]), ctx.encoding(node.output)
+    lut = y.encode(function(x.decode(x.codes())))
+    size = int(np.prod(ctx.shape(node.output)))
+    params = {"channels": channels, "plane": size // channels, "n_codes": int(lut.shape[1]),
+              "x_offset": x.table_offset}
+    return ctx.step(node, "recode", params=params, consts={"lut": lut.astype(y.ctype)},
+                    info={"abits": y.bits, "table_bytes": int(lut.astype(y.ctype).nbytes)})
+
+
+def run_recode(step, codes):
+    p = step.params
+    n = codes.shape[0]
+    index = codes.astype(np.int64).reshape(n, p["channels"], p["plane"]) + p["x_offset"]
+    rows = np.arange(p["channels"])[None, :, None]
+    return step.consts["lut"].astype(np.int64)[rows, index].reshape(codes.shape)

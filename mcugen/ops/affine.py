@@ -1,11 +1,15 @@
 """Per-channel affine y = x * scale + shift: BatchNormalization, and Mul/Add/Sub/Div by a
-constant. It is never lowered: the fold_affine pass merges it into the preceding Conv/Gemm."""
+constant. The fold_affine pass merges it into the preceding Conv/Gemm; one that cannot fold (on
+the network input, after a ReLU or a pool, in a pre-activation ResNet) becomes a code-to-code
+table per channel, with any following activation fused into it."""
 from __future__ import annotations
 
 import numpy as np
 
 from mcugen.ir.graph import Node
 from mcugen.ops import OpDef, register
+from mcugen.ops._common import activation_fn
+from mcugen.ops.activation import lower_recode
 
 
 def _per_channel(node, ctx, value, out_shape):
@@ -45,7 +49,8 @@ def affine_from_onnx(node, ctx, consts):
 
 def _affine_node(node, x, scale, shift):
     return Node(name=node.name, op="Affine", inputs=[x], output=node.output[0],
-                params={"scale": scale, "shift": shift}, onnx_op=node.op_type)
+                attrs={"activation": None}, params={"scale": scale, "shift": shift},
+                onnx_op=node.op_type)
 
 
 @register
@@ -64,11 +69,17 @@ class Affine(OpDef):
     def infer_shape(self, node, in_shapes):
         return in_shapes[0]
 
+
     def run_float(self, node, inputs):
         x = inputs[0]
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        return x * node.params["scale"].reshape(shape) + node.params["shift"].reshape(shape)
+        y = x * node.params["scale"].reshape(shape) + node.params["shift"].reshape(shape)
+        return activation_fn(node.attrs["activation"])(y)
 
     def lower(self, node, ctx):
-        ctx.fail(node, "this per-channel scale/shift could not be folded into a preceding "
-                       "Conv or Gemm (it must directly follow one, with no other reader)")
+        if len(ctx.shape(node.inputs[0])) < 2:
+            ctx.fail(node, "a per-channel scale needs a channel axis (rank >= 2)")
+        scale, shift = node.params["scale"][:, None], node.params["shift"][:, None]
+        sigma = activation_fn(node.attrs["activation"])
+        return lower_recode(node, ctx, lambda values: sigma(values[None, :] * scale + shift),
+                            channels=scale.shape[0])      # a recode step (activation.py)

@@ -5,24 +5,47 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.ir.graph import Node
-from mcugen.lower.encoders import apply_thresholds, encoder_step_parts
-from mcugen.lower.fixedpoint import decode_table, default_frac_bits, table_scale
+from mcugen.lower.encoders import encoder_step_parts
+from mcugen.lower.fixedpoint import ACC_LIMIT, decode_table, default_frac_bits, table_scale
 from mcugen.ops import OpDef, register
 from mcugen.ops._common import out_size, windows
 
 
+def _ceil_extra(size, kernel, stride, pad_begin, pad_end):
+    """Rows (or columns) ceil_mode=1 adds past the end pad for a partial last window; as in
+    onnxruntime and PyTorch, a last window that would start inside the end padding is dropped."""
+    span = size + pad_begin + pad_end - kernel
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    return max(0, (out - 1) * stride + kernel - (size + pad_begin + pad_end))
+
+
 def _pool_attrs(node, ctx, in_shape, kernel):
+    """(strides, window pads, counted pads): window pads include what ceil_mode adds (never
+    counted by an average); counted pads are the explicit pads when count_include_pad=1."""
     attrs = ctx.attrs(node)
     strides = list(attrs.get("strides", [1, 1]))
+    if len(in_shape) != 4 or len(kernel) != 2:
+        ctx.fail(node, f"only 2-D pooling on [1, C, H, W] is supported, got {list(in_shape)}")
     if list(attrs.get("dilations", [1, 1])) != [1, 1]:
         ctx.fail(node, "dilated pooling is not supported")
     pads = ctx.resolve_pads(node, attrs, in_shape[2:], kernel, strides, [1, 1])
+    counted = list(pads) if attrs.get("count_include_pad", 0) else [0, 0, 0, 0]
     if attrs.get("ceil_mode", 0):
         for axis in range(2):
-            size = in_shape[2 + axis] + pads[axis] + pads[axis + 2]
-            if (size - kernel[axis]) % strides[axis]:
-                ctx.fail(node, "ceil_mode=1 with a partial last window is not supported")
-    return strides, pads
+            pads[axis + 2] += _ceil_extra(in_shape[2 + axis], kernel[axis], strides[axis],
+                                          pads[axis], pads[axis + 2])
+    return strides, pads, counted
+
+
+def window_counts(size, out, kernel, stride, pad_begin, counted_begin, counted_end):
+    """How many elements of each output's window an average divides by: the window clipped to
+    the input plus its counted pads."""
+    start = np.arange(out) * stride - pad_begin
+    lo = np.maximum(start, -counted_begin)
+    hi = np.minimum(start + kernel, size + counted_end)
+    return hi - lo
 
 
 def _geometry(node, ctx):
@@ -59,8 +82,10 @@ class MaxPool(OpDef):
     def from_onnx(self, node, ctx):
         if len(node.output) > 1 and node.output[1]:
             ctx.fail(node, "the Indices output of MaxPool is not supported")
+        if ctx.attrs(node).get("storage_order", 0):
+            ctx.fail(node, "storage_order=1 (column-major indices) is not supported")
         kernel = list(ctx.attrs(node)["kernel_shape"])
-        strides, pads = _pool_attrs(node, ctx, ctx.shape(node.input[0]), kernel)
+        strides, pads, _ = _pool_attrs(node, ctx, ctx.shape(node.input[0]), kernel)
         return Node(name=node.name, op=self.kind, inputs=[node.input[0]], output=node.output[0],
                     attrs={"kernel": kernel, "strides": strides, "pads": pads}, onnx_op="MaxPool")
 
@@ -72,10 +97,15 @@ class MaxPool(OpDef):
         return windows(inputs[0], a["kernel"], a["strides"], a["pads"], pad_value=-np.inf).max(axis=(4, 5))
 
     def lower(self, node, ctx):
-        enc = ctx.encoding(node.inputs[0])
         params = _geometry(node, ctx)
-        params["code_min"] = enc.code_min
-        return ctx.step(node, "maxpool", params=params, consts={}, info={"abits": enc.bits})
+        source = ctx.root(node.inputs[0])
+        if source.dtype == "int32":        # the last layer's accumulators: any int32 but the pad
+            params["code_min"] = -ACC_LIMIT - 1
+            info = {}
+        else:
+            params["code_min"] = ctx.encoding(node.inputs[0]).code_min
+            info = {"abits": ctx.encoding(node.inputs[0]).bits}
+        return ctx.step(node, "maxpool", params=params, consts={}, info=info)
 
     def run_int(self, step, inputs):
         p = step.params
@@ -94,39 +124,68 @@ class AveragePool(OpDef):
         if len(in_shape) != 4:
             ctx.fail(node, f"only 2-D pooling on [1, C, H, W] is supported, got {list(in_shape)}")
         if node.op_type == "GlobalAveragePool":
-            kernel, strides, pads = list(in_shape[2:]), [1, 1], [0, 0, 0, 0]
+            kernel, strides, pads, counted = list(in_shape[2:]), [1, 1], [0, 0, 0, 0], [0, 0, 0, 0]
         else:
             kernel = list(ctx.attrs(node)["kernel_shape"])
-            strides, pads = _pool_attrs(node, ctx, in_shape, kernel)
-            if any(pads) and not ctx.attrs(node).get("count_include_pad", 0):
-                ctx.fail(node, "padded AveragePool with count_include_pad=0 is not supported")
+            strides, pads, counted = _pool_attrs(node, ctx, in_shape, kernel)
         return Node(name=node.name, op=self.kind, inputs=[node.input[0]], output=node.output[0],
-                    attrs={"kernel": kernel, "strides": strides, "pads": pads},
+                    attrs={"kernel": kernel, "strides": strides, "pads": pads, "counted": counted},
                     onnx_op=node.op_type)
 
     def infer_shape(self, node, in_shapes):
         return _out_shape(node, in_shapes[0])
 
+    def counts(self, node, in_shape, out_shape):
+        """Divisor of every output position along H and along W."""
+        a = node.attrs
+        return [window_counts(in_shape[2 + i], out_shape[2 + i], a["kernel"][i], a["strides"][i],
+                              a["pads"][i], a["counted"][i], a["counted"][i + 2]) for i in range(2)]
+
     def run_float(self, node, inputs):
         a = node.attrs
-        return windows(inputs[0], a["kernel"], a["strides"], a["pads"]).mean(axis=(4, 5))
+        total = windows(inputs[0], a["kernel"], a["strides"], a["pads"]).sum(axis=(4, 5))
+        count_h, count_w = self.counts(node, inputs[0].shape, total.shape)
+        return total / (count_h[:, None] * count_w[None, :])
 
     def lower(self, node, ctx):
         x, y = ctx.encoding(node.inputs[0]), ctx.encoding(node.output)
-        frac = default_frac_bits(x)
+        count_h, count_w = self.counts(node, ctx.shape(node.inputs[0]), ctx.shape(node.output))
+        frac = _sum_frac_bits(node, ctx, x, node.attrs["kernel"][0] * node.attrs["kernel"][1])
         table = decode_table(x, frac)
-        count = node.attrs["kernel"][0] * node.attrs["kernel"][1]
-        unit = x.range / (table_scale(x, frac) * count)
-        bound = int(np.abs(table).max()) * count
-        consts, params, info = encoder_step_parts(y, None, [unit], bound)
-        params.update(_geometry(node, ctx), x_offset=x.table_offset)
-        consts["dx"] = table.astype(np.int32)
+        sizes_h, row_h = np.unique(count_h, return_inverse=True)
+        sizes_w, row_w = np.unique(count_w, return_inverse=True)
+        # one threshold row per (window height, window width): the divisor folded into each
+        units = x.range / (table_scale(x, frac) * np.outer(sizes_h, sizes_w).reshape(-1))
+        bound = int(np.abs(table).max()) * node.attrs["kernel"][0] * node.attrs["kernel"][1]
+        consts, params, info = encoder_step_parts(y, None, units, bound)
+        params.update(_geometry(node, ctx), x_offset=x.table_offset, n_rows_w=len(sizes_w))
+        index = np.uint8 if max(len(sizes_h), len(sizes_w)) <= 256 else np.uint16
+        consts.update(dx=table.astype(np.int32), row_h=row_h.astype(index),
+                      row_w=row_w.astype(index))
+        info.update(x_frac_bits=frac, acc_bound=bound)
         return ctx.step(node, "avgpool", params=params, consts=consts, info=info)
 
     def run_int(self, step, inputs):
         p = step.params
         x = step.consts["dx"].astype(np.int64)[inputs[0].astype(np.int64) + p["x_offset"]]
         acc = windows(x, *_window_args(p)).sum(axis=(4, 5))
-        n = acc.shape[0]
-        flat = acc.reshape(n, 1, -1)
-        return apply_thresholds(flat, step.consts["thresholds"], p["code_min"]).reshape(acc.shape)
+        rows = (step.consts["row_h"].astype(np.int64)[:, None] * p["n_rows_w"]
+                + step.consts["row_w"].astype(np.int64)[None, :])
+        codes = np.empty(acc.shape, dtype=np.int64)
+        for row in np.unique(rows):
+            where = rows == row
+            codes[:, :, where] = np.searchsorted(step.consts["thresholds"][row], acc[:, :, where],
+                                                 side="right")
+        return codes + p["code_min"]
+
+
+def _sum_frac_bits(node, ctx, x, count):
+    """The decode table's fractional bits: as fine as int16 allows, lowered until a window's sum
+    of `count` decoded values provably fits the int32 accumulator."""
+    frac = default_frac_bits(x)
+    while frac > 0 and int(np.abs(decode_table(x, frac)).max()) * count > ACC_LIMIT:
+        frac -= 1
+    if int(np.abs(decode_table(x, frac)).max()) * count > ACC_LIMIT:
+        ctx.fail(node, f"a window of {count} values can overflow the int32 sum even without "
+                       f"fractional bits; split the pooling into smaller windows")
+    return frac

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mcugen.ops._common import activation_is_monotone
+
 MAC_OPS = ("Conv", "Gemm")
 
 
@@ -32,15 +34,22 @@ def fold_affine(graph) -> bool:
 
 
 def fold_pad(graph) -> bool:
-    """Zero Pad -> into the pads of the Conv that reads it."""
+    """Zero Pad of H and W -> into the pads of the Conv or AveragePool that alone reads it (an
+    average counts the padded zeros, as it would have read them)."""
+    from mcugen.ops import get_op
     for node in graph.nodes:
         if node.op != "Pad":
             continue
+        pads = get_op("Pad").spatial_zero_pads(node)
         readers = graph.consumers(node.output)
-        if len(readers) != 1 or readers[0].op != "Conv" or node.output == graph.output:
+        if pads is None or len(readers) != 1 or node.output == graph.output:
             continue
-        conv = readers[0]
-        conv.attrs["pads"] = list(np.add(conv.attrs["pads"], node.attrs["pads"]))
+        reader = readers[0]
+        if reader.op not in ("Conv", "AveragePool") or reader.inputs[0] != node.output:
+            continue
+        reader.attrs["pads"] = [int(v) for v in np.add(reader.attrs["pads"], pads)]
+        if reader.op == "AveragePool":
+            reader.attrs["counted"] = [int(v) for v in np.add(reader.attrs["counted"], pads)]
         graph.remove_node(node, node.inputs[0])
         return True
     return False
@@ -61,12 +70,14 @@ def drop_noop_transpose(graph) -> bool:
 
 
 def fuse_activation(graph) -> bool:
-    """Relu/Clip/LeakyRelu after a Conv/Gemm/Add -> the producer's encoder."""
+    """Relu/Clip/LeakyRelu after a Conv/Gemm/Add/Affine -> the producer's encoder. A non-monotone
+    activation (LeakyRelu with a negative slope) stays a code-to-code table: a threshold
+    encoder can only realize a non-decreasing function."""
     for node in graph.nodes:
-        if node.op != "Activation":
+        if node.op != "Activation" or not activation_is_monotone(node.attrs["activation"]):
             continue
         producer = _sole_reader(graph, node)
-        if producer is None or producer.op not in MAC_OPS + ("Add",) or producer.attrs.get("activation"):
+        if producer is None or producer.op not in MAC_OPS + ("Add", "Affine") or producer.attrs.get("activation"):
             continue
         producer.attrs["activation"] = node.attrs["activation"]
         out = node.output

@@ -93,17 +93,36 @@ class Encoding(Grid):
         return "uint8" if self.bits <= 8 else "uint16"
 
 
+NEGLIGIBLE = 2.0 ** -16    # a channel's share below this is lost in any 8-bit grid anyway
+
+
 def weight_scales(w: np.ndarray) -> np.ndarray:
     """Per-output-channel M_c = max|W_c|; an all-zero channel gets 1 (its codes are all 0)."""
     m = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).astype(np.float64)
     return np.where(m > 0, m, 1.0)
 
 
-def quantize_weights(w: np.ndarray, grid: Grid):
-    """Per-channel signed quantization -> (codes, M_c, dequantized weights)."""
+def constant_channels(w: np.ndarray, bias: np.ndarray, x_range: float) -> np.ndarray:
+    """Output channels whose weights do not matter: all below 2^-16 of the layer's largest
+    weight (dead channels that BatchNorm folding leaves at 1e-30), or whose whole weighted sum
+    over the input's range stays below 2^-16 of their bias. Their weights quantize to 0 and
+    the channel is lowered as its bias, so its scale does not follow its weights to 1e-30."""
+    mags = np.abs(w.reshape(w.shape[0], -1)).astype(np.float64)
+    peak = mags.max(axis=1)
+    negligible = peak <= peak.max() * NEGLIGIBLE
+    swamped = x_range * mags.sum(axis=1) <= np.abs(bias) * NEGLIGIBLE
+    return negligible | swamped
+
+
+def quantize_weights(w: np.ndarray, grid: Grid, constant=None):
+    """Per-channel signed quantization -> (codes, M_c, dequantized weights); the channels
+    flagged in `constant` get all-zero codes."""
     m = weight_scales(w)
     shape = (-1,) + (1,) * (w.ndim - 1)
     codes = grid.quantize(w, m.reshape(shape))
+    if constant is not None:
+        codes[np.asarray(constant, dtype=bool)] = 0
+        m = np.where(constant, 1.0, m)
     return codes, m, grid.dequantize(codes, m.reshape(shape))
 
 

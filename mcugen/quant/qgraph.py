@@ -15,7 +15,8 @@ from mcugen.errors import MCUGenError
 from mcugen.ops import get_op
 from mcugen.ops._common import activation_is_nonnegative
 from mcugen.quant.calibrate import activation_ranges, synthetic_inputs
-from mcugen.quant.power import Encoding, Grid, quantize_weights, reconstruction_error
+from mcugen.quant.power import (Encoding, Grid, constant_channels, quantize_weights,
+                                reconstruction_error)
 from mcugen.quant.search import search_exponent
 
 
@@ -40,6 +41,7 @@ class QWeights:
     grid: Grid
     w_hat: np.ndarray
     recon_error: float
+    constant_channels: int = 0     # channels lowered as their bias alone (power.constant_channels)
 
 
 @dataclass
@@ -99,7 +101,7 @@ def _nonnegative(graph, tensor, input_lo):
     if producer is None:
         return input_lo >= 0
     act = producer.attrs.get("activation")
-    if producer.op in ("Conv", "Gemm", "Add", "Activation"):
+    if producer.op in ("Conv", "Gemm", "Add", "Activation", "Affine"):
         return activation_is_nonnegative(act)
     return all(_nonnegative(graph, t, input_lo) for t in producer.inputs)
 
@@ -121,14 +123,16 @@ def quantize(graph, options: QuantOptions, progress=None) -> QGraph:
     bits = _weight_bits(graph, options)
     exponent, layer_exponents = _exponents(graph, bits, options, progress)
     weight_scheme = "log2" if options.scheme == "log2" else "power"
+    samples, input_range, notes = _calibration(graph, options)
+    ranges = activation_ranges(graph, samples, options.percentile)
     weights = {}
     for node in mac_nodes(graph):
         grid = Grid(bits[node.name], True, layer_exponents[node.name], weight_scheme)
-        codes, scale, w_hat = quantize_weights(node.params["weight"], grid)
-        weights[node.name] = QWeights(codes, scale, grid, w_hat,
-                                      reconstruction_error(node.params["weight"], grid))
-    samples, input_range, notes = _calibration(graph, options)
-    ranges = activation_ranges(graph, samples, options.percentile)
+        w, bias = node.params["weight"], node.params["bias"]
+        constant = constant_channels(w, bias, ranges[node.inputs[0]][0])
+        codes, scale, w_hat = quantize_weights(w, grid, constant)
+        weights[node.name] = QWeights(codes, scale, grid, w_hat, reconstruction_error(w, grid),
+                                      int(constant.sum()))
     last_input = code_root(graph, mac_nodes(graph)[-1].inputs[0])
     encodings = {}
     for tensor in [graph.input] + [n.output for n in graph.nodes]:

@@ -45,9 +45,8 @@ def dequantize_output(schedule, raw):
     spec = schedule.output
     raw = np.asarray(raw, dtype=np.int64)
     if spec["kind"] == "acc":
-        scales = np.asarray(spec["scales"], dtype=np.float64)
-        shape = (1, -1) + (1,) * (raw.ndim - 2)
-        y = raw * scales.reshape(shape)
+        scales = np.asarray(spec["scales"], dtype=np.float64)      # one per output element
+        y = raw * scales.reshape((1,) + raw.shape[1:])
         if spec.get("activation"):
             from mcugen.ops._common import activation_fn
             y = activation_fn(tuple(spec["activation"]))(y)
