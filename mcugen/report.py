@@ -4,7 +4,8 @@ from __future__ import annotations
 from mcugen.cycle_model import add_estimate
 
 LAYER_FIELDS = ("macs", "weight_bytes", "wbits", "abits", "exponent", "recon_error",
-                "encoder", "table_bytes", "acc_bound", "w_frac_bits", "x_frac_bits")
+                "encoder", "table_bytes", "acc_bound", "w_frac_bits", "x_frac_bits",
+                "constant_channels")
 
 
 def build_report(schedule) -> dict:
@@ -88,6 +89,11 @@ def format_report(report: dict) -> str:
     if "text_bytes" in t:
         lines.append(f"RV32IMC model.o: text {t['text_bytes']:,} B, rodata {t['rodata_bytes']:,} B, "
                      f"data {t['data_bytes']:,} B, bss {t['bss_bytes']:,} B")
+    constant = [(layer["step"], layer["constant_channels"]) for layer in report["layers"]
+                if layer.get("constant_channels")]
+    if constant:
+        lines.append("constant channels (weights negligible, lowered as their bias alone): "
+                     + ", ".join(f"{step} {n}" for step, n in constant))
     lines.extend(f"note: {n}" for n in report.get("notes", []))
     return "\n".join(lines)
 

@@ -39,7 +39,8 @@ def lower_mac(node, ctx, kind, params, macs, blocking=None):
         _store_codes(consts, params, qw, fp)
     info = {"macs": int(macs), "wbits": qw.grid.bits, "abits": x_enc.bits,
             "exponent": qw.grid.exponent, "scheme": qw.grid.scheme,
-            "recon_error": qw.recon_error, "w_frac_bits": fp.w_frac_bits,
+            "recon_error": qw.recon_error, "constant_channels": qw.constant_channels,
+            "w_frac_bits": fp.w_frac_bits,
             "x_frac_bits": fp.x_frac_bits, "acc_bound": fp.acc_bound,
             "weight_storage": "codes" if params["w_codes"] else "decoded",
             "weight_bytes": sum(int(consts[k].nbytes) for k in ("weights", "weight_codes", "dw") if k in consts)}
