@@ -88,9 +88,10 @@ def test_leaky_relu_with_negative_slope_is_not_thresholded(tmp_path, host_cc):
 
 def test_global_average_of_a_large_plane_stays_within_int32(tmp_path, host_cc):
     """264 x 264 decoded values summed used to overflow int32 in C."""
-    nodes = [conv("x", "a", "w1"), helper.make_node("Relu", ["a"], ["ra"]),
-             helper.make_node("GlobalAveragePool", ["ra"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1)]
+    nodes = [conv("x", "a", "w1", name="c"), helper.make_node("Relu", ["a"], ["ra"], name="r"),
+             helper.make_node("GlobalAveragePool", ["ra"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], name="fc", transB=1)]
     inits = [("w1", np.abs(w(2, 1, 1, 1)) + 0.5), ("gw", w(3, 2)), ("gb", w(3))]
     path = save(make_model(nodes, [tensor("x", [1, 1, 264, 264])], [tensor("y", [1, 3])], inits),
                 tmp_path / "gap.onnx")
