@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcugen.codegen.project import recording_new_files
 from mcugen.errors import MCUGenError
 from mcugen.ir.schedule import Schedule
 from mcugen.reference.interpreter import quantize_input, run_codes
@@ -57,7 +58,8 @@ def build_harness(project: Path, variant: str = "", sanitize=False, trace=False,
         cmd.append(f"CC={find_cc()}")
     cmd += ["SANITIZE=1"] if sanitize else []
     cmd += ["TRACE=1"] if trace else []
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    with recording_new_files(project):     # so that `build --force` knows build/ for mcugen's
+        done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
         errors = [line for line in lines if "error" in line] or lines or ["make failed"]
