@@ -99,6 +99,7 @@ def main(argv=None):
             shutil.rmtree(out / "build" / "bench", ignore_errors=True)
             r = subprocess.run(["make", "-s", "-C", str(out), "BUILD=build/bench"],
                                capture_output=True, text=True)
+            shutil.rmtree(out / "build" / "bench", ignore_errors=True)   # not mcugen's: --force would refuse
             if r.returncode != 0:
                 raise RuntimeError(f"make failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
 

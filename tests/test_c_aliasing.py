@@ -107,7 +107,7 @@ def test_each_buffer_type_takes_its_own_member(projects, dtype, member):
     assert "#error" not in source
 
 
-def test_a_misaligned_offset_stops_the_c_build(projects):
-    schedule, name = _with_buffer(projects["sine", "host"][1], "int16", 7)
-    source = host.render(schedule, "m.onnx")["model.c"]
-    assert re.search(rf"#error .*{name}.*not aligned", source)
+def test_a_misaligned_offset_is_refused_before_any_c(projects):
+    schedule, _ = _with_buffer(projects["sine", "host"][1], "int16", 7)
+    with pytest.raises(AssertionError, match="not aligned"):
+        host.render(schedule, "m.onnx")

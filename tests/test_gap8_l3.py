@@ -76,8 +76,8 @@ def test_a_missing_wait_or_a_read_into_the_busy_slot_is_caught(resnet8_l3, host_
             compare(out, project.schedule, x)
         (out / "model.c").write_text(original)
         second = layout["steps"][list(layout["steps"])[1]]      # prefetched into slot 1 ...
-        _tampered(out, f"(uint8_t *)model_staging + {second['staging']},",
-                  "(uint8_t *)model_staging + 0,")              # ... now into slot 0, still in use
+        _tampered(out, f"&model_staging.u8[{second['staging']}],",
+                  "&model_staging.u8[0],")                     # ... now into slot 0, still in use
         assert compare(out, project.schedule, x).mismatches > 0
     finally:
         (out / "model.c").write_text(original)

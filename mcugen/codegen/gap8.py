@@ -347,6 +347,8 @@ def template_context(schedule, model_file: str, board: dict) -> dict:
     codes, expected = _board_samples(schedule)
     l1 = board["memory"]["l1"]
     context = host.template_context(schedule, model_file)
+    layout = board_layout(schedule, board) if schedule.meta.get("weights_in") == "l3" else None
+    schedule_consts = {s.name: s.consts for s in schedule.steps}
     context.update({
         "plans": {name: {"mode": p.mode, "regions": p.regions, "tiles": p.tiles,
                          "n_tiles": len(p.tiles), "l1_bytes": p.l1_bytes, "dma_bytes": p.dma_bytes,
@@ -366,7 +368,11 @@ def template_context(schedule, model_file: str, board: dict) -> dict:
         "board": board,
         "samples": codes.tolist(),
         "expected": expected.tolist(),
-        "l3": board_layout(schedule, board) if schedule.meta.get("weights_in") == "l3" else None,
+        "l3": layout,
+        "l3_staging_union": host.union_lengths(layout["staging_words"]) if layout else {},
+        "l3_views": {name: {key: host.union_view("model_staging", str(schedule_consts[name][key].dtype), off)
+                            for key, off in record["arrays"].items()}
+                     for name, record in (layout["steps"].items() if layout else [])},
     })
     return context
 

@@ -6,7 +6,23 @@ import numpy as np
 from mcugen import __version__
 from mcugen.boards import get_board
 from mcugen.codegen.render import render_all
-from mcugen.ir.schedule import CTYPES
+from mcugen.ir.schedule import CTYPES, ITEMSIZE
+
+# the members of a typed union (the arena, GAP8's L3 staging): one array per element type, so
+# every array placed in it is read and written through an lvalue of its own type
+UNION_MEMBERS = {"int32": "i32", "int16": "i16", "uint16": "u16", "int8": "i8", "uint8": "u8"}
+
+
+def union_lengths(words: int) -> dict:
+    """C type -> (member, length) of a union of `words` 32-bit words."""
+    return {CTYPES[d]: (m, words * 4 // ITEMSIZE[d]) for d, m in UNION_MEMBERS.items()}
+
+
+def union_view(union: str, dtype: str, byte_offset: int) -> str:
+    """The C expression of an array of `dtype` at `byte_offset` into a typed union."""
+    if byte_offset % ITEMSIZE[dtype]:
+        raise AssertionError(f"{union} offset {byte_offset} is not aligned to {dtype}")
+    return f"&{union}.{UNION_MEMBERS[dtype]}[{byte_offset // ITEMSIZE[dtype]}]"
 
 FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2",
          "Makefile": "Makefile.j2"}
@@ -22,6 +38,8 @@ def template_context(schedule, model_file: str) -> dict:
         "buffer_types": {b.name: CTYPES[b.dtype] for b in schedule.buffers.values()},
         "buffer_bytes": {b.name: b.nbytes for b in schedule.buffers.values()},
         "arena_words": max(1, (schedule.arena_bytes + 3) // 4),
+        "arena_union": union_lengths(max(1, (schedule.arena_bytes + 3) // 4)),
+        "buffer_views": {b.name: union_view("arena", b.dtype, b.offset) for b in roots},
         "input_size": int(np.prod(schedule.input["shape"])),
         "output_size": int(np.prod(schedule.output["shape"])),
         "input_lo": -schedule.input["B"] if schedule.input["signed"] else 0,
