@@ -54,6 +54,11 @@ def _fix_batch(model: onnx.ModelProto) -> None:
             if dynamic and axis == 0:
                 dim.Clear()
                 dim.dim_value = 1
+            elif axis == 0 and dim.dim_value != 1 and value in model.graph.input:
+                raise MCUGenError(
+                    f"input '{display_name(value.name)}' has a fixed batch of {dim.dim_value}; "
+                    f"the generated code runs one sample at a time: re-export with batch 1 or "
+                    f"a dynamic batch")
             elif dynamic:
                 label = dim.dim_param or "?"
                 raise MCUGenError(
@@ -110,6 +115,10 @@ class ImportContext:
 
     def is_graph_output(self, name):
         return name in self.graph_outputs
+
+    def is_read(self, name):
+        """A tensor some node or the graph output reads."""
+        return name in self.graph_outputs or any(name in n.input for n in self.model.graph.node)
 
     def set_output_transform(self, kind, new_output):
         self.output_transform = kind

@@ -1,4 +1,4 @@
-"""Add/Sub of two activations: decode both to a common fixed point, add, encode again."""
+"""Add/Sub (and a Sum of two) of two activations: decode both to a common fixed point, add, encode again."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,10 +15,12 @@ COMMON_POINT_BITS = 16    # the common unit is max(R_a, R_b) / 2^16: far finer t
 @register
 class Add(OpDef):
     kind = "Add"
-    onnx_types = ("Add", "Sub", "Mul", "Div")
+    onnx_types = ("Add", "Sub", "Mul", "Div", "Sum")
     step_kinds = ("add",)
 
     def from_onnx(self, node, ctx):
+        if node.op_type == "Sum" and len(node.input) != 2:
+            ctx.fail(node, f"Sum of {len(node.input)} inputs is not supported; a Sum of two is an Add")
         consts = [ctx.const(name) for name in node.input]
         if consts[0] is not None or consts[1] is not None:
             from mcugen.ops.affine import affine_from_onnx

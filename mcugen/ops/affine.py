@@ -31,6 +31,9 @@ def affine_from_onnx(node, ctx, consts):
     x = node.input[x_index]
     c = consts[1 - x_index]
     shape = ctx.shape(node.output[0])
+    if len(shape) < 2:
+        ctx.fail(node, f"a constant {node.op_type} on a tensor of rank {len(shape)} has no channel "
+                       f"axis; supported: per-channel constants on [1, C, ...]")
     vec = _per_channel(node, ctx, c, shape)
     ones, zeros = np.ones(shape[1]), np.zeros(shape[1])
     op = node.op_type
@@ -40,7 +43,7 @@ def affine_from_onnx(node, ctx, consts):
         if x_index == 1:
             ctx.fail(node, "dividing a constant by an activation is not supported")
         scale, shift = 1.0 / vec, zeros
-    elif op == "Add":
+    elif op in ("Add", "Sum"):
         scale, shift = ones, vec
     else:  # Sub
         scale, shift = (ones, -vec) if x_index == 0 else (-ones, vec)
