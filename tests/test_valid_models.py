@@ -153,3 +153,24 @@ def test_last_layer_followed_by_shape_ops(ending, tmp_path, host_cc):
     model.graph.initializer.append(helper.make_tensor("shape", 7, [3], [1, 6, 8]))
     model.graph.initializer.append(helper.make_tensor("pads", 7, [8], [0, 0, 1, 0, 0, 0, 0, 1]))
     check_model(save(model, tmp_path / f"{ending}.onnx"), tmp_path, [1, 2, 4, 4])
+
+
+def test_a_node_nothing_reads_is_dropped(tmp_path, host_cc):
+    """Exporters leave dead nodes; one reading the last layer's accumulators used to crash."""
+    nodes = [conv("x", "a", "w1", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["dead"]),
+             helper.make_node("Flatten", ["a"], ["y"])]
+    path = save(make_model(nodes, [tensor("x", [1, 2, 3, 3])], [tensor("y", [1, 27])], [("w1", w(3, 2, 3, 3))]),
+                tmp_path / "dead.onnx")
+    project = check_model(path, tmp_path, [1, 2, 3, 3])
+    assert [step.kind for step in project.schedule.steps] == ["conv2d"]
+
+
+def test_a_pad_value_outside_its_input_range_is_kept(tmp_path, host_cc):
+    """The fill shares its input's codes, so the grid must reach it (here: below a ReLU's 0)."""
+    nodes = [conv("x", "a", "w1"), helper.make_node("Relu", ["a"], ["ra"]),
+             helper.make_node("Pad", ["ra", "pads", "value"], ["p"], mode="constant"),
+             conv("p", "y", "w2")]
+    model = make_model(nodes, [tensor("x", [1, 2, 4, 4])], [tensor("y", [1, 2, 4, 4])],
+                       [("w1", w(2, 2, 1, 1)), ("w2", w(2, 2, 3, 3)), ("value", np.array(-1.5))])
+    model.graph.initializer.append(helper.make_tensor("pads", 7, [8], [0, 0, 1, 1, 0, 0, 1, 1]))
+    check_model(save(model, tmp_path / "padv.onnx"), tmp_path, [1, 2, 4, 4])

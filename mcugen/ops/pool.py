@@ -36,6 +36,12 @@ def _pool_attrs(node, ctx, in_shape, kernel):
         for axis in range(2):
             pads[axis + 2] += _ceil_extra(in_shape[2 + axis], kernel[axis], strides[axis],
                                           pads[axis], pads[axis + 2])
+    out = [out_size(in_shape[2 + i], kernel[i], strides[i], pads[i], pads[i + 2]) for i in range(2)]
+    declared = list(ctx.shape(node.output[0])[2:])
+    if out != declared:       # ONNX shape inference keeps a last window onnxruntime drops
+        ctx.fail(node, f"the output is {declared[0]}x{declared[1]} by ONNX shape inference but "
+                       f"{out[0]}x{out[1]} by onnxruntime (ceil_mode with a window starting past "
+                       f"the input); re-export without ceil_mode or with explicit pads")
     return strides, pads, counted
 
 

@@ -1,12 +1,12 @@
 """Graph rewrites, each a small pass with a match and a transform, composed in named flows."""
 from __future__ import annotations
 
-from mcugen.passes.rewrites import (drop_noop_transpose, fold_affine, fold_pad,
-                                    fuse_activation)
+from mcugen.passes.rewrites import (drop_dead_nodes, drop_noop_transpose, fold_affine,
+                                    fold_pad, fuse_activation)
 
 FLOWS = {
     # order matters: an affine folds before an activation fuses onto the same producer
-    "normalize": [fold_affine, fold_pad, drop_noop_transpose, fuse_activation],
+    "normalize": [drop_dead_nodes, fold_affine, fold_pad, drop_noop_transpose, fuse_activation],
 }
 
 

@@ -16,6 +16,16 @@ def _sole_reader(graph, node):
     return producer if len(graph.consumers(producer.output)) == 1 else None
 
 
+def drop_dead_nodes(graph) -> bool:
+    """A node whose result nothing reads (exporters leave some): drop it, so that it neither
+    costs a step nor reads a tensor that is handed over unencoded."""
+    for node in graph.nodes:
+        if node.output != graph.output and not graph.consumers(node.output):
+            graph.nodes.remove(node)
+            return True
+    return False
+
+
 def fold_affine(graph) -> bool:
     """Affine (BatchNorm, Mul/Add by constants) after a Conv/Gemm -> into its weight and bias."""
     for node in graph.nodes:

@@ -103,6 +103,8 @@ def _nonnegative(graph, tensor, input_lo):
     act = producer.attrs.get("activation")
     if producer.op in ("Conv", "Gemm", "Add", "Activation", "Affine"):
         return activation_is_nonnegative(act)
+    if producer.op == "Pad" and producer.attrs["mode"] == "constant" and producer.attrs["value"] < 0:
+        return False
     return all(_nonnegative(graph, t, input_lo) for t in producer.inputs)
 
 
@@ -134,20 +136,26 @@ def quantize(graph, options: QuantOptions, progress=None) -> QGraph:
         weights[node.name] = QWeights(codes, scale, grid, w_hat, reconstruction_error(w, grid),
                                       int(constant.sum()))
     last_input = code_root(graph, mac_nodes(graph)[-1].inputs[0])
+    tensors = [graph.input] + [n.output for n in graph.nodes]
+    groups = {}                        # code root -> every tensor sharing its codes
+    for tensor in tensors:
+        groups.setdefault(code_root(graph, tensor), []).append(tensor)
     encodings = {}
-    for tensor in [graph.input] + [n.output for n in graph.nodes]:
-        root = code_root(graph, tensor)
-        if root in encodings:
-            encodings[tensor] = encodings[root]
-            continue
-        if tensor == graph.input:
+    for root, members in groups.items():
+        # a Pad's fill shares its input's codes: the grid must cover it too
+        others = members[1:]
+        wider = max([ranges[m][0] for m in others], default=0.0)
+        below = any(ranges[m][1] < 0 for m in others)
+        if root == graph.input:
             lo, hi = input_range
-            enc = Encoding(8, lo < 0, 1.0, "power", max(abs(lo), abs(hi)) or 1.0)
+            enc = Encoding(8, lo < 0 or below, 1.0, "power", max(abs(lo), abs(hi), wider) or 1.0)
         else:
+            wider = max(wider, ranges[root][0])
             abits = 8 if (root == last_input and options.first_last_bits == 8) else options.abits
-            enc = Encoding(abits, not _nonnegative(graph, tensor, input_range[0]),
-                           exponent, weight_scheme, ranges[tensor][0])
-        encodings[tensor] = enc
+            enc = Encoding(abits, below or not _nonnegative(graph, root, input_range[0]),
+                           exponent, weight_scheme, wider)
+        for member in members:
+            encodings[member] = enc
     if output_is_accumulator(graph):        # the last layer hands int32 accumulators over
         out_root = code_root(graph, graph.output)
         for tensor in [t for t in encodings if code_root(graph, t) == out_root]:
