@@ -87,6 +87,15 @@ CASES = {
     "leaky_relu_negative_slope": lambda: ([conv("c", "x", "a", "cw", pads=[1, 1, 1, 1]),
                                            helper.make_node("LeakyRelu", ["a"], ["r"], alpha=-0.6)],
                                           [("cw", w(3, 2, 3, 3))], [1, 2, 4, 4], (1, 3, 4, 4)),
+    "conv1d_bn_relu_pool1d_depthwise": lambda: ([conv("c", "x", "a", "cw", pads=[2, 1], strides=[2], kernel_shape=[4]),
+                                                 helper.make_node("BatchNormalization", ["a", "g", "be", "m", "v"], ["n"]),
+                                                 helper.make_node("Relu", ["n"], ["ra"]),
+                                                 helper.make_node("MaxPool", ["ra"], ["p"], kernel_shape=[3], strides=[2], pads=[1, 1]),
+                                                 conv("d", "p", "b", "dw", group=4, kernel_shape=[3], auto_pad="SAME_UPPER"),
+                                                 helper.make_node("Relu", ["b"], ["rb"]),
+                                                 helper.make_node("AveragePool", ["rb"], ["r"], kernel_shape=[2], strides=[2])],
+                                                [("cw", w(4, 3, 4)), ("g", np.abs(w(4)) + 0.5), ("be", w(4)), ("m", w(4)),
+                                                 ("v", np.abs(w(4)) + 0.1), ("dw", w(4, 1, 3))], [1, 3, 21], (1, 4, 3)),
 }
 
 

@@ -14,6 +14,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from mcugen.errors import MCUGenError
+from mcugen.frontend.lift_1d import lift_1d
 from mcugen.ir.graph import Graph
 from mcugen.ops import onnx_op, supported_onnx_ops
 
@@ -199,6 +200,7 @@ def import_model(model: onnx.ModelProto) -> Graph:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MCUGenError(f"ONNX shape inference failed: {display_name(first, 160)}") from None
+    model = lift_1d(model)
     ctx = ImportContext(model)
     nodes = _fold_constants(model, ctx)
     _check_finite(ctx, {i for n in nodes for i in n.input})

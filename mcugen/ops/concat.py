@@ -19,10 +19,10 @@ class Concat(OpDef):
         axis = int(ctx.attrs(node)["axis"])
         axis = axis + rank if axis < 0 else axis
         if axis == 0:
-            ctx.fail(node, "concatenation along the batch axis is not supported")
+            ctx.fail(node, "concatenation along the batch axis is not supported; supported: any other axis")
         for name in node.input:
             if ctx.const(name) is not None:
-                ctx.fail(node, "concatenating a constant is not supported")
+                ctx.fail(node, "concatenating a constant is not supported; supported: activations only")
         return Node(name=node.name, op=self.kind, inputs=list(node.input), output=node.output[0],
                     attrs={"axis": axis}, onnx_op="Concat")
 

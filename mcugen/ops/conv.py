@@ -21,7 +21,7 @@ class Conv(OpDef):
         x = node.input[0]
         w = ctx.require_const(node, 1, "weight")
         if w.ndim != 4:
-            ctx.fail(node, f"only 2-D convolution is supported (weight has rank {w.ndim})")
+            ctx.fail(node, f"{w.ndim - 2}-D convolution is not supported; supported: 2-D (weight of rank 4)")
         in_shape = ctx.shape(x)
         attrs = ctx.attrs(node)
         group = int(attrs.get("group", 1))

@@ -26,7 +26,7 @@ class Gemm(OpDef):
         attrs = ctx.attrs(node)
         if node.op_type == "Gemm":
             if attrs.get("transA", 0):
-                ctx.fail(node, "transA=1 is not supported")
+                ctx.fail(node, "transA=1 is not supported; supported: transA=0 with any transB")
             alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
             w = (w if attrs.get("transB", 0) else w.T) * alpha
             bias = ctx.optional_const(node, 2)

@@ -29,7 +29,7 @@ def _pool_attrs(node, ctx, in_shape, kernel):
     if len(in_shape) != 4 or len(kernel) != 2:
         ctx.fail(node, f"only 2-D pooling on [1, C, H, W] is supported, got {list(in_shape)}")
     if list(attrs.get("dilations", [1, 1])) != [1, 1]:
-        ctx.fail(node, "dilated pooling is not supported")
+        ctx.fail(node, "dilated pooling is not supported; supported: dilations [1, 1]")
     pads = ctx.resolve_pads(node, attrs, in_shape[2:], kernel, strides, [1, 1])
     counted = list(pads) if attrs.get("count_include_pad", 0) else [0, 0, 0, 0]
     if attrs.get("ceil_mode", 0):
@@ -87,7 +87,7 @@ class MaxPool(OpDef):
 
     def from_onnx(self, node, ctx):
         if len(node.output) > 1 and node.output[1]:
-            ctx.fail(node, "the Indices output of MaxPool is not supported")
+            ctx.fail(node, "the Indices output of MaxPool is not supported; supported: the values output alone")
         if ctx.attrs(node).get("storage_order", 0):
             ctx.fail(node, "storage_order=1 (column-major indices) is not supported")
         kernel = list(ctx.attrs(node)["kernel_shape"])

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from mcugen.passes.rewrites import (drop_dead_nodes, drop_noop_transpose, fold_affine,
-                                    fold_pad, fuse_activation)
+                                    fold_pad, fuse_activation, sink_reshape)
 
 FLOWS = {
     # order matters: an affine folds before an activation fuses onto the same producer
-    "normalize": [drop_dead_nodes, fold_affine, fold_pad, drop_noop_transpose, fuse_activation],
+    "normalize": [drop_dead_nodes, sink_reshape, fold_affine, fold_pad, drop_noop_transpose, fuse_activation],
 }
 
 

@@ -26,6 +26,28 @@ def drop_dead_nodes(graph) -> bool:
     return False
 
 
+def sink_reshape(graph) -> bool:
+    """Reshape -> per-channel Affine or elementwise activation: swap them when the reshape keeps
+    the channel axis (as the 1-D views of frontend/lift_1d.py do), so the affine can fold into
+    the Conv before it and the activation fuse into it."""
+    for node in graph.nodes:
+        if node.op not in ("Affine", "Activation"):
+            continue
+        view = _sole_reader(graph, node)
+        if view is None or view.op != "Reshape":
+            continue
+        before, after = graph.shapes[view.inputs[0]], graph.shapes[view.output]
+        if len(before) < 2 or len(after) < 2 or before[1] != after[1]:
+            continue
+        moved = f"{node.output}/before_reshape"
+        graph.shapes[moved] = before
+        node.inputs, node.output, view.inputs, view.output = \
+            [view.inputs[0]], moved, [moved], node.output
+        graph.toposort()
+        return True
+    return False
+
+
 def fold_affine(graph) -> bool:
     """Affine (BatchNorm, Mul/Add by constants) after a Conv/Gemm -> into its weight and bias."""
     for node in graph.nodes:
