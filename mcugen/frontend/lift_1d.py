@@ -64,6 +64,10 @@ def lift_1d(model: onnx.ModelProto) -> onnx.ModelProto:
     when anything changed)."""
     shapes = _static_shapes(model)
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:          # some exporters write weights as Constant nodes
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and value is not None:
+            weights[node.output[0]] = numpy_helper.to_array(value)
     initializers, nodes, changed = [], [], False
     for node in model.graph.node:
         one_d = (node.op_type in LIFTED and node.domain in ("", "ai.onnx") and node.input
