@@ -34,8 +34,10 @@ def decode_table(grid, frac_bits: int) -> np.ndarray:
     return (np.sign(codes) * mags).astype(np.int64)
 
 
-def default_frac_bits(grid) -> int:
-    if is_identity(grid):
+def default_frac_bits(grid, fine=False) -> int:
+    """As many fractional bits as int16 tables allow; none for the identity (uniform) grid
+    unless `fine` asks for them too."""
+    if is_identity(grid) and not fine:
         return 0
     return int(np.floor(np.log2(TABLE_LIMIT / grid.B)))
 
@@ -59,9 +61,12 @@ class MacFixedPoint:
     x_frac_bits: int
 
 
-def mac_fixed_point(layer, w_codes, w_grid, w_scale, bias, x_grid, x_range) -> MacFixedPoint:
-    """Pick Fw/Fx as large as the int16 tables allow, then lower them until |acc| provably fits."""
-    fw, fx = default_frac_bits(w_grid), default_frac_bits(x_grid)
+def mac_fixed_point(layer, w_codes, w_grid, w_scale, bias, x_grid, x_range,
+                    fine_bias=False) -> MacFixedPoint:
+    """Pick Fw/Fx as large as the int16 tables allow, then lower them until |acc| provably fits.
+    `fine_bias` (the last layer, whose accumulators are the output): uniform weights get
+    fractional bits too, so the bias is not rounded to a whole unit of the integer products."""
+    fw, fx = default_frac_bits(w_grid, fine=fine_bias), default_frac_bits(x_grid)
     w_codes = w_codes.reshape(w_codes.shape[0], -1)
     # a channel with no weight is its bias: its unit is free, so the bias keeps 24 bits
     bias_only = ~np.any(w_codes != 0, axis=1) & (bias != 0)

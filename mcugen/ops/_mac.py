@@ -22,7 +22,7 @@ def lower_mac(node, ctx, kind, params, macs, blocking=None):
     qw = ctx.qweights(node)
     x_enc = ctx.encoding(node.inputs[0])
     fp = mac_fixed_point(node.name, qw.codes, qw.grid, qw.scale, node.params["bias"],
-                         x_enc, x_enc.range)
+                         x_enc, x_enc.range, fine_bias=ctx.output_is_accumulator(node))
     consts = {"weights": fp.weights.astype(smallest_int_dtype(fp.weights)),
               "bias": fp.bias.astype(np.int32)}
     params = dict(params, x_offset=x_enc.table_offset,
