@@ -123,10 +123,11 @@ def lower_for_board(qgraph, board, weight_storage, target):
         raise MCUGenError("--weight-storage codes is not supported by the gap8 target yet "
                           "(its kernels read decoded weights from L2); use decoded")
     first = "decoded" if weight_storage in ("auto", "decoded") or target == "gap8" else "codes"
-    schedule = lower(qgraph, weight_storage=first)
+    products = target != "gap8"          # the GAP8 kernels read decode tables only (so far)
+    schedule = lower(qgraph, weight_storage=first, product_tables=products)
     short = [mem for mem, _ in fit_shortfalls(schedule, board)]
     if weight_storage == "auto" and target != "gap8" and short == ["flash"]:
-        schedule = lower(qgraph, weight_storage="codes")     # only flash is short: pack
+        schedule = lower(qgraph, weight_storage="codes", product_tables=products)   # pack
     placement = weights_placement(schedule, board, target)
     check_fit(schedule, board, placement)
     return schedule, placement

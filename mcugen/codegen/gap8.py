@@ -395,6 +395,9 @@ def render(schedule, model_file: str, board: dict | None = None) -> dict:
     """file name -> text for a GAP8 project (board: the gap8 board file unless given), plus
     the L3 weights file when they are streamed from HyperRAM."""
     from mcugen.codegen.gap8_l3 import l3_image
+    if any(step.params.get("product") for step in schedule.steps):
+        raise MCUGenError("this schedule uses product tables, which the GAP8 kernels do not read "
+                          "yet; rebuild the model with `mcugen build --target gap8`")
     context = template_context(schedule, model_file, board or get_board("gap8"))
     files = render_all("gap8", FILES, context)
     if context["l3"]:

@@ -15,6 +15,7 @@ from mcugen.errors import MCUGenError
 from mcugen.ops._common import round_half_away
 
 TABLE_LIMIT = (1 << 15) - 1      # decoded values stay within int16 ...
+WIDE_TABLE_LIMIT = (1 << 31) - 1  # ... or int32, for a weight table that is the only precision
 ACC_LIMIT = (1 << 31) - 2        # ... and |acc| <= 2^31 - 2, so a threshold of 2^31 - 1 is never met
 CONSTANT_BITS = 24               # a weightless channel's bias is +-2^24 units of its own scale
 
@@ -34,12 +35,12 @@ def decode_table(grid, frac_bits: int) -> np.ndarray:
     return (np.sign(codes) * mags).astype(np.int64)
 
 
-def default_frac_bits(grid, fine=False) -> int:
-    """As many fractional bits as int16 tables allow; none for the identity (uniform) grid
-    unless `fine` asks for them too."""
+def default_frac_bits(grid, fine=False, limit=TABLE_LIMIT) -> int:
+    """As many fractional bits as int16 tables (or `limit`) allow; none for the identity
+    (uniform) grid unless `fine` asks for them too."""
     if is_identity(grid) and not fine:
         return 0
-    return int(np.floor(np.log2(TABLE_LIMIT / grid.B)))
+    return int(np.floor(np.log2(limit / grid.B)))
 
 
 def smallest_int_dtype(values: np.ndarray, signed_only=True) -> str:
@@ -61,12 +62,32 @@ class MacFixedPoint:
     x_frac_bits: int
 
 
+def range_bound(lo, hi, beta) -> float:
+    """max |acc| for acc_c = beta_c + a sum of terms that ranges over [lo_c, hi_c], where every
+    term's own range includes 0: then any partial sum, with or without beta (whichever order a
+    kernel adds it in), stays inside too."""
+    if np.size(lo) == 0:
+        return 0.0
+    return float(np.max([np.abs(beta + hi), np.abs(beta + lo), hi, -lo]))
+
+
+def accumulator_bound(dw, dx, beta) -> float:
+    """The largest |acc| any input codes can produce: each term Dw[c,k] * Dx[x_k] ranges over
+    Dw[c,k] * [min Dx, max Dx]. An unsigned input (Dx >= 0) makes a weight's term one-signed,
+    which is about half of |beta| + max|Dx| * sum|Dw|."""
+    ends = (dw * float(dx.min()), dw * float(dx.max()))
+    return range_bound(np.minimum(*ends).sum(axis=1), np.maximum(*ends).sum(axis=1), beta)
+
+
 def mac_fixed_point(layer, w_codes, w_grid, w_scale, bias, x_grid, x_range,
-                    fine_bias=False) -> MacFixedPoint:
+                    fine_bias=False, wide_weights=False) -> MacFixedPoint:
     """Pick Fw/Fx as large as the int16 tables allow, then lower them until |acc| provably fits.
     `fine_bias` (the last layer, whose accumulators are the output): uniform weights get
-    fractional bits too, so the bias is not rounded to a whole unit of the integer products."""
-    fw, fx = default_frac_bits(w_grid, fine=fine_bias), default_frac_bits(x_grid)
+    fractional bits too, so the bias is not rounded to a whole unit of the integer products.
+    `wide_weights`: the weight table may use int32 where the accumulator bound allows."""
+    w_limit = WIDE_TABLE_LIMIT if wide_weights else TABLE_LIMIT
+    fw = default_frac_bits(w_grid, fine=fine_bias, limit=w_limit)
+    fx = default_frac_bits(x_grid)
     w_codes = w_codes.reshape(w_codes.shape[0], -1)
     # a channel with no weight is its bias: its unit is free, so the bias keeps 24 bits
     bias_only = ~np.any(w_codes != 0, axis=1) & (bias != 0)
@@ -77,8 +98,7 @@ def mac_fixed_point(layer, w_codes, w_grid, w_scale, bias, x_grid, x_range,
         unit = w_scale * x_range / (table_scale(w_grid, fw) * table_scale(x_grid, fx))
         unit = np.where(bias_only, np.abs(bias) / (1 << CONSTANT_BITS), unit)
         beta = round_half_away(bias / unit)
-        bound = np.abs(beta) + np.abs(dx).max() * np.abs(dw).sum(axis=1)
-        worst = float(bound.max()) if bound.size else 0.0
+        worst = accumulator_bound(dw, dx, beta)
         if worst <= ACC_LIMIT:
             return MacFixedPoint(dw.astype(np.int64), dx, beta.astype(np.int64), unit,
                                  int(worst), fw, fx)

@@ -16,9 +16,10 @@ from mcugen.quant.qgraph import code_root, output_is_accumulator
 class LowerContext:
     """What an OpDef.lower may ask, and where it hands its step back."""
 
-    def __init__(self, qgraph, weight_storage="decoded"):
+    def __init__(self, qgraph, weight_storage="decoded", product_tables=True):
         self.qgraph = qgraph
         self.weight_storage = weight_storage     # "decoded" | "codes" (packed, decoded on the fly)
+        self.product_tables = product_tables     # MAC layers on small grids may use lower/product.py
         self.graph = qgraph.graph
         self.names = NameTable()
         self.buffers = {}          # tensor -> Buffer
@@ -81,8 +82,8 @@ class LowerContext:
         return step
 
 
-def lower(qgraph, progress=None, weight_storage="decoded") -> Schedule:
-    ctx = LowerContext(qgraph, weight_storage)
+def lower(qgraph, progress=None, weight_storage="decoded", product_tables=True) -> Schedule:
+    ctx = LowerContext(qgraph, weight_storage, product_tables)
     graph = qgraph.graph
     ctx.buffer(graph.input)
     for i, node in enumerate(graph.nodes):

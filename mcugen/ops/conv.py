@@ -6,8 +6,8 @@ import numpy as np
 from mcugen.ir.graph import Node
 from mcugen.ops import OpDef, register
 from mcugen.ops._common import activation_fn, conv2d, out_size
-from mcugen.ops._mac import (check_bias, conv_blocking, decode_input, decoded_weights,
-                             encode_output, lower_mac)
+from mcugen.ops._mac import (check_bias, conv_blocking, decoded_weights, encode_output,
+                             lower_mac, mac_accumulate)
 
 
 @register
@@ -64,11 +64,11 @@ class Conv(OpDef):
 
     def run_int(self, step, inputs):
         p = step.params
-        x = decode_input(step, inputs[0])
         w = decoded_weights(step).reshape(p["out_c"], p["in_c_per_group"], p["k_h"], p["k_w"])
-        acc = conv2d(x, w, (p["stride_h"], p["stride_w"]),
-                     (p["pad_top"], p["pad_left"], p["pad_bottom"], p["pad_right"]),
-                     (p["dil_h"], p["dil_w"]), p["group"])
+        acc = mac_accumulate(step, inputs[0], w, lambda x, w: conv2d(
+            x, w, (p["stride_h"], p["stride_w"]),
+            (p["pad_top"], p["pad_left"], p["pad_bottom"], p["pad_right"]),
+            (p["dil_h"], p["dil_w"]), p["group"]))
         acc = np.rint(acc).astype(np.int64) + step.consts["bias"].astype(np.int64).reshape(1, -1, 1, 1)
         n = acc.shape[0]
         return encode_output(step, acc.reshape(n, p["out_c"], -1)).reshape(acc.shape)

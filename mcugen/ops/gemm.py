@@ -6,8 +6,8 @@ import numpy as np
 from mcugen.ir.graph import Node
 from mcugen.ops import OpDef, register
 from mcugen.ops._common import activation_fn
-from mcugen.ops._mac import (check_bias, decode_input, decoded_weights, dense_blocking,
-                             encode_output, lower_mac)
+from mcugen.ops._mac import (check_bias, decoded_weights, dense_blocking, encode_output,
+                             lower_mac, mac_accumulate)
 
 
 @register
@@ -54,7 +54,7 @@ class Gemm(OpDef):
         return lower_mac(node, ctx, "dense", params, macs=n_out * k, blocking=dense_blocking)
 
     def run_int(self, step, inputs):
-        x = decode_input(step, inputs[0]).reshape(inputs[0].shape[0], -1)
-        w = decoded_weights(step).astype(np.float64)
-        acc = np.rint(x.astype(np.float64) @ w.T).astype(np.int64) + step.consts["bias"].astype(np.int64)
+        x = inputs[0].reshape(inputs[0].shape[0], -1)
+        acc = mac_accumulate(step, x, decoded_weights(step), lambda x, w: x @ w.T)
+        acc = np.rint(acc).astype(np.int64) + step.consts["bias"].astype(np.int64)
         return encode_output(step, acc[:, :, None])[:, :, 0]

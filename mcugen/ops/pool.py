@@ -6,7 +6,8 @@ import numpy as np
 
 from mcugen.ir.graph import Node
 from mcugen.lower.encoders import encoder_step_parts
-from mcugen.lower.fixedpoint import ACC_LIMIT, decode_table, default_frac_bits, table_scale
+from mcugen.lower.fixedpoint import (ACC_LIMIT, WIDE_TABLE_LIMIT, decode_table, default_frac_bits,
+                                     table_scale)
 from mcugen.ops import OpDef, register
 from mcugen.ops._common import out_size, windows
 
@@ -186,9 +187,9 @@ class AveragePool(OpDef):
 
 
 def _sum_frac_bits(node, ctx, x, count):
-    """The decode table's fractional bits: as fine as int16 allows, lowered until a window's sum
-    of `count` decoded values provably fits the int32 accumulator."""
-    frac = default_frac_bits(x)
+    """The decode table's fractional bits: as fine as its int32 table allows, lowered until a
+    window's sum of `count` decoded values provably fits the int32 accumulator."""
+    frac = default_frac_bits(x, limit=WIDE_TABLE_LIMIT)
     while frac > 0 and int(np.abs(decode_table(x, frac)).max()) * count > ACC_LIMIT:
         frac -= 1
     if int(np.abs(decode_table(x, frac)).max()) * count > ACC_LIMIT:
