@@ -87,6 +87,10 @@ CASES = {
     "leaky_relu_negative_slope": lambda: ([conv("c", "x", "a", "cw", pads=[1, 1, 1, 1]),
                                            helper.make_node("LeakyRelu", ["a"], ["r"], alpha=-0.6)],
                                           [("cw", w(3, 2, 3, 3))], [1, 2, 4, 4], (1, 3, 4, 4)),
+    "maxpool_dilated_ceil": lambda: ([conv("c", "x", "a", "cw", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["ra"]),
+                                      helper.make_node("MaxPool", ["ra"], ["r"], kernel_shape=[2, 3], strides=[2, 1],
+                                                       dilations=[2, 2], pads=[1, 0, 0, 1], ceil_mode=1)],
+                                     [("cw", w(3, 2, 3, 3))], [1, 2, 7, 6], (1, 3, 4, 3)),
     "conv1d_bn_relu_pool1d_depthwise": lambda: ([conv("c", "x", "a", "cw", pads=[2, 1], strides=[2], kernel_shape=[4]),
                                                  helper.make_node("BatchNormalization", ["a", "g", "be", "m", "v"], ["n"]),
                                                  helper.make_node("Relu", ["n"], ["ra"]),
@@ -137,3 +141,19 @@ def test_every_step_kind_has_a_host_template_and_a_conformance_case():
     assert kinds <= templates, f"step kinds without a host template: {kinds - templates}"
     covered = {"conv2d", "dense", "add", "maxpool", "avgpool", "recode", "concat", "transpose", "pad"}
     assert kinds <= covered, f"step kinds without a conformance case: {kinds - covered}"
+
+
+GAP8_CASES = ["maxpool_dilated_ceil", "avgpool_exclude_pad_ceil_and_maxpool_ceil",
+              "pad_reflect_edge_and_crop", "batchnorm_on_input_and_after_relu",
+              "conv1d_bn_relu_pool1d_depthwise"]
+
+
+@pytest.mark.parametrize("name", GAP8_CASES)
+def test_gap8_emulation_is_bit_exact_on_the_newer_ops(name, tmp_path, host_cc):
+    """The GAP8 kernels (tiled pools, FC-side pad and recode) on the same cases."""
+    path = build_case(name, tmp_path)
+    out = tmp_path / "gap8"
+    project = mcugen.build(path, out=out, target="gap8", wbits=4, abits=4, input_range=(-2.0, 2.0),
+                           first_last_bits="same")
+    result = compare(out, project.schedule, verify_inputs(project.schedule, 30, seed=4))
+    assert result.mismatches == 0, result.first

@@ -104,7 +104,7 @@ def _band_geometry(step):
                     ext=(p["k_h"] - 1) * p["dil_h"] + 1, in_h=p["in_h"], in_w=p["in_w"],
                     ocpg=p["out_c_per_group"], icpg=p["in_c_per_group"])
     return dict(C=p["channels"], OH=p["out_h"], sh=p["stride_h"], pt=p["pad_top"],
-                ext=p["k_h"], in_h=p["in_h"], in_w=p["in_w"], ocpg=1, icpg=1)
+                ext=(p["k_h"] - 1) * p["dil_h"] + 1, in_h=p["in_h"], in_w=p["in_w"], ocpg=1, icpg=1)
 
 
 def _channel_span(g, c0, c1):

@@ -22,28 +22,31 @@ def _ceil_extra(size, kernel, stride, pad_begin, pad_end):
     return max(0, (out - 1) * stride + kernel - (size + pad_begin + pad_end))
 
 
-def _pool_attrs(node, ctx, in_shape, kernel):
-    """(strides, window pads, counted pads): window pads include what ceil_mode adds (never
-    counted by an average); counted pads are the explicit pads when count_include_pad=1."""
+def _pool_attrs(node, ctx, in_shape, kernel, dilated=False):
+    """(strides, window pads, counted pads, dilations): window pads include what ceil_mode adds
+    (never counted by an average); counted pads are the explicit pads when
+    count_include_pad=1. Only MaxPool takes dilations (`dilated`)."""
     attrs = ctx.attrs(node)
     strides = list(attrs.get("strides", [1, 1]))
     if len(in_shape) != 4 or len(kernel) != 2:
         ctx.fail(node, f"only 2-D pooling on [1, C, H, W] is supported, got {list(in_shape)}")
-    if list(attrs.get("dilations", [1, 1])) != [1, 1]:
-        ctx.fail(node, "dilated pooling is not supported; supported: dilations [1, 1]")
-    pads = ctx.resolve_pads(node, attrs, in_shape[2:], kernel, strides, [1, 1])
+    dilations = [int(d) for d in attrs.get("dilations", [1, 1])]
+    if dilations != [1, 1] and not dilated:
+        ctx.fail(node, "dilated average pooling is not supported; supported: dilations [1, 1]")
+    pads = ctx.resolve_pads(node, attrs, in_shape[2:], kernel, strides, dilations)
     counted = list(pads) if attrs.get("count_include_pad", 0) else [0, 0, 0, 0]
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     if attrs.get("ceil_mode", 0):
         for axis in range(2):
-            pads[axis + 2] += _ceil_extra(in_shape[2 + axis], kernel[axis], strides[axis],
+            pads[axis + 2] += _ceil_extra(in_shape[2 + axis], spans[axis], strides[axis],
                                           pads[axis], pads[axis + 2])
-    out = [out_size(in_shape[2 + i], kernel[i], strides[i], pads[i], pads[i + 2]) for i in range(2)]
+    out = [out_size(in_shape[2 + i], spans[i], strides[i], pads[i], pads[i + 2]) for i in range(2)]
     declared = list(ctx.shape(node.output[0])[2:])
     if out != declared:       # ONNX shape inference keeps a last window onnxruntime drops
         ctx.fail(node, f"the output is {declared[0]}x{declared[1]} by ONNX shape inference but "
                        f"{out[0]}x{out[1]} by onnxruntime (ceil_mode with a window starting past "
                        f"the input); re-export without ceil_mode or with explicit pads")
-    return strides, pads, counted
+    return strides, pads, counted, dilations
 
 
 def window_counts(size, out, kernel, stride, pad_begin, counted_begin, counted_end):
@@ -64,19 +67,21 @@ def _geometry(node, ctx):
             "stride_h": a["strides"][0], "stride_w": a["strides"][1],
             "pad_top": a["pads"][0], "pad_left": a["pads"][1],
             "pad_bottom": a["pads"][2], "pad_right": a["pads"][3],
+            "dil_h": a.get("dilations", [1, 1])[0], "dil_w": a.get("dilations", [1, 1])[1],
             "in_plane": h * w, "out_plane": oh * ow}
 
 
 def _out_shape(node, in_shape):
     n, c, h, w = in_shape
     a = node.attrs
-    return (n, c, out_size(h, a["kernel"][0], a["strides"][0], a["pads"][0], a["pads"][2]),
-            out_size(w, a["kernel"][1], a["strides"][1], a["pads"][1], a["pads"][3]))
+    d = a.get("dilations", [1, 1])
+    return (n, c, out_size(h, a["kernel"][0], a["strides"][0], a["pads"][0], a["pads"][2], d[0]),
+            out_size(w, a["kernel"][1], a["strides"][1], a["pads"][1], a["pads"][3], d[1]))
 
 
 def _window_args(p):
     return ((p["k_h"], p["k_w"]), (p["stride_h"], p["stride_w"]),
-            (p["pad_top"], p["pad_left"], p["pad_bottom"], p["pad_right"]))
+            (p["pad_top"], p["pad_left"], p["pad_bottom"], p["pad_right"]), (p["dil_h"], p["dil_w"]))
 
 
 @register
@@ -92,16 +97,19 @@ class MaxPool(OpDef):
         if ctx.attrs(node).get("storage_order", 0):
             ctx.fail(node, "storage_order=1 (column-major indices) is not supported")
         kernel = list(ctx.attrs(node)["kernel_shape"])
-        strides, pads, _ = _pool_attrs(node, ctx, ctx.shape(node.input[0]), kernel)
+        strides, pads, _, dilations = _pool_attrs(node, ctx, ctx.shape(node.input[0]), kernel,
+                                                  dilated=True)
         return Node(name=node.name, op=self.kind, inputs=[node.input[0]], output=node.output[0],
-                    attrs={"kernel": kernel, "strides": strides, "pads": pads}, onnx_op="MaxPool")
+                    attrs={"kernel": kernel, "strides": strides, "pads": pads,
+                           "dilations": dilations}, onnx_op="MaxPool")
 
     def infer_shape(self, node, in_shapes):
         return _out_shape(node, in_shapes[0])
 
     def run_float(self, node, inputs):
         a = node.attrs
-        return windows(inputs[0], a["kernel"], a["strides"], a["pads"], pad_value=-np.inf).max(axis=(4, 5))
+        return windows(inputs[0], a["kernel"], a["strides"], a["pads"], a["dilations"],
+                       pad_value=-np.inf).max(axis=(4, 5))
 
     def lower(self, node, ctx):
         params = _geometry(node, ctx)
@@ -134,7 +142,7 @@ class AveragePool(OpDef):
             kernel, strides, pads, counted = list(in_shape[2:]), [1, 1], [0, 0, 0, 0], [0, 0, 0, 0]
         else:
             kernel = list(ctx.attrs(node)["kernel_shape"])
-            strides, pads, counted = _pool_attrs(node, ctx, in_shape, kernel)
+            strides, pads, counted, _ = _pool_attrs(node, ctx, in_shape, kernel)
         return Node(name=node.name, op=self.kind, inputs=[node.input[0]], output=node.output[0],
                     attrs={"kernel": kernel, "strides": strides, "pads": pads, "counted": counted},
                     onnx_op=node.op_type)
