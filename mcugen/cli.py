@@ -59,9 +59,13 @@ def cli():
 @click.option("--weight-storage", default="auto", show_default=True, type=click.Choice(["auto", "decoded", "codes"]),
               help="decoded integers (fastest) or packed b-bit codes decoded on the fly (smallest flash); "
                    "auto: decoded when it fits the board")
+@click.option("--mac-tables", default="auto", show_default=True, type=click.Choice(["auto", "separable"]),
+              help="auto: a table of exact products where both grids are small (W4A4; the most "
+                   "faithful, about 1.4x the instructions there); separable: two decode tables "
+                   "everywhere (the fastest)")
 @click.option("--force", is_flag=True, help="replace a project mcugen made earlier")
 def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_bits, objective,
-          calib, percentile, input_range, seed, weight_storage, force):
+          calib, percentile, input_range, seed, weight_storage, mac_tables, force):
     """Quantize MODEL, lower it and emit a buildable project in OUT."""
     from mcugen.pipeline import build as run_build
     from mcugen.report import format_report
@@ -74,7 +78,7 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
         except Exception:
             raise MCUGenError(f"'{calib}' is not a .npy array (save samples with numpy.save)") from None
     project = run_build(model, target=target, board=board, out=out, force=force,
-                        weight_storage=weight_storage,
+                        weight_storage=weight_storage, mac_tables=mac_tables,
                         progress=_progress("exponent search"), scheme=scheme, wbits=wbits,
                         abits=abits, exponent=exponent,
                         first_last_bits=8 if first_last_bits == "8" else "same",

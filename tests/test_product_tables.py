@@ -1,10 +1,15 @@
 """Product tables (mcugen/lower/product.py): one rounding per product, a proven bound, far finer
 than two decode tables, and bit-exact C (packed codes included); GAP8 keeps decode tables."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import mcugen
+from conftest import MODELS, shared_model
 from mcugen.errors import MCUGenError
+from mcugen.ir.schedule import Schedule
 from mcugen.lower.fixedpoint import ACC_LIMIT, mac_fixed_point
 from mcugen.lower.product import mac_product_table, product_table_fits
 from mcugen.quant.power import Grid, quantize_weights
@@ -86,3 +91,18 @@ def test_gap8_keeps_decode_tables(tmp_path):
     from mcugen.codegen.gap8 import render
     with pytest.raises(MCUGenError, match="product tables"):
         render(host.schedule, "m")
+
+
+def test_mac_tables_separable_keeps_decode_tables(tmp_path):
+    """--mac-tables separable: the fastest realization, no product table anywhere."""
+    out = tmp_path / "sep"
+    done = subprocess.run([sys.executable, "-m", "mcugen", "build", str(shared_model("mnist8")), "-o", str(out),
+                           "--wbits", "4", "--abits", "4", "--first-last-bits", "same",
+                           "--input-range", "0:255", "--mac-tables", "separable"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    steps = Schedule.load(out).steps
+    assert not any(s.params.get("product") for s in steps)
+    auto = mcugen.build(shared_model("mnist8"), wbits=4, abits=4, first_last_bits="same",
+                        input_range=MODELS["mnist8"])
+    assert any(s.params.get("product") for s in auto.schedule.steps)
