@@ -63,9 +63,18 @@ def cli():
               help="auto: a table of exact products where both grids are small (W4A4; the most "
                    "faithful, about 1.4x the instructions there); separable: two decode tables "
                    "everywhere (the fastest)")
+@click.option("--encoder", default="auto", show_default=True,
+              type=click.Choice(["auto", "threshold", "lut", "pade"]),
+              help="how accumulators become the next layer's codes: threshold (exact, monotone "
+                   "activations), lut (index + table), pade (index + arithmetic); auto: per layer, "
+                   "the smallest constants within the error budget (docs/encoders.md)")
+@click.option("--max-code-error", default=1, show_default=True, type=click.IntRange(0, 1),
+              help="worst code error an encoder may make against the float encoder, over every "
+                   "accumulator value (0: exact)")
 @click.option("--force", is_flag=True, help="replace a project mcugen made earlier")
 def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_bits, objective,
-          calib, percentile, input_range, seed, weight_storage, mac_tables, force):
+          calib, percentile, input_range, seed, weight_storage, mac_tables, encoder,
+          max_code_error, force):
     """Quantize MODEL, lower it and emit a buildable project in OUT."""
     from mcugen.pipeline import build as run_build
     from mcugen.report import format_report
@@ -79,7 +88,7 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
             raise MCUGenError(f"'{calib}' is not a .npy array (save samples with numpy.save)") from None
     project = run_build(model, target=target, board=board, out=out, force=force,
                         weight_storage=weight_storage, mac_tables=mac_tables,
-                        progress=_progress("exponent search"), scheme=scheme, wbits=wbits,
+                        encoder=encoder, max_code_error=max_code_error, progress=_progress("exponent search"), scheme=scheme, wbits=wbits,
                         abits=abits, exponent=exponent,
                         first_last_bits=8 if first_last_bits == "8" else "same",
                         objective=objective, calib=calib_data, percentile=percentile,

@@ -113,32 +113,38 @@ def _resolve_board(target, board):
     return get_board(board or TARGETS[target][0]) if target in TARGETS else None
 
 
-def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto"):
+def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", encoder="auto",
+                    max_code_error=1):
     """Lower with the requested weight storage; `auto` keeps decoded weights (fastest) when
     they fit the board's flash and packs the codes when only those fit. `mac_tables`: auto
     uses product tables where they fit (the most faithful), separable never (the fastest).
+    `encoder` and `max_code_error` choose the encoders (mcugen/lower/encoders).
     Returns the schedule and where its weights are read from at run time (weights_placement)."""
     if weight_storage not in ("auto", "decoded", "codes"):
         raise MCUGenError("--weight-storage takes codes, decoded or auto")
     if mac_tables not in ("auto", "separable"):
         raise MCUGenError("--mac-tables takes auto or separable")
+    if max_code_error not in (0, 1):
+        raise MCUGenError("--max-code-error takes 0 (exact encoders only) or 1")
+    encoding = {"encoder": encoder, "max_code_error": max_code_error}
     if target == "gap8" and weight_storage == "codes":
         raise MCUGenError("--weight-storage codes is not supported by the gap8 target yet "
                           "(its kernels read decoded weights from L2); use decoded")
     first = "decoded" if weight_storage in ("auto", "decoded") or target == "gap8" else "codes"
     # the GAP8 kernels read decode tables only (so far)
     products = target != "gap8" and mac_tables == "auto"
-    schedule = lower(qgraph, weight_storage=first, product_tables=products)
+    schedule = lower(qgraph, weight_storage=first, product_tables=products, **encoding)
     short = [mem for mem, _ in fit_shortfalls(schedule, board)]
     if weight_storage == "auto" and target != "gap8" and short == ["flash"]:
-        schedule = lower(qgraph, weight_storage="codes", product_tables=products)   # pack
+        schedule = lower(qgraph, weight_storage="codes", product_tables=products, **encoding)   # pack
     placement = weights_placement(schedule, board, target)
     check_fit(schedule, board, placement)
     return schedule, placement
 
 
 def build(model, target="host", out=None, force=False, progress=None, board=None,
-          weight_storage="auto", mac_tables="auto", **quant) -> Project:
+          weight_storage="auto", mac_tables="auto", encoder="auto", max_code_error=1,
+          **quant) -> Project:
     calib = quant.pop("calib", None)
     options = QuantOptions(**quant)
     board = _resolve_board(target, board)
@@ -150,7 +156,8 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
     if calib is not None:
         options.calib = coerce_inputs(calib, graph.shapes[graph.input], "calibration samples")
     qgraph = quantize(graph, options, progress=progress)
-    schedule, weights_in = lower_for_board(qgraph, board, weight_storage, target, mac_tables)
+    schedule, weights_in = lower_for_board(qgraph, board, weight_storage, target, mac_tables,
+                                           encoder, max_code_error)
     schedule.meta = {"model": safe_file_label(model), "target": target, "board": board["name"],
                      "input_range": list(qgraph.input_range), "options": _options_record(options),
                      "weight_storage": "codes" if any(s.params.get("w_codes") for s in schedule.steps) else "decoded",

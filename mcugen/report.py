@@ -5,7 +5,8 @@ from mcugen.cycle_model import add_estimate
 
 LAYER_FIELDS = ("macs", "weight_bytes", "wbits", "abits", "exponent", "recon_error",
                 "encoder", "table_bytes", "acc_bound", "w_frac_bits", "x_frac_bits",
-                "constant_channels")
+                "constant_channels", "encoder_max_code_error", "encoder_off_share",
+                "encoder_mean_code_error", "encoder_bits", "encoder_ops")
 
 
 def build_report(schedule) -> dict:
@@ -61,18 +62,21 @@ def _fmt(value, kind="int"):
 
 def format_report(report: dict) -> str:
     head = ("step", "op", "MACs", "weights B", "tables B", "RAM B", "W", "A", "exponent",
-            "recon err", "acc bound", "instr", "instr/MAC")
+            "recon err", "acc bound", "encoder", "enc B", "code err", "instr", "instr/MAC")
     rows = []
     for layer in report["layers"]:
         rows.append((layer["step"][:34], layer["op"], _fmt(layer["macs"]), _fmt(layer["weight_bytes"]),
                      _fmt(layer["const_bytes"] - layer["weight_bytes"]), _fmt(layer["ram_bytes"]),
                      _fmt(layer["wbits"]), _fmt(layer["abits"]), _fmt(layer["exponent"], "float"),
                      _fmt(layer["recon_error"], "float"), _fmt(layer["acc_bound"]),
-                     _fmt(layer.get("instructions")), _fmt(layer.get("instr_per_mac"), "float")))
+                     *_encoder_columns(layer), _fmt(layer.get("instructions")), _fmt(layer.get("instr_per_mac"), "float")))
     t = report["totals"]
     rows.append(("total", "", _fmt(t["macs"]), _fmt(t["weight_bytes"]),
                  _fmt(t["flash_bytes"] - t["weight_bytes"]), _fmt(t["peak_ram_bytes"]) + " peak",
-                 "", "", _fmt(t["exponent"], "float"), "", "", _fmt(t.get("instructions")),
+                 "", "", _fmt(t["exponent"], "float"), "", "", "",
+                 _fmt(sum(layer["table_bytes"] or 0 for layer in report["layers"]
+                          if layer.get("encoder_max_code_error") is not None)), "",
+                 _fmt(t.get("instructions")),
                  _fmt(t.get("instr_per_mac"), "float")))
     lines = _table(head, rows)
     lines.append(f"flash {t['flash_bytes']:,} B; activation RAM {t['peak_ram_bytes']:,} B peak "
@@ -96,6 +100,16 @@ def format_report(report: dict) -> str:
                      + ", ".join(f"{step} {n}" for step, n in constant))
     lines.extend(f"note: {n}" for n in report.get("notes", []))
     return "\n".join(lines)
+
+
+def _encoder_columns(layer) -> tuple:
+    """encoder (lut with its index bits), its table bytes, and its worst code error with the
+    share of accumulator values off (over the whole accumulator range)."""
+    if layer.get("encoder_max_code_error") is None:
+        return (layer.get("encoder") or "-", "-", "-")
+    name = layer["encoder"] + (str(layer["encoder_bits"]) if layer.get("encoder_bits") else "")
+    error = f"{layer['encoder_max_code_error']} ({layer['encoder_off_share']:.1%})"
+    return (name, _fmt(layer["table_bytes"]), error)
 
 
 def _table(head, rows) -> list:

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from mcugen.errors import MCUGenError
-from mcugen.lower.encoders import apply_thresholds, float_encoder, threshold_table
+from mcugen.lower.encoders import ENCODERS
+from mcugen.lower.encoders.exact import float_encoder
+from mcugen.lower.encoders.threshold import threshold_table
 from mcugen.lower.fixedpoint import (ACC_LIMIT, decode_table, default_frac_bits,
                                      mac_fixed_point)
 from mcugen.quant.power import Encoding, Grid, quantize_weights
@@ -34,7 +36,9 @@ def test_thresholds_equal_the_float_encoder_on_every_accumulator(enc, activation
     thresholds = threshold_table(enc, activation, scale, bound)
     acc = np.arange(-bound, bound + 1)
     want = float_encoder(enc, activation, scale)(np.tile(acc, (3, 1)))
-    got = apply_thresholds(np.tile(acc, (1, 3, 1)), thresholds, -enc.B if enc.signed else 0)[0]
+    params = {"code_min": enc.code_min}
+    got = ENCODERS["threshold"].run(params, {"enc_thresholds": thresholds}, np.tile(acc, (3, 1)),
+                                    np.arange(3)[:, None])
     assert np.array_equal(got, want)
 
 
@@ -103,7 +107,12 @@ def test_add_of_8_bit_power_codes_matches_the_simulated_sum_for_every_pair():
     encodings = {"a": Encoding(8, True, 0.7, "power", 3.1), "b": Encoding(8, False, 0.7, "power", 1.7),
                  "y": Encoding(8, False, 0.7, "power", 3.5)}
     node = Node("add", "Add", ["a", "b"], "y", attrs={"activation": ("Relu",), "negate_b": False})
-    ctx = SimpleNamespace(encoding=encodings.get, shape=lambda t: (1, 4),
+    from mcugen.lower.encoders import EncodeRequest, encoder_step_parts
+
+    def threshold_parts(node, activation, scale, bound):     # exact: compared with == below
+        request = EncodeRequest(encodings[node.output], activation, scale, bound)
+        return encoder_step_parts(request, "threshold")
+    ctx = SimpleNamespace(encoding=encodings.get, shape=lambda t: (1, 4), encoder_parts=threshold_parts,
                           step=lambda node, kind, params, consts, info: SimpleNamespace(params=params, consts=consts))
     step = Add().lower(node, ctx)
     qa, qb = np.meshgrid(encodings["a"].codes(), encodings["b"].codes(), indexing="ij")

@@ -7,6 +7,7 @@ from onnx import helper
 import mcugen
 import mcugen.ops._mac as mac
 from conftest import require_tool
+from mcugen.lower.encoders.threshold import search_steps
 from mcugen.verify import compare, verify_inputs
 from onnx_factory import make_model, save, tensor
 
@@ -102,7 +103,7 @@ def test_dense_without_buffer_is_bit_exact(tmp_path, host_cc, monkeypatch):
 @pytest.mark.parametrize("n", list(range(0, 70)) + [127, 128, 254, 255, 256, 511])
 def test_threshold_search_counts_reached_thresholds(n):
     """The unrolled search the templates emit, run in Python: #{k : T[k] <= acc} for every acc."""
-    p = mac.threshold_search(n)
+    p = search_steps(n)
     t = np.sort(RNG.integers(-50, 50, size=n))
     for acc in range(-52, 52):
         b = 0

@@ -69,6 +69,19 @@ class _Plan:
         return _region(key, CTYPES[str(value.dtype)], role, f"{self.step.name}_{key}", per,
                        value.itemsize)
 
+    def encoder_regions(self, per_row):
+        """The regions of the step's encoder constants: those indexed by row go with each
+        block of rows (per_row: the kernel passes block-local rows), the others are static."""
+        p = self.step.params
+        if p.get("output_acc") or "encoder" not in p:
+            return
+        rows = p["enc_row_consts"]
+        for key in p["enc_consts"]:
+            if per_row and key in rows:
+                self.regions.append(self.const_region(key, "block", rows[key]))
+            else:
+                self.regions.append(self.const_region(key, "static", 0))
+
     def slotted_bytes(self, slot_bytes, n_tiles):
         """L1 bytes of the per-block/per-tile regions: two slots each when tiles overlap, except
         the regions a tile fills and consumes itself (ONE_SLOT_ROLES)."""
@@ -209,11 +222,11 @@ def _plan_band(plan):
             plan.regions.append(plan.const_region("dx", "static", 0))
         plan.regions.append(plan.const_region("weights", "block", p["weights_per_channel"]))
         plan.regions.append(plan.const_region("bias", "block", 1))
-        if not p["output_acc"]:
-            plan.regions.append(plan.const_region("thresholds", "block", p["n_thresholds"]))
+        plan.encoder_regions(per_row=True)
     elif step.kind == "avgpool":
-        for key in ("dx", "thresholds", "row_h", "row_w"):
+        for key in ("dx", "row_h", "row_w"):
             plan.regions.append(plan.const_region(key, "static", 0))
+        plan.encoder_regions(per_row=False)
     plan.regions.append(_region("in", CTYPES[src.dtype], "tile", step.inputs[0], 0, isz))
     plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 0, osz))
     static = {r["name"]: int(step.consts[r["name"]].size) for r in plan.regions if r["role"] == "static"}
@@ -261,8 +274,7 @@ def _plan_dense(plan):
         static["dx"] = int(step.consts["dx"].size)
     plan.regions.append(plan.const_region("weights", "block", p["in_features"]))
     plan.regions.append(plan.const_region("bias", "block", 1))
-    if not p["output_acc"]:
-        plan.regions.append(plan.const_region("thresholds", "block", p["n_thresholds"]))
+    plan.encoder_regions(per_row=True)
     plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
     per = {r["name"]: r["per"] * r["itemsize"] for r in plan.regions if r["role"] in ("block", "out")}
     _plan_linear(plan, static, per, p["out_features"], "one output feature")
@@ -272,12 +284,13 @@ def _plan_add(plan):
     step, p = plan.step, plan.step.params
     a, b, dst = (plan.buf(n) for n in (step.inputs[0], step.inputs[1], step.output))
     plan.mode = "chunk"
-    for key in ("table_a", "table_b", "thresholds"):
+    for key in ("table_a", "table_b"):
         plan.regions.append(plan.const_region(key, "static", 0))
+    plan.encoder_regions(per_row=False)
     plan.regions.append(_region("in", CTYPES[a.dtype], "tile", step.inputs[0], 1, ITEMSIZE[a.dtype]))
     plan.regions.append(_region("in_b", CTYPES[b.dtype], "tile", step.inputs[1], 1, ITEMSIZE[b.dtype]))
     plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
-    static = {k: int(step.consts[k].size) for k in ("table_a", "table_b", "thresholds")}
+    static = {r["name"]: int(step.consts[r["name"]].size) for r in plan.regions if r["role"] == "static"}
     per = {r["name"]: r["itemsize"] for r in plan.regions if r["role"] != "static"}
     _plan_linear(plan, static, per, p["size"], "one element")
 
@@ -358,8 +371,6 @@ def template_context(schedule, model_file: str, board: dict) -> dict:
         "uses_1d": any(r["role"] in ("static", "block") or p.mode != "band"
                        for p in plans.values() if p.tiles for r in p.regions),
         "uses_tiles": any(p.tiles for p in plans.values()),
-        "uses_thresholds": any("thresholds" in s.consts and not _encodes_inline(plans[s.name])
-                               for s in schedule.steps),
         "sdot": {s.name: _sdot_ok(s, schedule) for s in schedule.steps},
         "l1_alloc_bytes": max([ALIGN] + [p.l1_bytes for p in plans.values()]),
         "l1_emu_bytes": int(l1.get("usable", l1["bytes"])),
@@ -375,11 +386,6 @@ def template_context(schedule, model_file: str, board: dict) -> dict:
                      for name, record in (layout["steps"].items() if layout else [])},
     })
     return context
-
-
-def _encodes_inline(plan):
-    """Conv steps with a decoded band carry their own unrolled threshold search."""
-    return any(r["role"] == "band" for r in plan.regions)
 
 
 def _sdot_ok(step, schedule):

@@ -1,6 +1,6 @@
 """GAP8 weights in L3 (HyperRAM) when they do not fit L2 beside the activations.
 
-The constants of every cluster layer (weights, bias, thresholds, decode tables) are written,
+The constants of every cluster layer (weights, bias, encoder tables, decode tables) are written,
 layer after layer, to `model_l3.bin`; the board program flashes it into HyperFlash's read-only
 file system (READFS_FILES), copies it to HyperRAM at start-up, and before each such layer the
 fabric controller reads that layer's constants from HyperRAM into an L2 staging slot, from

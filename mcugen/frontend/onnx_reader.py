@@ -15,6 +15,7 @@ from onnx import helper, numpy_helper
 
 from mcugen.errors import MCUGenError
 from mcugen.frontend.lift_1d import lift_1d
+from mcugen.frontend.patterns import fuse_activation_patterns
 from mcugen.ir.graph import Graph
 from mcugen.ops import onnx_op, supported_onnx_ops
 
@@ -203,6 +204,7 @@ def import_model(model: onnx.ModelProto) -> Graph:
     model = lift_1d(model)
     ctx = ImportContext(model)
     nodes = _fold_constants(model, ctx)
+    nodes = fuse_activation_patterns(nodes, ctx)
     _check_finite(ctx, {i for n in nodes for i in n.input})
     for node in nodes:
         if node.domain not in ("", "ai.onnx") or onnx_op(node.op_type) is None:

@@ -7,6 +7,7 @@ import numpy as np
 from mcugen.errors import MCUGenError
 from mcugen.frontend.onnx_reader import display_name
 from mcugen.ir.schedule import Buffer, Schedule, Step
+from mcugen.lower.encoders import EncodeRequest, encoder_step_parts
 from mcugen.lower.memory import plan_arena
 from mcugen.lower.names import NameTable
 from mcugen.ops import get_op
@@ -16,8 +17,11 @@ from mcugen.quant.qgraph import code_root, output_is_accumulator
 class LowerContext:
     """What an OpDef.lower may ask, and where it hands its step back."""
 
-    def __init__(self, qgraph, weight_storage="decoded", product_tables=True):
+    def __init__(self, qgraph, weight_storage="decoded", product_tables=True, encoder="auto",
+                 max_code_error=1):
         self.qgraph = qgraph
+        self.encoder = encoder                   # auto | an encoder's name (lower/encoders)
+        self.max_code_error = max_code_error     # the budget of the approximate encoders
         self.weight_storage = weight_storage     # "decoded" | "codes" (packed, decoded on the fly)
         self.product_tables = product_tables     # MAC layers on small grids may use lower/product.py
         self.graph = qgraph.graph
@@ -40,6 +44,14 @@ class LowerContext:
 
     def output_is_accumulator(self, node):
         return output_is_accumulator(self.graph) and code_root(self.graph, self.graph.output) == node.output
+
+    def encoder_parts(self, node, activation, scale, bound):
+        """(consts, params, info) of the encoder of `node`'s output: per row (scale[r]) from the
+        accumulator (|acc| <= bound) to the output's codes."""
+        request = EncodeRequest(self.encoding(node.output), activation, scale, bound,
+                                self.max_code_error)
+        where = f"node '{display_name(node.name)}' ({node.onnx_op or node.op})"
+        return encoder_step_parts(request, self.encoder, where)
 
     def set_output_scales(self, scales):
         self.output_scales = np.asarray(scales, dtype=np.float64)
@@ -82,8 +94,9 @@ class LowerContext:
         return step
 
 
-def lower(qgraph, progress=None, weight_storage="decoded", product_tables=True) -> Schedule:
-    ctx = LowerContext(qgraph, weight_storage, product_tables)
+def lower(qgraph, progress=None, weight_storage="decoded", product_tables=True, encoder="auto",
+          max_code_error=1) -> Schedule:
+    ctx = LowerContext(qgraph, weight_storage, product_tables, encoder, max_code_error)
     graph = qgraph.graph
     ctx.buffer(graph.input)
     for i, node in enumerate(graph.nodes):

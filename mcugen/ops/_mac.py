@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcugen.lower.encoders import encoder_step_parts
+from mcugen.lower.encoders import encode, encoder_step_parts
 from mcugen.lower.fixedpoint import (decode_table, is_identity, mac_fixed_point, pack_codes,
                                      smallest_int_dtype, unpack_codes)
 from mcugen.lower.product import mac_product_table, product_table_fits
@@ -67,7 +67,7 @@ def product_realization(node, qw, x_enc) -> MacRealization:
 
 
 def lower_mac(node, ctx, kind, params, macs, blocking=None):
-    """Decode or product tables, beta, proven bound, and the encoder (thresholds) or an int32
+    """Decode or product tables, beta, proven bound, and the encoder or an int32
     output. `blocking(params, elem_bytes)` adds the kernel's loop structure (tiles, blocks)."""
     qw = ctx.qweights(node)
     x_enc = ctx.encoding(node.inputs[0])
@@ -97,10 +97,10 @@ def lower_mac(node, ctx, kind, params, macs, blocking=None):
         ctx.set_output_scales(rz.acc_scale)
         info["encoder"] = "none (int32 output)"
     else:
-        enc_consts, enc_params, enc_info = encoder_step_parts(
-            ctx.encoding(node.output), node.attrs.get("activation"), rz.acc_scale, rz.acc_bound)
+        enc_consts, enc_params, enc_info = ctx.encoder_parts(
+            node, node.attrs.get("activation"), rz.acc_scale, rz.acc_bound)
         consts.update(enc_consts)
-        params.update(enc_params, output_acc=0, **threshold_search(enc_params["n_thresholds"]))
+        params.update(enc_params, output_acc=0)
         info = {**enc_info, **info}          # the layer's own abits/exponent take precedence
     if "stack_bytes" in params:
         info["kernel_stack_bytes"] = params["stack_bytes"]
@@ -133,18 +133,6 @@ def decoded_weights(step) -> np.ndarray:
     rows = step.consts["bias"].size
     values = unpack_codes(step.consts["weight_codes"], rows, p["w_row"], p["w_bits"], p["w_row_bytes"])
     return step.consts["dw"].astype(np.int64)[values]
-
-
-def threshold_search(n):
-    """An unrolled branch-per-step search for #{k : T[k] <= acc} over n sorted thresholds.
-    With d = floor(log2(n + 1)): when n != 2^d - 1, a first probe at T[enc_pre] moves the base
-    to n - 2^d + 1 (the count is then in [n - 2^d + 1, n]) or keeps it at 0 (count in
-    [0, 2^d - 1]); then steps s = 2^(d-1) .. 1 each probe T[base + s - 1] and add s on success.
-    Every probe index stays below n."""
-    d = (n + 1).bit_length() - 1
-    pre = n - (1 << d)                       # probe index, -1 when n == 2^d - 1
-    return {"enc_pre": pre, "enc_pre_step": pre + 1,
-            "enc_steps": [[1 << e, (1 << e) - 1] for e in range(d - 1, -1, -1)]}
 
 
 def window(n: int, stride: int, k: int, dil: int) -> int:
@@ -261,11 +249,11 @@ def mac_accumulate(step, x_codes, w, mac):
 
 
 def encode_output(step, acc):
-    """(N, C, M) int accumulators -> codes, or the accumulators themselves for the output."""
-    from mcugen.lower.encoders import apply_thresholds
+    """(N, C, M) int accumulators -> codes (row = channel), or the accumulators themselves for
+    the output."""
     if step.params["output_acc"]:
         return acc
-    return apply_thresholds(acc, step.consts["thresholds"], step.params["code_min"])
+    return encode(step, acc, np.arange(acc.shape[1])[None, :, None])
 
 
 def check_bias(node, ctx, n_out, bias):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.ir.graph import Node
-from mcugen.lower.encoders import apply_thresholds, encoder_step_parts
+from mcugen.lower.encoders import encode
 from mcugen.lower.fixedpoint import common_point_table
 from mcugen.ops import OpDef, register
 from mcugen.ops._common import activation_fn
@@ -52,9 +52,8 @@ class Add(OpDef):
         table_b = common_point_table(eb, eb.range, unit)
         if node.attrs["negate_b"]:
             table_b = -table_b
-        y = ctx.encoding(node.output)
         bound = int(np.abs(table_a).max() + np.abs(table_b).max())
-        consts, params, info = encoder_step_parts(y, node.attrs["activation"], [unit], bound)
+        consts, params, info = ctx.encoder_parts(node, node.attrs["activation"], [unit], bound)
         params.update(size=int(np.prod(ctx.shape(node.output))),
                       a_offset=ea.table_offset, b_offset=eb.table_offset)
         consts.update(table_a=table_a.astype(np.int32), table_b=table_b.astype(np.int32))
@@ -64,5 +63,4 @@ class Add(OpDef):
         p = step.params
         a = step.consts["table_a"].astype(np.int64)[inputs[0].astype(np.int64) + p["a_offset"]]
         b = step.consts["table_b"].astype(np.int64)[inputs[1].astype(np.int64) + p["b_offset"]]
-        acc = (a + b).reshape(a.shape[0], 1, -1)
-        return apply_thresholds(acc, step.consts["thresholds"], p["code_min"]).reshape(a.shape)
+        return encode(step, a + b, 0)

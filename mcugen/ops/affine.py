@@ -83,6 +83,6 @@ class Affine(OpDef):
         if len(ctx.shape(node.inputs[0])) < 2:
             ctx.fail(node, "a per-channel scale needs a channel axis (rank >= 2)")
         scale, shift = node.params["scale"][:, None], node.params["shift"][:, None]
-        sigma = activation_fn(node.attrs["activation"])
+        sigma = activation_fn(node.attrs["activation"], axis=0)
         return lower_recode(node, ctx, lambda values: sigma(values[None, :] * scale + shift),
                             channels=scale.shape[0])      # a recode step (activation.py)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.ir.graph import Node
-from mcugen.lower.encoders import encoder_step_parts
+from mcugen.lower.encoders import encode
 from mcugen.lower.fixedpoint import (ACC_LIMIT, WIDE_TABLE_LIMIT, decode_table, default_frac_bits,
                                      table_scale)
 from mcugen.ops import OpDef, register
@@ -169,10 +169,10 @@ class AveragePool(OpDef):
         table = decode_table(x, frac)
         sizes_h, row_h = np.unique(count_h, return_inverse=True)
         sizes_w, row_w = np.unique(count_w, return_inverse=True)
-        # one threshold row per (window height, window width): the divisor folded into each
+        # one encoder row per (window height, window width): the divisor folded into each
         units = x.range / (table_scale(x, frac) * np.outer(sizes_h, sizes_w).reshape(-1))
         bound = int(np.abs(table).max()) * node.attrs["kernel"][0] * node.attrs["kernel"][1]
-        consts, params, info = encoder_step_parts(y, None, units, bound)
+        consts, params, info = ctx.encoder_parts(node, None, units, bound)
         params.update(_geometry(node, ctx), x_offset=x.table_offset, n_rows_w=len(sizes_w))
         index = np.uint8 if max(len(sizes_h), len(sizes_w)) <= 256 else np.uint16
         consts.update(dx=table.astype(np.int32), row_h=row_h.astype(index),
@@ -186,12 +186,7 @@ class AveragePool(OpDef):
         acc = windows(x, *_window_args(p)).sum(axis=(4, 5))
         rows = (step.consts["row_h"].astype(np.int64)[:, None] * p["n_rows_w"]
                 + step.consts["row_w"].astype(np.int64)[None, :])
-        codes = np.empty(acc.shape, dtype=np.int64)
-        for row in np.unique(rows):
-            where = rows == row
-            codes[:, :, where] = np.searchsorted(step.consts["thresholds"][row], acc[:, :, where],
-                                                 side="right")
-        return codes + p["code_min"]
+        return encode(step, acc, rows[None, None])
 
 
 def _sum_frac_bits(node, ctx, x, count):

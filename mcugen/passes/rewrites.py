@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcugen.ops._common import activation_is_monotone
+from mcugen.ops._common import activation_per_channel
 
 MAC_OPS = ("Conv", "Gemm")
 
@@ -102,14 +102,16 @@ def drop_noop_transpose(graph) -> bool:
 
 
 def fuse_activation(graph) -> bool:
-    """Relu/Clip/LeakyRelu after a Conv/Gemm/Add/Affine -> the producer's encoder. A non-monotone
-    activation (LeakyRelu with a negative slope) stays a code-to-code table: a threshold
-    encoder can only realize a non-decreasing function."""
+    """An activation after a Conv/Gemm/Add/Affine -> the producer's encoder (any function: the
+    encoders in lower/encoders realize non-monotone ones with a table). A per-channel PRelu
+    fuses only into a Conv/Gemm, whose encoder rows are its output channels."""
     for node in graph.nodes:
-        if node.op != "Activation" or not activation_is_monotone(node.attrs["activation"]):
+        if node.op != "Activation":
             continue
         producer = _sole_reader(graph, node)
         if producer is None or producer.op not in MAC_OPS + ("Add", "Affine") or producer.attrs.get("activation"):
+            continue
+        if activation_per_channel(node.attrs["activation"]) and producer.op not in MAC_OPS:
             continue
         producer.attrs["activation"] = node.attrs["activation"]
         out = node.output

@@ -1,0 +1,53 @@
+"""The requantization every indexed encoder (lut, pade) starts with: the int32 accumulator
+to a small integer index, per row r
+  u = clamp((acc * mult_r + 2^(shift_r - 1)) >> shift_r, lo, hi)
+in int64 (|acc| < 2^31 and mult_r < 2^31, so the product and the rounding term stay below
+2^63; >> is the arithmetic shift C compilers use, a floor). mult_r / 2^shift_r approximates
+the row's accumulator unit over the index step."""
+from __future__ import annotations
+
+import numpy as np
+
+from mcugen.lower.encoders.exact import Segments, least_reaching
+
+MULT_BITS = 31          # mult_r in [2^30, 2^31): 31 significant bits, an int32
+MAX_SHIFT = 62
+
+
+def multipliers(ratio):
+    """(mult, shift) per row with mult / 2^shift ~ ratio (ratio >= 0)."""
+    ratio = np.asarray(ratio, dtype=np.float64)
+    shift = np.full(ratio.shape, MAX_SHIFT, dtype=np.int64)
+    positive = ratio > 0
+    exp = np.floor(np.log2(np.where(positive, ratio, 1.0))).astype(np.int64)
+    shift[positive] = np.clip(MULT_BITS - 1 - exp[positive], 1, MAX_SHIFT)
+    mult = np.rint(ratio * np.exp2(shift.astype(np.float64)))
+    mult = np.clip(mult, 0, (1 << MULT_BITS) - 1).astype(np.int64)
+    return mult, shift
+
+
+def requantize(acc, mult, shift):
+    """The unclamped index, exactly as the C computes it."""
+    acc = np.asarray(acc, dtype=np.int64)
+    mult = np.asarray(mult, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    return (acc * mult + (np.int64(1) << (shift - 1))) >> shift
+
+
+def index_segments(mult, shift, lo, hi, bound, value_of_index):
+    """Segments of acc -> value_of_index(row, u) over [-bound, bound]: the index is monotone
+    in acc, so each index value's first accumulator comes from bisection."""
+    rows = mult.size
+    low = np.full(rows, -bound, dtype=np.int64)
+    high = np.full(rows, bound, dtype=np.int64)
+
+    def index(acc):
+        return requantize(acc, mult[:, None], shift[:, None])
+    first = least_reaching(index, np.arange(lo + 1, hi + 1), low, high)
+    starts, codes = [], []
+    for r in range(rows):
+        s = np.concatenate([[-bound], first[r][first[r] <= bound]])
+        u = np.clip(requantize(s, mult[r], shift[r]), lo, hi)
+        starts.append(s)
+        codes.append(value_of_index(r, u))
+    return Segments(starts, codes)

@@ -1,0 +1,314 @@
+"""`pade` (piecewise-linear activations through the origin, within an error budget): the
+accumulator requantized to a signed index v ~ 2^F * y / R (index.py, a second multiplier for
+the slope below zero), clamped, then code = sign(v) * P(|v|) with P(v) ~ round(B * (v/2^F)^a)
+computed in integer arithmetic:
+
+  z = clz(v), x = (v << z) >> (32 - FRAC)      x = m * 2^FRAC, m = v / 2^(32-z) in [1/2, 1)
+  t = x - 3/4 * 2^FRAC                         the approximant's variable, |t| <= 2^(FRAC-2)
+  N, D = Horner(num, t), Horner(den, t)        N / D ~ m^a, both Q_FRAC, both > 0
+  code = (N * W[z - z0] + (D << (K-1))) / (D << K)  W[j] = B * 2^(a (1 - j)) * 2^K: the one
+                                                division rounds B * 2^(e a) * m^a to a code
+With a = 1 (the uniform grid) P(v) = (v * B + 2^(F-1)) >> F, exact rational rounding.
+
+F (index bits) and the approximant's order are the smallest that meet the budget, measured
+exactly over every accumulator value (docs/encoders.md, section pade, says how the
+coefficients are fitted). Every intermediate's range is checked from the actual constants.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from scipy.interpolate import pade as pade_approximant
+from scipy.optimize import minimize
+from scipy.special import binom
+
+from mcugen.errors import MCUGenError
+from mcugen.lower.encoders.base import Encoder, EncoderParts, base_params
+from mcugen.lower.encoders.exact import Segments, least_reaching
+from mcugen.lower.encoders.index import multipliers, requantize
+from mcugen.ops._common import round_half_away
+
+FRAC = 15                    # fixed-point bits of the mantissa m and of N, D
+CENTER = 0.75                # t = m - 3/4: |t| <= 1/4 keeps the Horner products small
+ORDERS = ((1, 1), (2, 1))    # [p/q]; a minimax [2/1] is already below the Q15 arithmetic noise
+F_MAX = 30                   # |v| <= 2^F must fit an int32 and leave clz a set bit
+INT32, UINT32 = 1 << 31, 1 << 32
+SUPPORTED = ("Relu", "Clip", "LeakyRelu", "PRelu")
+
+# RV32IMC instructions per element, counted with minstret under qemu-system-riscv32 on the
+# snippet compiled by riscv64-unknown-elf-gcc -march=rv32imc -mabi=ilp32 -O2 (a loop over
+# 100k accumulators, loop overhead subtracted; __builtin_clz is libgcc's __clzsi2 on RV32IMC):
+OPS_UNIFORM = 20             # index (64-bit multiply-add, shift), clamp, multiply, shift
+OPS_POWER = {(1, 1): 52, (2, 1): 55}
+OPS_NEGATIVE = 3             # the second multiplier below zero
+OPS_SIGN = 3                 # a signed index: magnitude and sign of the code
+
+
+@functools.lru_cache(maxsize=None)
+def fitted_rational(a: float, order: tuple) -> tuple:
+    """(num, den) float coefficients in t = m - 3/4, lowest power first, den[0] = 1: the Pade
+    approximant of m^a at 3/4, refined to the least maximum relative error on [1/2, 1]."""
+    p, q = order
+    taylor = [CENTER ** a * binom(a, k) / CENTER ** k for k in range(p + q + 1)]
+    num, den = pade_approximant(taylor, q, p)
+    start = np.concatenate([num.coeffs[::-1], den.coeffs[::-1][1:]]) / den.coeffs[-1]
+    t = np.linspace(0.5, 1.0, 2049) - CENTER
+    target = (t + CENTER) ** a
+
+    def worst(z):
+        ratio = np.polyval(z[:p + 1][::-1], t) / np.polyval(np.r_[1.0, z[p + 1:]][::-1], t)
+        return float(np.abs(ratio / target - 1.0).max())
+    best = minimize(worst, start, method="Nelder-Mead",
+                    options={"xatol": 1e-13, "fatol": 1e-15, "maxiter": 40000, "maxfev": 40000})
+    z = best.x if best.fun < worst(start) else start
+    return tuple(z[:p + 1]), (1.0,) + tuple(z[p + 1:])
+
+
+def horner(coefficients, t):
+    """The fixed-point Horner evaluation the C performs, with every partial product (for the
+    range proof): value, products."""
+    h = np.full(np.shape(t), int(coefficients[-1]), dtype=np.int64)
+    products = []
+    for c in coefficients[-2::-1]:
+        products.append(h * t)
+        h = int(c) + (products[-1] >> FRAC)
+    return h, products
+
+
+def mantissa_t(mag):
+    """(z, t) of magnitudes 1 <= mag < 2^31, as the C computes them."""
+    n = np.frexp(mag.astype(np.float64))[1].astype(np.int64)       # bit length, exact
+    z = 32 - n
+    x = (mag << z) >> (32 - FRAC)
+    return z, x - (int(CENTER * (1 << FRAC)))
+
+
+def fixed_coefficients(a, order):
+    """Q_FRAC integer coefficients (num, den) and the proof that the Horner evaluation stays
+    in int32 with N, D > 0 for every mantissa: (num, den, n_max, d_max)."""
+    num_f, den_f = fitted_rational(float(a), tuple(order))
+    num = round_half_away(np.array(num_f) * (1 << FRAC)).astype(np.int64)
+    den = round_half_away(np.array(den_f) * (1 << FRAC)).astype(np.int64)
+    x = np.arange(1 << (FRAC - 1), 1 << FRAC, dtype=np.int64)
+    t = x - int(CENTER * (1 << FRAC))
+    n, n_products = horner(num, t)
+    d, d_products = horner(den, t)
+    for value in [n, d, *n_products, *d_products]:
+        assert np.abs(value).max() < INT32, "pade: a Horner intermediate leaves int32"
+    assert n.min() > 0 and d.min() > 0, "pade: the approximant's N or D is not positive"
+    return num, den, int(n.max()), int(d.max())
+
+
+def power_table(B, a, F, n_max, d_max):
+    """W[j] = round(B * 2^(a (1 - j)) * 2^K), j = 0..F, with the largest K <= 24 for which
+    N * W + (D << (K-1)) and D << K stay in uint32; None when not even K = 1 fits."""
+    for k in range(24, 0, -1):
+        w = round_half_away(B * np.exp2(a * (1.0 - np.arange(F + 1)) + k)).astype(np.int64)
+        if n_max * int(w.max()) + (d_max << (k - 1)) < UINT32 and (d_max << k) < UINT32:
+            return k, w.astype(np.uint16 if w.max() < (1 << 16) else np.int32)
+    return None
+
+
+def negative_slopes(activation, rows):
+    """Per row, the slope of the activation below zero (1: identity and Clip, 0: Relu)."""
+    name = activation[0] if activation else None
+    if name == "Relu":
+        return np.zeros(rows)
+    if name == "LeakyRelu":
+        return np.full(rows, float(activation[1]))
+    if name == "PRelu":
+        slopes = np.asarray(activation[1], dtype=np.float64).reshape(-1)
+        if slopes.size not in (1, rows):
+            raise MCUGenError(f"PRelu with {slopes.size} slopes on a layer of {rows} output channels; "
+                              f"give one slope or one per output channel")
+        return np.broadcast_to(slopes, (rows,)).copy()
+    return np.ones(rows)
+
+
+def index_bounds(request, F, slopes):
+    """[lo, hi] for the clamped index: Clip's bounds, |v| <= 2^F, no negatives where the
+    activation or the encoding has none. lo <= hi (a Clip with min > max is the constant max)."""
+    full = 1 << F
+    lo, hi = -full, full
+    act = request.activation
+    if act and act[0] == "Clip":
+        steps = np.array([act[1], act[2]], dtype=np.float64) * full / request.encoding.range
+        lo_c, hi_c = round_half_away(np.clip(steps, -2.0 * full, 2.0 * full)).astype(np.int64)
+        lo, hi = max(lo, int(lo_c)), min(hi, int(hi_c))
+    if np.all(slopes == 0):
+        lo = max(lo, 0)
+    lo = min(lo, hi)
+    if not request.encoding.signed:
+        lo, hi = max(lo, 0), max(hi, 0)
+    return lo, hi
+
+
+class Pade(Encoder):
+    name = "pade"
+
+    def supports(self, activation) -> bool:
+        return activation is None or activation[0] in SUPPORTED
+
+    def build(self, request):
+        enc = request.encoding
+        if enc.scheme == "log2":
+            return None
+        slopes = negative_slopes(request.activation, request.rows)
+        orders = ["uniform"] if enc.exponent == 1.0 else list(ORDERS)
+        for order in orders:
+            f_max = self.largest_f(enc, order)
+            if f_max < 1 or not self.meets(request, self.candidate(request, slopes, order, f_max)):
+                continue                                # hopeless even at the finest index
+            for F in range(1, f_max + 1):
+                parts = self.candidate(request, slopes, order, F)
+                if self.meets(request, parts):
+                    return parts
+        return None
+
+    @staticmethod
+    def meets(request, parts):
+        return parts is not None and parts.error.worst <= request.max_code_error
+
+    @staticmethod
+    def largest_f(enc, order):
+        """The widest index: |v| <= 2^F, and v * B + 2^(F-1) in int32 for the uniform form."""
+        if order != "uniform":
+            return F_MAX
+        return max([f for f in range(1, F_MAX + 1) if (enc.B << f) + (1 << (f - 1)) < INT32], default=0)
+
+    def candidate(self, request, slopes, order, F):
+        """The parts for one index width and order, measured; None if a range check fails."""
+        enc = request.encoding
+        ratio = request.scale * float(1 << F) / enc.range
+        mult, shift = multipliers(ratio)
+        consts = {"enc_mult": mult.astype(np.int32), "enc_shift": shift.astype(np.uint8)}
+        lo, hi = index_bounds(request, F, slopes)
+        negative = not (np.all(slopes == 1) or np.all(slopes == 0))
+        if negative:
+            mult_n, shift_n = multipliers(np.abs(slopes) * ratio)
+            consts["enc_mult_neg"] = (np.sign(slopes).astype(np.int64) * mult_n).astype(np.int32)
+            consts["enc_shift_neg"] = shift_n.astype(np.uint8)
+        params = {"enc_lo": lo, "enc_hi": hi, "enc_F": F, "enc_B": enc.B, "enc_neg": int(negative),
+                  "enc_half": 1 << (F - 1), "enc_uniform": int(order == "uniform"),
+                  "enc_signed_index": int(lo < 0)}
+        if order != "uniform" and not self.add_power(params, consts, enc, order, F):
+            return None
+        row_consts = [k for k in ("enc_mult", "enc_shift", "enc_mult_neg", "enc_shift_neg") if k in consts]
+        params.update(base_params(self.name, request, consts, row_consts))
+        if magnitude_segments(params, consts)[1].max() > enc.B:
+            return None                              # the approximant overshoots the last code
+        ops = (OPS_UNIFORM if order == "uniform" else OPS_POWER[order]) \
+            + OPS_NEGATIVE * negative + OPS_SIGN * (lo < 0)
+        info = {"encoder_bits": F, "encoder_order": "uniform" if order == "uniform" else f"[{order[0]}/{order[1]}]"}
+        return EncoderParts(consts, params, self.measure(request, params, consts), ops, info)
+
+    @staticmethod
+    def add_power(params, consts, enc, order, F):
+        """The approximant's constants and the power table; False if they cannot fit uint32."""
+        num, den, n_max, d_max = fixed_coefficients(enc.exponent, order)
+        table = power_table(enc.B, enc.exponent, F, n_max, d_max)
+        if table is None:
+            return False
+        k, consts["enc_pow"] = table
+        consts["enc_num"], consts["enc_den"] = num.astype(np.int32), den.astype(np.int32)
+        params.update(enc_frac=FRAC, enc_x_shift=32 - FRAC, enc_center=int(CENTER * (1 << FRAC)),
+                      enc_z0=31 - F, enc_k=k, enc_k1=k - 1, enc_num_top=len(num) - 1,
+                      enc_num_steps=list(range(len(num) - 2, -1, -1)), enc_den_top=len(den) - 1,
+                      enc_den_steps=list(range(len(den) - 2, -1, -1)))
+        return True
+
+    def run(self, params, consts, acc, rows):
+        acc, rows = np.broadcast_arrays(np.asarray(acc, dtype=np.int64), np.asarray(rows, dtype=np.int64))
+        v = np.clip(signed_index(params, consts, acc, rows), params["enc_lo"], params["enc_hi"])
+        code = magnitude_code(params, consts, np.abs(v))
+        return np.where(v < 0, -code, code)
+
+    def segments(self, request, params, consts):
+        changes = index_changes(params, consts)
+        starts = []
+        for r in range(request.rows):
+            s = side_starts(params, consts, r, changes, 0, request.bound, positive=True)
+            if request.bound > 0:
+                s = np.concatenate([side_starts(params, consts, r, changes, -request.bound, -1,
+                                                positive=False), s])
+            starts.append(np.unique(s))
+        codes = [self.run(params, consts, s, r) for r, s in enumerate(starts)]
+        return Segments(starts, codes)
+
+
+def signed_index(params, consts, acc, rows):
+    """The unclamped index, with the negative side's own multiplier where there is one."""
+    mult = consts["enc_mult"].astype(np.int64)[rows]
+    shift = consts["enc_shift"].astype(np.int64)[rows]
+    if params["enc_neg"]:
+        below = acc < 0
+        mult = np.where(below, consts["enc_mult_neg"].astype(np.int64)[rows], mult)
+        shift = np.where(below, consts["enc_shift_neg"].astype(np.int64)[rows], shift)
+    return requantize(acc, mult, shift)
+
+
+def magnitude_code(params, consts, mag):
+    """P(mag) for 0 <= mag <= 2^F, as the C computes it (every operand below is positive, so
+    the C's truncating division is numpy's floor division here)."""
+    mag = np.asarray(mag, dtype=np.int64)
+    if params["enc_uniform"]:
+        return (mag * params["enc_B"] + params["enc_half"]) >> params["enc_F"]
+    safe = np.maximum(mag, 1)
+    z, t = mantissa_t(safe)
+    n, _ = horner(consts["enc_num"].astype(np.int64), t)
+    d, _ = horner(consts["enc_den"].astype(np.int64), t)
+    w = consts["enc_pow"].astype(np.int64)[z - params["enc_z0"]]
+    code = (n * w + (d << params["enc_k1"])) // (d << params["enc_k"])
+    return np.where(mag > 0, code, 0)
+
+
+def magnitude_segments(params, consts):
+    """P over every magnitude 0..2^F as (starts, codes). The power form depends on mag only
+    through its bit length and its top FRAC bits, so each bit length is at most 2^(FRAC-1)
+    blocks; the uniform form is non-decreasing, so bisection finds its steps."""
+    F = params["enc_F"]
+    top = 1 << F
+    if params["enc_uniform"]:
+        def code(m):
+            return magnitude_code(params, consts, m)
+        first = least_reaching(code, np.arange(1, params["enc_B"] + 1), np.zeros(1, np.int64),
+                               np.full(1, top, np.int64))[0]
+        starts = np.unique(np.concatenate([[0], first[first <= top]]))
+    else:
+        blocks = [np.arange(0, min(1 << FRAC, top + 1), dtype=np.int64)]
+        x = np.arange(1 << (FRAC - 1), 1 << FRAC, dtype=np.int64)
+        for n in range(FRAC + 1, F + 2):
+            blocks.append(x << (n - FRAC))
+        starts = np.concatenate(blocks)
+        starts = starts[starts <= top]
+    codes = magnitude_code(params, consts, starts)
+    keep = np.r_[True, codes[1:] != codes[:-1]]
+    return starts[keep], codes[keep]
+
+
+def index_changes(params, consts):
+    """The clamped index values c in (lo, hi] where sign(c) * P(|c|) differs from its value at c - 1."""
+    lo, hi = params["enc_lo"], params["enc_hi"]
+    mags = magnitude_segments(params, consts)[0][1:]          # P(c) != P(c - 1)
+    up = mags[(mags > max(lo, 0)) & (mags <= hi)]
+    down = 1 - mags                                           # -P(-v) changes at v = 1 - c
+    down = down[(down > lo) & (down <= min(hi, 0))]
+    return np.unique(np.concatenate([down, up]))
+
+
+def side_starts(params, consts, row, changes, lo, hi, positive):
+    """Segment starts over accumulators [lo, hi] on one side of zero: the index is monotone
+    there, so the first accumulator past each change of the clamped index comes from bisection."""
+    key = "" if positive or not params["enc_neg"] else "_neg"
+    mult = np.array([int(consts["enc_mult" + key][row])], dtype=np.int64)
+    shift = np.array([int(consts["enc_shift" + key][row])], dtype=np.int64)
+
+    def index(acc):
+        return requantize(acc, mult[:, None], shift[:, None])
+    first = np.array([], dtype=np.int64)
+    if changes.size:
+        increasing = mult[0] >= 0
+        targets = changes if increasing else changes - 1
+        first = least_reaching(index, targets, np.array([lo]), np.array([hi]), increasing)[0]
+    return np.concatenate([[lo], first[first <= hi]])

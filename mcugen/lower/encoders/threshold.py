@@ -1,0 +1,66 @@
+"""`threshold` (exact, non-decreasing activations only): code = code_min + #{j : acc >= T[r][j]},
+T[r][j] the least accumulator value whose float encoding reaches code_min + 1 + j (a code
+never reached gets bound + 1, which no accumulator meets). Worst code error: 0 by construction,
+and measured like every other encoder. Costs 4 bytes per row and code."""
+from __future__ import annotations
+
+import numpy as np
+
+from mcugen.lower.encoders.base import Encoder, EncoderParts, base_params
+from mcugen.lower.encoders.exact import Segments, float_encoder, least_reaching
+from mcugen.ops._common import activation_is_monotone
+
+
+def threshold_table(encoding, activation, scale, bound: int) -> np.ndarray:
+    """T[r, j], int32, for |acc| <= bound."""
+    scale = np.atleast_1d(np.asarray(scale, dtype=np.float64))
+    encode = float_encoder(encoding, activation, scale)
+    lo = np.full(scale.size, -bound, dtype=np.int64)
+    hi = np.full(scale.size, bound, dtype=np.int64)
+    return least_reaching(encode, encoding.codes()[1:], lo, hi).astype(np.int32)
+
+
+def search_steps(n):
+    """An unrolled branch-per-step search for #{k : T[k] <= acc} over n sorted thresholds.
+    With d = floor(log2(n + 1)): when n != 2^d - 1, a first probe at T[enc_pre] moves the base
+    to n - 2^d + 1 (the count is then in [n - 2^d + 1, n]) or keeps it at 0 (count in
+    [0, 2^d - 1]); then steps s = 2^(d-1) .. 1 each probe T[base + s - 1] and add s on success.
+    Every probe index stays below n."""
+    d = (n + 1).bit_length() - 1
+    pre = n - (1 << d)                       # probe index, -1 when n == 2^d - 1
+    return {"enc_pre": pre, "enc_pre_step": pre + 1,
+            "enc_steps": [[1 << e, (1 << e) - 1] for e in range(d - 1, -1, -1)]}
+
+
+class Threshold(Encoder):
+    name = "threshold"
+
+    def supports(self, activation) -> bool:
+        return activation_is_monotone(activation)
+
+    def build(self, request):
+        thresholds = threshold_table(request.encoding, request.activation, request.scale,
+                                     request.bound)
+        consts = {"enc_thresholds": thresholds}
+        n = thresholds.shape[1]
+        params = dict(base_params(self.name, request, consts, ["enc_thresholds"]),
+                      n_thresholds=n, **search_steps(n))
+        steps = len(params["enc_steps"]) + (params["enc_pre"] >= 0)
+        return EncoderParts(consts, params, self.measure(request, params, consts),
+                            ops_per_element=3 * steps + 3)
+
+    def run(self, params, consts, acc, rows):
+        acc, rows = np.broadcast_arrays(np.asarray(acc, dtype=np.int64), rows)
+        codes = np.empty(acc.shape, dtype=np.int64)
+        for r in np.unique(rows):
+            where = rows == r
+            codes[where] = np.searchsorted(consts["enc_thresholds"][r], acc[where], side="right")
+        return codes + params["code_min"]
+
+    def segments(self, request, params, consts):
+        starts, codes = [], []
+        for row in consts["enc_thresholds"].astype(np.int64):
+            reached = row[row <= request.bound]
+            starts.append(np.concatenate([[-request.bound], reached]))
+            codes.append(params["code_min"] + np.searchsorted(row, starts[-1], side="right"))
+        return Segments(starts, codes)

@@ -1,0 +1,83 @@
+"""The encoder seam: every encoder has its C for every target, and the exact error analysis
+(segments over the whole accumulator range) agrees with brute force over every accumulator."""
+import numpy as np
+import pytest
+
+from mcugen.codegen.render import environment
+from mcugen.errors import MCUGenError
+from mcugen.lower.encoders import ENCODERS, EncodeRequest, choose, encoder_step_parts
+from mcugen.lower.encoders.exact import float_encoder
+from mcugen.quant.power import Encoding
+
+TARGETS_THAT_ENCODE = ("host", "gap8")
+ACTIVATIONS = [None, ("Relu",), ("Clip", 0.0, 2.0), ("LeakyRelu", 0.1), ("LeakyRelu", -0.3),
+               ("PRelu", (0.2, -0.1, 0.0)), ("Sigmoid",), ("Tanh",), ("HardSigmoid", 0.2, 0.5),
+               ("HardSwish",), ("Elu", 1.0), ("Selu", 1.6732632, 1.0507010), ("Softplus",),
+               ("SiLU",), ("Gelu",), ("GeluTanh",), ("Mish",)]
+
+
+def encoding_for(activation, bits=8, exponent=0.75, scheme="power", rng=3.0):
+    from mcugen.ops._common import activation_is_nonnegative
+    return Encoding(bits, not activation_is_nonnegative(activation), exponent, scheme, rng)
+
+
+@pytest.mark.parametrize("target", TARGETS_THAT_ENCODE)
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_every_encoder_has_a_snippet_for_every_target(name, target):
+    env = environment(target)
+    assert env.get_template(f"encoders/{name}.c.j2") is not None
+
+
+def brute_force(encoder, parts, request):
+    """Worst error and off count over EVERY accumulator value of every row."""
+    acc = np.arange(-request.bound, request.bound + 1)
+    rows = np.arange(request.rows)[:, None]
+    want = float_encoder(request.encoding, request.activation, request.scale)(
+        np.broadcast_to(acc, (request.rows, acc.size)))
+    got = encoder.run(parts.params, parts.consts, acc[None, :], rows)
+    error = np.abs(got - want)
+    return int(error.max()), float((error > 0).mean()), float(error.mean())
+
+
+SUPPORTED = [(name, a) for name in sorted(ENCODERS) for a in ACTIVATIONS if ENCODERS[name].supports(a)]
+
+
+@pytest.mark.parametrize("name, activation", SUPPORTED,
+                         ids=[f"{n}-{a[0] if a else 'identity'}" for n, a in SUPPORTED])
+def test_measured_code_error_equals_brute_force_over_every_accumulator(name, activation):
+    encoder = ENCODERS[name]
+    # three rows whose scales put the whole code range inside +-bound (every code reached)
+    bound = 40_000
+    scale = np.array([1.0, 0.61, 0.27]) * 12.0 / bound
+    for enc in (encoding_for(activation), encoding_for(activation, bits=4, exponent=0.6)):
+        request = EncodeRequest(enc, activation, scale, bound, max_code_error=1)
+        parts = encoder.build(request)
+        assert parts is not None, f"{name} failed a budget of 1 on {activation}"
+        worst, off, mean = brute_force(encoder, parts, request)
+        assert parts.error.worst == worst
+        assert parts.error.off_share == pytest.approx(off, abs=1e-12)
+        assert parts.error.mean == pytest.approx(mean, abs=1e-12)
+        assert worst <= 1
+
+
+def test_threshold_refuses_a_non_monotone_activation():
+    request = EncodeRequest(encoding_for(("SiLU",)), ("SiLU",), [1e-4], 100_000)
+    with pytest.raises(MCUGenError, match="threshold encoder cannot realize activation SiLU"):
+        encoder_step_parts(request, "threshold", "node 'x'")
+
+
+def test_an_unmet_budget_is_a_clear_error():
+    # an exact lut of a steep 8-bit power grid over a wide accumulator needs more than 16 bits
+    request = EncodeRequest(encoding_for(("SiLU",)), ("SiLU",), [3e-8], (1 << 31) - 2, max_code_error=0)
+    with pytest.raises(MCUGenError, match="within a code error of 0"):
+        encoder_step_parts(request, "lut", "node 'x'")
+
+
+def test_auto_takes_the_smallest_then_the_fastest():
+    request = EncodeRequest(encoding_for(("Relu",)), ("Relu",), np.full(8, 1e-6), 1 << 26)
+    built = {name: e.build(request) for name, e in ENCODERS.items() if e.supports(("Relu",))}
+    built = {k: v for k, v in built.items() if v is not None}
+    chosen = choose(list(built.values()))
+    smallest = min(p.table_bytes for p in built.values())
+    assert chosen.table_bytes <= max(smallest + 256, smallest * 1.1)
+    assert chosen.params["encoder"] != "threshold"     # 255 int32 per row is never the smallest
