@@ -152,7 +152,9 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
     if out is not None:
         from mcugen.codegen.project import check_destination
         check_destination(Path(out), force)
-    graph = run_flow(import_model(read_model(model)))
+    # no index encoder follows a log2 grid's 2^-B steps, and an exact build has only thresholds
+    graph = run_flow(import_model(read_model(model)),
+                     monotone_only=options.scheme == "log2" or max_code_error == 0)
     if calib is not None:
         options.calib = coerce_inputs(calib, graph.shapes[graph.input], "calibration samples")
     qgraph = quantize(graph, options, progress=progress)

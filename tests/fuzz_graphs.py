@@ -135,6 +135,29 @@ class Builder:
         return bool(self.rng.random() < p)
 
 
+def activation_pattern(b, x):
+    """The subgraphs exporters write for SiLU, GELU (erf, tanh) and Mish (frontend/patterns.py)."""
+    kind = b.choice(["silu", "gelu", "gelu_tanh", "mish"])
+    b.tags.add(f"pattern:{kind}")
+    if kind == "silu":
+        gate = b.add("Sigmoid", [x.name], x.shape)
+        return b.add("Mul", [x.name, gate.name], x.shape, "SiLU")
+    if kind == "mish":
+        soft = b.add("Softplus", [x.name], x.shape)
+        gate = b.add("Tanh", [soft.name], x.shape)
+        return b.add("Mul", [x.name, gate.name], x.shape, "Mish")
+    if kind == "gelu":
+        scaled = b.add("Div", [x.name, b.const(1.4142135)], x.shape)
+        gate = b.add("Erf", [scaled.name], x.shape)
+    else:
+        cube = b.add("Pow", [x.name, b.const(3.0)], x.shape)
+        inner = b.add("Add", [x.name, b.add("Mul", [cube.name, b.const(0.044715)], x.shape).name], x.shape)
+        gate = b.add("Tanh", [b.add("Mul", [inner.name, b.const(0.7978845608)], x.shape).name], x.shape)
+    one = b.add("Add", [gate.name, b.const(1.0)], x.shape)
+    half = b.add("Mul", [x.name, b.const(0.5)], x.shape)
+    return b.add("Mul", [half.name, one.name], x.shape, "GELU" if kind == "gelu" else "GELU(tanh)")
+
+
 def conv_out(size, k, s, pb, pe, d=1):
     return (size + pb + pe - d * (k - 1) - 1) // s + 1
 
@@ -298,8 +321,14 @@ def preactivation(b, x):
     return batchnorm(b, b.add("Relu", [x.name], x.shape))
 
 
+SMOOTH = {"Sigmoid": {}, "Tanh": {}, "Softplus": {}, "HardSwish": {},
+          "HardSigmoid": {"alpha": 0.25, "beta": 0.4}, "Elu": {"alpha": 0.8},
+          "Selu": {"alpha": 1.6732632, "gamma": 1.0507010}}
+
+
 def activation(b, x):
-    kind = b.choice(["Relu", "Clip", "LeakyRelu"], p=[0.55, 0.2, 0.25])
+    kind = b.choice(["Relu", "Clip", "LeakyRelu", "smooth", "PRelu", "pattern"],
+                    p=[0.4, 0.15, 0.15, 0.15, 0.05, 0.1])
     if kind == "Relu":
         return b.add("Relu", [x.name], x.shape)
     if kind == "LeakyRelu":
@@ -307,6 +336,15 @@ def activation(b, x):
         if alpha < 0:
             b.tags.add("leaky_negative")
         return b.add("LeakyRelu", [x.name], x.shape, f"LeakyRelu({alpha})", alpha=alpha)
+    if kind == "smooth":
+        op = b.choice([op for op in SMOOTH if op != "HardSwish" or b.opset >= 14])
+        return b.add(op, [x.name], x.shape, **SMOOTH[op])
+    if kind == "PRelu":          # one slope per channel, some negative
+        shape = (x.shape[1],) + (1,) * (len(x.shape) - 2)
+        slope = b.const(b.rng.uniform(-0.4, 0.4, size=shape))
+        return b.add("PRelu", [x.name, slope], x.shape, "PRelu(per channel)")
+    if kind == "pattern":
+        return activation_pattern(b, x)
     lo, hi = b.choice([(0.0, 6.0), (-1.0, 1.0), (0.0, None), (None, 2.0), (-0.5, 3.0)])
     inputs = [x.name, b.const(lo) if lo is not None else "", b.const(hi) if hi is not None else ""]
     while inputs[-1] == "":
@@ -1068,7 +1106,18 @@ def rounding_error(encoding, codes_off):
 
 
 def lipschitz(spec):
-    return 1.0 if spec is None or spec[0] != "LeakyRelu" else max(1.0, abs(spec[1]))
+    """An upper bound of |f'| (the steepest slope of each activation, rounded up)."""
+    if spec is None:
+        return 1.0
+    name = spec[0]
+    if name == "LeakyRelu":
+        return max(1.0, abs(spec[1]))
+    if name == "PRelu":
+        return max([1.0] + [abs(a) for a in spec[1]])
+    return {"HardSwish": 1.5, "HardSigmoid": abs(spec[1]) if len(spec) > 1 else 1.0,
+            "Elu": max(1.0, abs(spec[1]) if len(spec) > 1 else 1.0),
+            "Selu": 1.7581, "SiLU": 1.1, "Gelu": 1.13, "GeluTanh": 1.13, "Mish": 1.09,
+            "Sigmoid": 0.25}.get(name, 1.0)
 
 
 def propagate(qgraph, node, errors, inputs):
@@ -1237,10 +1286,12 @@ def check_accuracy(case, project, graph, x, logits, n_cal):
         return Outcome("wrong", "a grid or weight breaks its definition", wrong_choice)
     m, bounds = accuracy_metrics(case, graph, project.qgraph, (integer, simulated), logits, x, n_cal)
     floor, factor = TOLERANCE["int_vs_sim"]
-    # an encoder allowed one code of error moves a value by up to a whole step, twice the
-    # half-step noise of the budget
-    code_error = max((s.info.get("encoder_max_code_error") or 0 for s in project.schedule.steps), default=0)
-    if not m["int_vs_sim"] <= max(floor, factor * (1 + 2 * code_error) * m["budget"]):
+    # an encoder allowed one code of error moves some values (a few %, measured) by a step: the
+    # budget's half-step noise on every value, doubled, covers it on 400 seeds and still fails
+    # a 25% scale error (test_oracle_passes_real_models_and_fails_wrong_results)
+    schedule = getattr(project, "schedule", None) or project.project.schedule
+    code_error = max((s.info.get("encoder_max_code_error") or 0 for s in schedule.steps), default=0)
+    if not m["int_vs_sim"] <= max(floor, factor * (1 + code_error) * m["budget"]):
         return Outcome("wrong", "integer far from simulated quantization", gaps_text(m), m)
     if not m["sim_over_bound"] <= 1.0:
         return Outcome("wrong", "simulated quantization beyond its error bound vs float",

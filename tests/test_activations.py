@@ -13,12 +13,14 @@ import pytest
 from onnx import helper
 from scipy.special import erf
 
+import mcugen
 from mcugen.errors import MCUGenError
 from mcugen.frontend.onnx_reader import ImportContext, import_model, read_model
 from mcugen.frontend.patterns import fuse_activation_patterns
 from mcugen.ops._common import (activation_fn, activation_is_monotone, activation_is_nonnegative,
                                 activation_per_channel, activation_turning_points)
 from mcugen.passes import run_flow
+from mcugen.verify import compare, verify_inputs
 from onnx_factory import make_model, save, tensor
 
 RNG = np.random.default_rng(9)
@@ -37,15 +39,13 @@ def conv_then(act_nodes, inits=(), opset=17):
     return model
 
 
-def float_matches_onnxruntime(model, tmp_path, in_shape=IN_SHAPE, flow=True):
-    """The float IR (through the normalize flow, or as imported) against onnxruntime, 1e-5."""
+def float_matches_onnxruntime(model, tmp_path, in_shape=IN_SHAPE):
+    """The float IR after the normalize flow (activations fused) against onnxruntime, 1e-5."""
     path = save(model, tmp_path / "m.onnx")
     x = RNG.uniform(-3, 3, size=(6,) + tuple(in_shape[1:])).astype(np.float32)
     session = ort.InferenceSession(str(path))
     want = np.concatenate([session.run(None, {"x": xi[None]})[0] for xi in x])
-    graph = import_model(onnx.load(str(path)))
-    if flow:
-        graph = run_flow(graph)
+    graph = run_flow(import_model(onnx.load(str(path))))
     got = graph.run_float(x.astype(np.float64))[graph.output]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     return graph
@@ -149,6 +149,32 @@ def test_prelu_slope_computed_at_run_time_is_refused():
         import_model(model)
 
 
+def test_standalone_per_channel_prelu_is_one_table_per_channel(tmp_path, host_cc):
+    """A PRelu after a MaxPool stands alone: a code-to-code table per channel, close to
+    onnxruntime, and its C bit-exact against the reference."""
+    slopes = np.array([0.5, -0.8, 2.0])
+    nodes = [helper.make_node("Conv", ["x", "cw"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("PRelu", ["p", "slope"], ["s"], name="prelu"),
+             helper.make_node("Flatten", ["s"], ["f"]),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1)]
+    inits = [("cw", RNG.normal(size=(3, 2, 3, 3)) * 0.5), ("slope", slopes.reshape(3, 1, 1)),
+             ("gw", RNG.normal(size=(4, 12))), ("gb", RNG.normal(size=4))]
+    path = save(make_model(nodes, [tensor("x", [1, 2, 4, 4])], [tensor("y", [1, 4])], inits, opset=17),
+                tmp_path / "prelu.onnx")
+    out = tmp_path / "out"
+    project = mcugen.build(path, out=out, scheme="uniform", wbits=8, abits=8, input_range=(-2.0, 2.0))
+    (step,) = [s for s in project.schedule.steps if s.kind == "recode"]
+    assert step.params["channels"] == 3 and step.consts["lut"].shape[0] == 3
+    assert len({row.tobytes() for row in step.consts["lut"]}) == 3
+    x = RNG.uniform(-2, 2, size=(20, 2, 4, 4))
+    session = ort.InferenceSession(str(path))
+    want = np.concatenate([session.run(None, {"x": xi[None].astype(np.float32)})[0] for xi in x])
+    assert np.abs(project.run(x) - want).max() <= 0.1 * np.abs(want).max()
+    result = compare(out, project.schedule, verify_inputs(project.schedule, 30, seed=3))
+    assert result.mismatches == 0, result.first
+
+
 # ---------------------------------------------------------------- fused patterns
 
 def mul(a, b, out):
@@ -244,25 +270,31 @@ def second_conv(src, dst):
 
 CW2 = ("cw2", np.eye(3).reshape(3, 3, 1, 1).repeat(3, axis=2).repeat(3, axis=3) * 0.1)
 
+GELU = gelu_erf_nodes("div", 1, "(x*B)*h")          # Div, Erf, Add, Mul, Mul
+GELU_TANH = gelu_tanh_nodes("pow", 1, "(x*B)*h")    # Pow, Mul, Add, Mul, Tanh, Add, Mul, Mul
+
+
+def node(op_type, inputs, output):
+    return helper.make_node(op_type, inputs, [output])
+
+
 NEAR_MISSES = {   # name: (nodes after the Conv that writes 'a', extra initializers)
-    "silu_of_another_tensor": ([second_conv("a", "b"), helper.make_node("Sigmoid", ["b"], ["s"]),
+    "silu_of_another_tensor": ([second_conv("a", "b"), node("Sigmoid", ["b"], "s"),
                                 mul("a", "s", "y")], [CW2]),
-    "silu_gate_read_twice": ([helper.make_node("Sigmoid", ["a"], ["s"]), mul("a", "s", "m"),
-                              helper.make_node("Add", ["m", "s"], ["y"])], []),
-    "mish_of_another_tensor": ([second_conv("a", "b"), helper.make_node("Softplus", ["b"], ["sp"]),
-                                helper.make_node("Tanh", ["sp"], ["t"]), mul("a", "t", "y")], [CW2]),
-    "gelu_wrong_divisor": ([helper.make_node("Div", ["a", "wrong"], ["d"])] +
-                           gelu_erf_nodes("div", 1, "(x*B)*h")[1:], [("wrong", 1.5)]),
-    "gelu_wrong_half": (gelu_erf_nodes("div", 1, "(x*B)*h")[:-1] + [mul("m", "wrong", "y")],
-                        [("wrong", 0.4)]),
-    "gelu_erf_of_another_tensor": ([second_conv("a", "b"), helper.make_node("Div", ["b", "sqrt2"], ["d"])] +
-                                   gelu_erf_nodes("div", 1, "(x*B)*h")[1:], [CW2]),
-    "gelu_erf_read_twice": (gelu_erf_nodes("div", 1, "(x*B)*h")[:-1] + [mul("m", "half", "h"),
-                            helper.make_node("Add", ["h", "e"], ["y"])], []),
-    "gelu_tanh_wrong_cubic": (gelu_tanh_nodes("pow", 1, "(x*B)*h", cubic="wrong"), [("wrong", 0.04)]),
-    "gelu_tanh_cube_of_another_tensor": ([second_conv("a", "b"), helper.make_node("Pow", ["b", "three"], ["x3"])]
-                                         + gelu_tanh_nodes("pow", 1, "(x*B)*h")[1:], [CW2]),
-    "gelu_tanh_square_not_cube": ([mul("a", "a", "x3")] + gelu_tanh_nodes("pow", 1, "(x*B)*h")[1:], []),
+    "silu_gate_read_twice": ([node("Sigmoid", ["a"], "s"), mul("a", "s", "m"),
+                              node("Add", ["m", "s"], "y")], []),
+    "mish_of_another_tensor": ([second_conv("a", "b"), node("Softplus", ["b"], "sp"),
+                                node("Tanh", ["sp"], "t"), mul("a", "t", "y")], [CW2]),
+    "gelu_wrong_divisor": ([node("Div", ["a", "wrong"], "d")] + GELU[1:], [("wrong", 1.5)]),
+    "gelu_wrong_half": (GELU[:-1] + [mul("m", "wrong", "y")], [("wrong", 0.4)]),
+    "gelu_erf_of_another_tensor": ([second_conv("a", "b"), node("Div", ["b", "sqrt2"], "d")]
+                                   + GELU[1:], [CW2]),
+    "gelu_erf_read_twice": (GELU[:-1] + [mul("m", "half", "h"), node("Add", ["h", "e"], "y")], []),
+    "gelu_tanh_wrong_cubic": (gelu_tanh_nodes("pow", 1, "(x*B)*h", cubic="wrong"),
+                              [("wrong", 0.04)]),
+    "gelu_tanh_cube_of_another_tensor": ([second_conv("a", "b"), node("Pow", ["b", "three"], "x3")]
+                                         + GELU_TANH[1:], [CW2]),
+    "gelu_tanh_square_not_cube": ([mul("a", "a", "x3")] + GELU_TANH[1:], []),
 }
 
 

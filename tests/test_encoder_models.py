@@ -50,7 +50,7 @@ def encoders_for(path):
             build(path, None, name)
             usable.append(name)
         except MCUGenError as exc:
-            assert name == "threshold" and "cannot realize" in str(exc), str(exc)
+            assert name in ("threshold", "pade") and "cannot realize" in str(exc), str(exc)
     return usable
 
 
@@ -77,7 +77,7 @@ def test_the_activation_example_is_bit_exact_on_every_target(encoder, tmp_path, 
     try:
         project = build(EXAMPLE, tmp_path / "host", encoder, calib=calib)
     except MCUGenError as exc:
-        assert encoder == "threshold" and "cannot realize" in str(exc)
+        assert encoder in ("threshold", "pade") and "cannot realize" in str(exc)
         return
     x = verify_inputs(project.schedule, 100, seed=2)
     assert compare(tmp_path / "host", project.schedule, x).mismatches == 0

@@ -271,11 +271,12 @@ def _plan_dense(plan):
     static = {"x": p["in_features"]}
     if not p["identity_dx"]:
         plan.regions.append(plan.const_region("dx", "static", 0))
-        static["dx"] = int(step.consts["dx"].size)
     plan.regions.append(plan.const_region("weights", "block", p["in_features"]))
     plan.regions.append(plan.const_region("bias", "block", 1))
     plan.encoder_regions(per_row=True)
     plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
+    static.update({r["name"]: int(step.consts[r["name"]].size) for r in plan.regions
+                   if r["role"] == "static" and r["name"] in step.consts})
     per = {r["name"]: r["per"] * r["itemsize"] for r in plan.regions if r["role"] in ("block", "out")}
     _plan_linear(plan, static, per, p["out_features"], "one output feature")
 

@@ -179,6 +179,8 @@ def _fuse_one(nodes, ctx):
                 continue
             x, matched = found
             out = node.output[0]
+            if ctx.shapes.get(x) != ctx.shapes.get(out):     # a constant of higher rank broadcast
+                continue
             fused = helper.make_node(op_type, [x], [out], name=out, **attrs)
             dropped = {id(n) for n in matched}
             before = [n for n in nodes[:index] if id(n) not in dropped]

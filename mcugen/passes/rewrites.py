@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcugen.ops._common import activation_per_channel
+from mcugen.ops._common import activation_is_monotone, activation_per_channel
 
 MAC_OPS = ("Conv", "Gemm")
 
@@ -101,12 +101,15 @@ def drop_noop_transpose(graph) -> bool:
     return False
 
 
-def fuse_activation(graph) -> bool:
+def fuse_activation(graph, monotone_only=False) -> bool:
     """An activation after a Conv/Gemm/Add/Affine -> the producer's encoder (any function: the
-    encoders in lower/encoders realize non-monotone ones with a table). A per-channel PRelu
-    fuses only into a Conv/Gemm, whose encoder rows are its output channels."""
+    encoders in lower/encoders realize non-monotone ones with a table; with monotone_only, a
+    non-monotone one stays a code-to-code table). A per-channel PRelu fuses only into a
+    Conv/Gemm, whose encoder rows are its output channels."""
     for node in graph.nodes:
         if node.op != "Activation":
+            continue
+        if monotone_only and not activation_is_monotone(node.attrs["activation"]):
             continue
         producer = _sole_reader(graph, node)
         if producer is None or producer.op not in MAC_OPS + ("Add", "Affine") or producer.attrs.get("activation"):

@@ -36,7 +36,7 @@ def encoder_step_parts(request: EncodeRequest, choice: str = "auto", where: str 
     supported = [ENCODERS[n] for n in names if ENCODERS[n].supports(request.activation)]
     if not supported:
         raise MCUGenError(f"{where}: the {choice} encoder cannot realize activation {act} "
-                          f"(a threshold encoder needs a non-decreasing function); use --encoder lut or auto")
+                          f"({ENCODERS[choice].realizes}); use --encoder lut or auto")
     built = [p for p in (e.build(request) for e in supported) if p is not None]
     if not built:
         raise MCUGenError(f"{where}: no {'' if choice == 'auto' else choice + ' '}encoder realizes "

@@ -69,6 +69,7 @@ class EncoderParts:
 
 class Encoder:
     name = ""
+    realizes = "any activation"      # what supports() accepts, for error messages
 
     def supports(self, activation) -> bool:
         """Whether this realization can encode the activation at all."""

@@ -35,14 +35,20 @@ ORDERS = ((1, 1), (2, 1))    # [p/q]; a minimax [2/1] is already below the Q15 a
 F_MAX = 30                   # |v| <= 2^F must fit an int32 and leave clz a set bit
 INT32, UINT32 = 1 << 31, 1 << 32
 SUPPORTED = ("Relu", "Clip", "LeakyRelu", "PRelu")
+NARROW_K = 6                 # a uint16 power table is worth K >= 6 (at most 1/128 of a code)
 
-# RV32IMC instructions per element, counted with minstret under qemu-system-riscv32 on the
-# snippet compiled by riscv64-unknown-elf-gcc -march=rv32imc -mabi=ilp32 -O2 (a loop over
-# 100k accumulators, loop overhead subtracted; __builtin_clz is libgcc's __clzsi2 on RV32IMC):
-OPS_UNIFORM = 20             # index (64-bit multiply-add, shift), clamp, multiply, shift
-OPS_POWER = {(1, 1): 52, (2, 1): 55}
-OPS_NEGATIVE = 3             # the second multiplier below zero
-OPS_SIGN = 3                 # a signed index: magnitude and sign of the code
+# RV32IMC instructions per element on the full path (an index that is neither 0 nor clamped;
+# a zero index skips the approximant, about 20 fewer). Measured: the snippet rendered for every
+# case of tests/test_encoder_pade.py, compiled by riscv64-unknown-elf-gcc -march=rv32imc
+# -mabi=ilp32 -O2 (picolibc) into a loop over 20k unclamped accumulators per row, minstret read
+# around the loop under qemu-system-riscv32, minus the loop's own 6 (two loads, a store, the
+# count). Of the 66: the 64-bit index multiply-add and variable shift ~20, the clamps ~6,
+# __builtin_clz (libgcc's __clzsi2 on RV32IMC, with the register saves the call forces) ~20,
+# Horner [1/1] and the division ~15. A signed index adds its magnitude and the code's sign.
+OPS_UNIFORM = 27
+OPS_POWER = {(1, 1): 66, (2, 1): 68}
+OPS_NEGATIVE = 2             # the second multiplier below zero
+OPS_SIGN = 8                 # a signed index
 
 
 @functools.lru_cache(maxsize=None)
@@ -101,13 +107,20 @@ def fixed_coefficients(a, order):
 
 
 def power_table(B, a, F, n_max, d_max):
-    """W[j] = round(B * 2^(a (1 - j)) * 2^K), j = 0..F, with the largest K <= 24 for which
-    N * W + (D << (K-1)) and D << K stay in uint32; None when not even K = 1 fits."""
+    """(K, W) with W[j] = round(B * 2^(a (1 - j)) * 2^K), j = 0..F: the largest K <= 24 for
+    which N * W + (D << (K-1)) and D << K stay in uint32, narrowed to the largest K whose W
+    fits uint16 when that still leaves K >= NARROW_K (W's rounding then moves a code by at most
+    2^-(K+1)); None when not even K = 1 fits."""
+    fitting = []
     for k in range(24, 0, -1):
         w = round_half_away(B * np.exp2(a * (1.0 - np.arange(F + 1)) + k)).astype(np.int64)
         if n_max * int(w.max()) + (d_max << (k - 1)) < UINT32 and (d_max << k) < UINT32:
-            return k, w.astype(np.uint16 if w.max() < (1 << 16) else np.int32)
-    return None
+            fitting.append((k, w))
+    if not fitting:
+        return None
+    narrow = [(k, w) for k, w in fitting if w.max() < (1 << 16) and k >= NARROW_K]
+    k, w = narrow[0] if narrow else fitting[0]
+    return k, w.astype(np.uint16 if w.max() < (1 << 16) else np.int32)
 
 
 def negative_slopes(activation, rows):
@@ -194,13 +207,15 @@ class Pade(Encoder):
                   "enc_signed_index": int(lo < 0)}
         if order != "uniform" and not self.add_power(params, consts, enc, order, F):
             return None
-        row_consts = [k for k in ("enc_mult", "enc_shift", "enc_mult_neg", "enc_shift_neg") if k in consts]
+        row_consts = [k for k in ("enc_mult", "enc_shift", "enc_mult_neg", "enc_shift_neg")
+                      if k in consts]
         params.update(base_params(self.name, request, consts, row_consts))
         if magnitude_segments(params, consts)[1].max() > enc.B:
             return None                              # the approximant overshoots the last code
         ops = (OPS_UNIFORM if order == "uniform" else OPS_POWER[order]) \
             + OPS_NEGATIVE * negative + OPS_SIGN * (lo < 0)
-        info = {"encoder_bits": F, "encoder_order": "uniform" if order == "uniform" else f"[{order[0]}/{order[1]}]"}
+        name = "uniform" if order == "uniform" else f"[{order[0]}/{order[1]}]"
+        info = {"encoder_bits": F, "encoder_order": name}
         return EncoderParts(consts, params, self.measure(request, params, consts), ops, info)
 
     @staticmethod
@@ -226,13 +241,12 @@ class Pade(Encoder):
 
     def segments(self, request, params, consts):
         changes = index_changes(params, consts)
-        starts = []
-        for r in range(request.rows):
-            s = side_starts(params, consts, r, changes, 0, request.bound, positive=True)
-            if request.bound > 0:
-                s = np.concatenate([side_starts(params, consts, r, changes, -request.bound, -1,
-                                                positive=False), s])
-            starts.append(np.unique(s))
+        rows, bound = request.rows, request.bound
+        starts = side_starts(params, consts, changes, np.zeros(rows, np.int64), np.full(rows, bound), "")
+        if bound > 0:
+            below = side_starts(params, consts, changes, np.full(rows, -bound), np.full(rows, -1),
+                                "_neg" if params["enc_neg"] else "")
+            starts = [np.unique(np.concatenate([b, s])) for b, s in zip(below, starts)]
         codes = [self.run(params, consts, s, r) for r, s in enumerate(starts)]
         return Segments(starts, codes)
 
@@ -297,18 +311,23 @@ def index_changes(params, consts):
     return np.unique(np.concatenate([down, up]))
 
 
-def side_starts(params, consts, row, changes, lo, hi, positive):
-    """Segment starts over accumulators [lo, hi] on one side of zero: the index is monotone
-    there, so the first accumulator past each change of the clamped index comes from bisection."""
-    key = "" if positive or not params["enc_neg"] else "_neg"
-    mult = np.array([int(consts["enc_mult" + key][row])], dtype=np.int64)
-    shift = np.array([int(consts["enc_shift" + key][row])], dtype=np.int64)
+def side_starts(params, consts, changes, lo, hi, key):
+    """Per row, the segment starts over accumulators [lo_r, hi_r] on one side of zero (`key`
+    names that side's multiplier): the index is monotone there, non-decreasing or, below zero
+    with a negative slope, non-increasing, so the first accumulator past each change of the
+    clamped index comes from bisection."""
+    mult = consts["enc_mult" + key].astype(np.int64)
+    shift = consts["enc_shift" + key].astype(np.int64)
+    first = [np.array([], dtype=np.int64)] * mult.size
+    for increasing in (True, False):
+        rows = np.flatnonzero((mult >= 0) == increasing)
+        if not (rows.size and changes.size):
+            continue
 
-    def index(acc):
-        return requantize(acc, mult[:, None], shift[:, None])
-    first = np.array([], dtype=np.int64)
-    if changes.size:
-        increasing = mult[0] >= 0
+        def index(acc, rows=rows):
+            return requantize(acc, mult[rows, None], shift[rows, None])
         targets = changes if increasing else changes - 1
-        first = least_reaching(index, targets, np.array([lo]), np.array([hi]), increasing)[0]
-    return np.concatenate([[lo], first[first <= hi]])
+        found = least_reaching(index, targets, lo[rows], hi[rows], increasing)
+        for r, f in zip(rows, found):
+            first[r] = f
+    return [np.concatenate([[lo[r]], f[f <= hi[r]]]) for r, f in enumerate(first)]

@@ -34,6 +34,7 @@ def search_steps(n):
 
 class Threshold(Encoder):
     name = "threshold"
+    realizes = "it needs a non-decreasing function"
 
     def supports(self, activation) -> bool:
         return activation_is_monotone(activation)
