@@ -113,6 +113,10 @@ def _resolve_board(target, board):
     return get_board(board or TARGETS[target][0]) if target in TARGETS else None
 
 
+def schedule_storage(schedule):
+    return "codes" if any(s.params.get("w_codes") for s in schedule.steps) else "decoded"
+
+
 def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", encoder="auto",
                     max_code_error=1):
     """Lower with the requested weight storage; `auto` keeps decoded weights (fastest) when
@@ -137,6 +141,9 @@ def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", en
     short = [mem for mem, _ in fit_shortfalls(schedule, board)]
     if weight_storage == "auto" and target != "gap8" and short == ["flash"]:
         schedule = lower(qgraph, weight_storage="codes", product_tables=products, **encoding)   # pack
+    if encoder == "auto" and fit_shortfalls(schedule, board):      # the smallest encoders
+        schedule = lower(qgraph, weight_storage=schedule_storage(schedule), product_tables=products,
+                         encoder="auto-small", max_code_error=max_code_error)
     placement = weights_placement(schedule, board, target)
     check_fit(schedule, board, placement)
     return schedule, placement
@@ -162,7 +169,7 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
                                            encoder, max_code_error)
     schedule.meta = {"model": safe_file_label(model), "target": target, "board": board["name"],
                      "input_range": list(qgraph.input_range), "options": _options_record(options),
-                     "weight_storage": "codes" if any(s.params.get("w_codes") for s in schedule.steps) else "decoded",
+                     "weight_storage": schedule_storage(schedule),
                      "weights_in": weights_in,
                      "exponent": qgraph.exponent, "notes": qgraph.notes}
     report = build_report(schedule)

@@ -6,7 +6,7 @@ from mcugen.cycle_model import add_estimate
 LAYER_FIELDS = ("macs", "weight_bytes", "wbits", "abits", "exponent", "recon_error",
                 "encoder", "table_bytes", "acc_bound", "w_frac_bits", "x_frac_bits",
                 "constant_channels", "encoder_max_code_error", "encoder_off_share",
-                "encoder_mean_code_error", "encoder_bits", "encoder_ops")
+                "encoder_mean_code_error", "encoder_entries", "encoder_bits", "encoder_ops")
 
 
 def build_report(schedule) -> dict:
@@ -103,11 +103,12 @@ def format_report(report: dict) -> str:
 
 
 def _encoder_columns(layer) -> tuple:
-    """encoder (lut with its index bits), its table bytes, and its worst code error with the
+    """encoder (lut/its table's entries, pade/its index bits), its table bytes, and its worst code error with the
     share of accumulator values off (over the whole accumulator range)."""
     if layer.get("encoder_max_code_error") is None:
         return (layer.get("encoder") or "-", "-", "-")
-    name = layer["encoder"] + (str(layer["encoder_bits"]) if layer.get("encoder_bits") else "")
+    name = layer["encoder"] + (f"/{layer['encoder_entries']}" if layer.get("encoder_entries") else "") + (
+        f"/F{layer['encoder_bits']}" if layer.get("encoder_bits") else "")
     error = f"{layer['encoder_max_code_error']} ({layer['encoder_off_share']:.1%})"
     return (name, _fmt(layer["table_bytes"]), error)
 

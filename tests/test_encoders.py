@@ -73,11 +73,16 @@ def test_an_unmet_budget_is_a_clear_error():
         encoder_step_parts(request, "lut", "node 'x'")
 
 
-def test_auto_takes_the_smallest_then_the_fastest():
+def test_auto_weighs_bytes_against_instructions_and_auto_small_takes_the_smallest():
     request = EncodeRequest(encoding_for(("Relu",)), ("Relu",), np.full(8, 1e-6), 1 << 26)
-    built = {name: e.build(request) for name, e in ENCODERS.items() if e.supports(("Relu",))}
-    built = {k: v for k, v in built.items() if v is not None}
-    chosen = choose(list(built.values()))
-    smallest = min(p.table_bytes for p in built.values())
-    assert chosen.table_bytes <= max(smallest + 256, smallest * 1.1)
-    assert chosen.params["encoder"] != "threshold"     # 255 int32 per row is never the smallest
+    built = [e.build(request) for e in ENCODERS.values() if e.supports(("Relu",))]
+    built = [p for p in built if p is not None]
+    assert len(built) == 3
+    smallest = choose(built, 1, small=True)
+    assert smallest.table_bytes == min(p.table_bytes for p in built)
+    fastest = min(built, key=lambda p: p.ops_per_element)
+    # a layer encoding a million values a run: instructions decide
+    assert choose(built, 1_000_000) is fastest
+    # one value a run: bytes decide
+    assert choose(built, 1) is smallest
+    assert all(p.params["encoder"] != "threshold" for p in (fastest, smallest))

@@ -49,7 +49,7 @@ class LowerContext:
         """(consts, params, info) of the encoder of `node`'s output: per row (scale[r]) from the
         accumulator (|acc| <= bound) to the output's codes."""
         request = EncodeRequest(self.encoding(node.output), activation, scale, bound,
-                                self.max_code_error)
+                                self.max_code_error, int(np.prod(self.shape(node.output))))
         where = f"node '{display_name(node.name)}' ({node.onnx_op or node.op})"
         return encoder_step_parts(request, self.encoder, where)
 

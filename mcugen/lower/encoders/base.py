@@ -27,6 +27,7 @@ class EncodeRequest:
     scale: np.ndarray              # (rows,) real value of one accumulator unit, per row
     bound: int                     # |acc| <= bound, proven by the caller
     max_code_error: int = 1        # the budget for approximate realizations
+    elements: int = 1              # values encoded per inference (auto weighs instructions by it)
 
     def __post_init__(self):
         self.scale = np.atleast_1d(np.asarray(self.scale, dtype=np.float64))

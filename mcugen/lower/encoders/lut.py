@@ -3,9 +3,11 @@
 per-channel, a PRelu):  code = T[clamp(u, lo, hi) - lo], index k standing for y = k * h.
 
 The table spans the accumulator values where the float encoder changes at all, plus one
-saturated cell on each side; T[k] is the float encoder at y = k * h. The index width L is the
-smallest (from MIN_BITS) whose exact worst code error, over every accumulator value of every
-row, is within the budget."""
+saturated cell on each side. T[k] is the float encoder at y = k * h, moved (only when it must)
+to the middle of the codes the float encoder takes on the cell's accumulators over every row,
+so that a cell that straddles two breakpoints is still within one code of all of them. The
+index width L is the smallest (from MIN_BITS) whose exact worst code error, over every
+accumulator value of every row, is within the budget."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +18,11 @@ from mcugen.ops._common import activation_fn, activation_per_channel
 from mcugen.quant.power import Encoding
 
 MIN_BITS, MAX_BITS = 4, 16
-OPS = 22                 # RV32: 64-bit multiply-add, shift, clamp, load (measured in bench/encoders.py)
+STEPS_PER_BIT = 4        # table sizes grow by 2^(1/4): the smallest table within the budget
+SHARED_SHIFT_SPAN = 16   # one shift for every row when their scales span at most 2^16 (every
+                         # multiplier keeps >= 15 significant bits; the error is measured anyway)
+OPS = 10                 # RV32IMC per element: 64-bit multiply-add, high word, shift, clamp, load
+                         # (bench/encoders.py section a measures 9.8-10.8)
 
 
 def changing_span(request):
@@ -39,38 +45,83 @@ def code_table(request, h, lo, hi):
     return request.encoding.encode(values).astype(request.encoding.ctype)
 
 
+def row_multipliers(ratio):
+    """(mult, shift) per row; one shift for all rows when their ratios allow it (a literal in
+    the C, and one byte less per row)."""
+    mult, shift = multipliers(ratio)
+    positive = ratio > 0
+    if positive.any() and ratio[positive].max() <= ratio[positive].min() * 2.0 ** SHARED_SHIFT_SPAN:
+        common = int(shift[positive].min())
+        mult = np.clip(np.rint(ratio * 2.0 ** common), 0, (1 << 31) - 1).astype(np.int64)
+        shift = np.full(ratio.shape, common, dtype=np.int64)
+    return mult, shift
+
+
+def row_shifts(params, consts):
+    """Every row's shift, int64."""
+    if params["enc_shift_all"] >= 0:
+        return np.full(consts["enc_mult"].shape, params["enc_shift_all"], dtype=np.int64)
+    return consts["enc_shift"].astype(np.int64)
+
+
+def balanced_table(request, params, consts):
+    """The table with each cell's value clipped into [max - e, min + e], e = ceil((max - min)/2),
+    min/max the float codes of every accumulator value (every row) that falls in the cell: the
+    least worst error a single value per cell allows, exactly."""
+    lo, table = params["enc_lo"], consts["enc_table"].astype(np.int64)
+    cells = index_segments(consts["enc_mult"].astype(np.int64), row_shifts(params, consts),
+                           lo, params["enc_hi"], request.bound, lambda row, u: u - lo)
+    reference = request.reference()
+    shape = table.shape
+    mins, maxs = np.full(shape, np.iinfo(np.int64).max), np.full(shape, np.iinfo(np.int64).min)
+    for r in range(request.rows):
+        starts = np.union1d(reference.starts[r], cells.starts[r])
+        cell, code = cells.at(r, starts), reference.at(r, starts)
+        where = (r, cell) if params["enc_per_row"] else (cell,)
+        np.minimum.at(mins, where, code)
+        np.maximum.at(maxs, where, code)
+    reached = mins <= maxs
+    half = (maxs - mins + 1) // 2
+    return np.where(reached, np.clip(table, maxs - half, mins + half), table)
+
+
 class Lut(Encoder):
     name = "lut"
 
     def build(self, request):
         span = changing_span(request)
-        for bits in range(MIN_BITS, MAX_BITS + 1):
-            parts = self.build_bits(request, span, bits)
+        for step in range(MIN_BITS * STEPS_PER_BIT, MAX_BITS * STEPS_PER_BIT + 1):
+            parts = self.build_size(request, span, int(round(2 ** (step / STEPS_PER_BIT))))
             if parts.error.worst <= request.max_code_error:
                 return parts
         return None
 
-    def build_bits(self, request, span, bits):
+    def build_size(self, request, span, size):
         if span is None:                              # constant: one cell
             h, lo, hi = 1.0, 0, 0
         else:
             y_lo, y_hi = span
-            h = max(y_hi - y_lo, 1e-300) / ((1 << bits) - 3)
+            h = max(y_hi - y_lo, 1e-300) / (size - 3)
             lo, hi = int(np.floor(y_lo / h)) - 1, int(np.ceil(y_hi / h)) + 1
-        mult, shift = multipliers(request.scale / h)
+        mult, shift = row_multipliers(request.scale / h)
         table = code_table(request, h, lo, hi)
-        consts = {"enc_mult": mult.astype(np.int32), "enc_shift": shift.astype(np.uint8),
-                  "enc_table": table}
-        row_consts = ["enc_mult", "enc_shift"] + (["enc_table"] if table.ndim == 2 else [])
+        consts = {"enc_mult": mult.astype(np.int32)}
+        shared_shift = int(shift[0]) if np.all(shift == shift[0]) and request.rows > 1 else -1
+        if shared_shift < 0:
+            consts["enc_shift"] = shift.astype(np.uint8)
+        consts["enc_table"] = table
+        row_consts = [k for k in ("enc_mult", "enc_shift") if k in consts] + (
+            ["enc_table"] if table.ndim == 2 else [])
         params = dict(base_params(self.name, request, consts, row_consts),
-                      enc_lo=lo, enc_hi=hi, enc_n=hi - lo + 1, enc_per_row=int(table.ndim == 2))
+                      enc_lo=lo, enc_hi=hi, enc_n=hi - lo + 1, enc_per_row=int(table.ndim == 2),
+                      enc_shift_all=shared_shift, enc_wide_shift=int(shift.min() >= 32))
+        consts["enc_table"] = balanced_table(request, params, consts).astype(table.dtype)
         error = self.measure(request, params, consts)
-        return EncoderParts(consts, params, error, OPS, {"encoder_bits": bits})
+        return EncoderParts(consts, params, error, OPS, {"encoder_entries": hi - lo + 1})
 
     def run(self, params, consts, acc, rows):
         acc, rows = np.broadcast_arrays(np.asarray(acc, dtype=np.int64), np.asarray(rows, dtype=np.int64))
-        u = np.clip(requantize(acc, consts["enc_mult"].astype(np.int64)[rows],
-                               consts["enc_shift"].astype(np.int64)[rows]),
+        u = np.clip(requantize(acc, consts["enc_mult"].astype(np.int64)[rows], row_shifts(params, consts)[rows]),
                     params["enc_lo"], params["enc_hi"]) - params["enc_lo"]
         table = consts["enc_table"].astype(np.int64)
         return table[rows, u] if params["enc_per_row"] else table[u]
@@ -81,5 +132,5 @@ class Lut(Encoder):
 
         def value(row, u):
             return table[row, u - lo] if params["enc_per_row"] else table[u - lo]
-        return index_segments(consts["enc_mult"].astype(np.int64), consts["enc_shift"].astype(np.int64),
+        return index_segments(consts["enc_mult"].astype(np.int64), row_shifts(params, consts),
                               lo, params["enc_hi"], request.bound, value)

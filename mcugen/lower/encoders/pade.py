@@ -159,6 +159,7 @@ def index_bounds(request, F, slopes):
 
 class Pade(Encoder):
     name = "pade"
+    realizes = "it computes piecewise-linear activations: identity, Relu, Clip, LeakyRelu, PRelu"
 
     def supports(self, activation) -> bool:
         return activation is None or activation[0] in SUPPORTED
