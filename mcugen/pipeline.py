@@ -120,7 +120,8 @@ def schedule_storage(schedule):
 def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", encoder="auto",
                     max_code_error=1):
     """Lower with the requested weight storage; `auto` keeps decoded weights (fastest) when
-    they fit the board's flash and packs the codes when only those fit. `mac_tables`: auto
+    they fit the board's flash and packs the codes when only those fit. Encoders `auto` fall
+    back to `auto-small` (the smallest tables) before the weights are packed. `mac_tables`: auto
     uses product tables where they fit (the most faithful), separable never (the fastest).
     `encoder` and `max_code_error` choose the encoders (mcugen/lower/encoders).
     Returns the schedule and where its weights are read from at run time (weights_placement)."""
@@ -130,20 +131,26 @@ def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", en
         raise MCUGenError("--mac-tables takes auto or separable")
     if max_code_error not in (0, 1):
         raise MCUGenError("--max-code-error takes 0 (exact encoders only) or 1")
-    encoding = {"encoder": encoder, "max_code_error": max_code_error}
     if target == "gap8" and weight_storage == "codes":
         raise MCUGenError("--weight-storage codes is not supported by the gap8 target yet "
                           "(its kernels read decoded weights from L2); use decoded")
     first = "decoded" if weight_storage in ("auto", "decoded") or target == "gap8" else "codes"
     # the GAP8 kernels read decode tables only (so far)
     products = target != "gap8" and mac_tables == "auto"
-    schedule = lower(qgraph, weight_storage=first, product_tables=products, **encoding)
-    short = [mem for mem, _ in fit_shortfalls(schedule, board)]
-    if weight_storage == "auto" and target != "gap8" and short == ["flash"]:
-        schedule = lower(qgraph, weight_storage="codes", product_tables=products, **encoding)   # pack
-    if encoder == "auto" and fit_shortfalls(schedule, board):      # the smallest encoders
-        schedule = lower(qgraph, weight_storage=schedule_storage(schedule), product_tables=products,
-                         encoder="auto-small", max_code_error=max_code_error)
+    # the fastest first; then smaller encoder tables (a few % of the instructions), then packed
+    # weights (~40% more instructions), each only when the board is short
+    attempts = [(first, encoder)] + ([(first, "auto-small")] if encoder == "auto" else [])
+    if weight_storage == "auto" and target != "gap8" and first == "decoded":
+        attempts += [("codes", e) for _, e in attempts]
+    short = []
+    for storage, choice in attempts:
+        if storage != first and short != ["flash"]:
+            break                               # packed weights only save flash
+        schedule = lower(qgraph, weight_storage=storage, product_tables=products, encoder=choice,
+                         max_code_error=max_code_error)
+        short = [mem for mem, _ in fit_shortfalls(schedule, board)]
+        if not short:
+            break
     placement = weights_placement(schedule, board, target)
     check_fit(schedule, board, placement)
     return schedule, placement

@@ -19,6 +19,9 @@ ENCODERS = ("threshold", "lut", "pade", "auto")
 RNG = np.random.default_rng(11)
 
 
+OPSET = {"HardSwish": 14, "Mish": 18}         # the first opset that has the op
+
+
 def residual_model(tmp_path, activation, attrs=None):
     """conv -> act -> conv -> (+ skip) -> act -> AveragePool -> Gemm: every encoding step kind."""
     w = lambda *s: RNG.normal(scale=0.4, size=s).astype(np.float32)
@@ -31,7 +34,8 @@ def residual_model(tmp_path, activation, attrs=None):
              helper.make_node("Flatten", ["p"], ["f"]),
              helper.make_node("Gemm", ["f", "w3"], ["y"], transB=1)]
     model = make_model(nodes, [tensor("x", [1, 2, 6, 6])], [tensor("y", [1, 3])],
-                       [("w1", w(4, 2, 3, 3)), ("w2", w(4, 4, 3, 3)), ("w3", w(3, 36))])
+                       [("w1", w(4, 2, 3, 3)), ("w2", w(4, 4, 3, 3)), ("w3", w(3, 36))],
+                       opset=OPSET.get(activation, 13))
     return save(model, tmp_path / f"res_{activation}.onnx")
 
 
@@ -56,7 +60,8 @@ def encoders_for(path):
 
 @pytest.mark.parametrize("activation, attrs", [("Tanh", None), ("Sigmoid", None), ("HardSwish", None),
                                                ("LeakyRelu", {"alpha": -0.2}), ("Relu", None),
-                                               ("Softplus", None), ("Elu", {"alpha": 0.7})])
+                                               ("Softplus", None), ("Elu", {"alpha": 0.7}),
+                                               ("Mish", None), ("Selu", None), ("HardSigmoid", None)])
 def test_every_encoder_is_bit_exact_on_the_host_with_sanitizers(activation, attrs, tmp_path, host_cc):
     path = residual_model(tmp_path, activation, attrs)
     usable = encoders_for(path)

@@ -43,17 +43,30 @@ def test_packed_codes_run_bit_exact_on_rv32(tmp_path, host_cc):
     assert result.mismatches == 0, result.first
 
 
-def test_auto_packs_only_when_decoded_weights_do_not_fit():
-    decoded = mcugen.build(shared_model("mnist_mlp_bn"), wbits=4, weight_storage="decoded", input_range=(0, 1))
-    codes = mcugen.build(shared_model("mnist_mlp_bn"), wbits=4, weight_storage="codes", input_range=(0, 1))
-    need = {k: v["flash_bytes"] for k, v in (("decoded", decoded.report["totals"]), ("codes", codes.report["totals"]))}
-    assert need["codes"] < need["decoded"]
+def test_auto_shrinks_the_encoders_then_packs_only_when_the_board_is_short():
+    def build(board=None, **kw):
+        return mcugen.build(shared_model("mnist_mlp_bn"), wbits=4, input_range=(0, 1),
+                            **({"target": "rv32", "board": board} if board else {}), **kw)
 
-    def board(flash):
-        return {"name": "test-board", "targets": ["rv32"], "memory": {"flash": {"bytes": flash}, "ram": {"bytes": 1 << 20}}}
-    roomy = mcugen.build(shared_model("mnist_mlp_bn"), target="rv32", board=board(need["decoded"]), wbits=4, input_range=(0, 1))
-    tight = mcugen.build(shared_model("mnist_mlp_bn"), target="rv32", board=board(need["decoded"] - 1), wbits=4, input_range=(0, 1))
-    assert roomy.schedule.meta["weight_storage"] == "decoded"
-    assert tight.schedule.meta["weight_storage"] == "codes"
+    def flash(**kw):
+        return build(**kw).report["totals"]["flash_bytes"]
+    need = {(s, e): flash(weight_storage=s, encoder=e)
+            for s in ("decoded", "codes") for e in ("auto", "auto-small")}
+    assert need["codes", "auto-small"] < need["codes", "auto"] < need["decoded", "auto"]
+    assert need["decoded", "auto-small"] < need["decoded", "auto"]
+
+    def board(size):
+        return {"name": "test-board", "targets": ["rv32"], "memory": {"flash": {"bytes": size}, "ram": {"bytes": 1 << 20}}}
+
+    def chosen(size):
+        schedule = build(board(size)).schedule
+        return schedule.meta["weight_storage"], schedule.steps[0].params["encoder"], \
+            sum(schedule.step_consts_bytes(s) for s in schedule.steps)
+    roomy = chosen(need["decoded", "auto"])
+    assert roomy == ("decoded", build().schedule.steps[0].params["encoder"], need["decoded", "auto"])
+    smaller = chosen(need["decoded", "auto"] - 1)         # smaller encoders, weights decoded
+    assert smaller[0] == "decoded" and smaller[2] == need["decoded", "auto-small"]
+    packed = chosen(need["decoded", "auto-small"] - 1)
+    assert packed[0] == "codes" and packed[2] <= need["decoded", "auto-small"] - 1
     with pytest.raises(MCUGenError, match="flash needs"):
-        mcugen.build(shared_model("mnist_mlp_bn"), target="rv32", board=board(need["codes"] - 1), wbits=4, input_range=(0, 1))
+        build(board(need["codes", "auto-small"] - 1))

@@ -4,7 +4,10 @@ The realizations (one module each, registered in ENCODERS) share the seam in bas
 that encodes calls `encoder_step_parts` with its request; the reference runs `encode`.
 `auto` (the default) takes, per step, among the realizations within the error budget, the one
 with the least  table bytes + encoded elements per inference x instructions per element
-(an instruction per inference weighs as much as a byte of flash). `auto-small` (what the
+(an instruction per inference weighs as much as a byte of flash). On grids of fewer than 7
+bits a one-code error is more than 1/64 of the range while the exact threshold table is at most
+63 int32 per row: there `auto` keeps the threshold encoder when the activation allows it.
+`auto-small` (what the
 lowering falls back to when the board's flash is short) takes the least table bytes, then the
 fewest instructions.
 """
@@ -20,6 +23,7 @@ ENCODERS = {e.name: e for e in (Threshold(), Lut(), Pade())}
 AUTO = ("auto", "auto-small")
 CHOICES = AUTO + tuple(ENCODERS)
 BYTES_PER_INSTRUCTION = 1.0      # auto's exchange rate between flash and run time
+EXACT_BELOW_BITS = 7             # auto keeps exact encoders on coarser grids
 
 
 def choose(candidates: list, elements: int, small=False) -> EncoderParts:
@@ -34,6 +38,9 @@ def encoder_step_parts(request: EncodeRequest, choice: str = "auto", where: str 
     if choice not in CHOICES:
         raise MCUGenError(f"unknown encoder '{choice}'; choose one of {', '.join(CHOICES)}")
     names = list(ENCODERS) if choice in AUTO else [choice]
+    if choice == "auto" and request.encoding.bits < EXACT_BELOW_BITS and \
+            ENCODERS["threshold"].supports(request.activation):
+        names = ["threshold"]
     act = request.activation[0] if request.activation else "identity"
     supported = [ENCODERS[n] for n in names if ENCODERS[n].supports(request.activation)]
     if not supported:

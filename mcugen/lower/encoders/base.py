@@ -19,6 +19,8 @@ import numpy as np
 from mcugen.lower.encoders.exact import CodeError, Segments, compare, float_segments
 from mcugen.lower.fixedpoint import ACC_LIMIT
 
+MAX_OFF_SHARE = 0.02      # approximate encoders: at most 2% of accumulator values off (by one)
+
 
 @dataclass
 class EncodeRequest:
@@ -38,6 +40,12 @@ class EncodeRequest:
     @property
     def rows(self) -> int:
         return self.scale.size
+
+    def accepts(self, error: CodeError) -> bool:
+        """Within budget: a worst error of at most max_code_error codes, and (for a budget of 1)
+        at most MAX_OFF_SHARE of the accumulator values off at all. Without the second rule the
+        smallest table within one code leaves up to half the values off by one on small layers."""
+        return error.worst <= self.max_code_error and (error.worst == 0 or error.off_share <= MAX_OFF_SHARE)
 
     def reference(self) -> Segments:
         """The float encoder as exact segments (computed once per request)."""

@@ -14,15 +14,15 @@ MULT_BITS = 31          # mult_r in [2^30, 2^31): 31 significant bits, an int32
 MAX_SHIFT = 62
 
 
-def multipliers(ratio):
-    """(mult, shift) per row with mult / 2^shift ~ ratio (ratio >= 0)."""
+def multipliers(ratio, bits=MULT_BITS):
+    """(mult, shift) per row with mult / 2^shift ~ ratio (ratio >= 0), mult < 2^bits."""
     ratio = np.asarray(ratio, dtype=np.float64)
     shift = np.full(ratio.shape, MAX_SHIFT, dtype=np.int64)
     positive = ratio > 0
     exp = np.floor(np.log2(np.where(positive, ratio, 1.0))).astype(np.int64)
-    shift[positive] = np.clip(MULT_BITS - 1 - exp[positive], 1, MAX_SHIFT)
+    shift[positive] = np.clip(bits - 1 - exp[positive], 1, MAX_SHIFT)
     mult = np.rint(ratio * np.exp2(shift.astype(np.float64)))
-    mult = np.clip(mult, 0, (1 << MULT_BITS) - 1).astype(np.int64)
+    mult = np.clip(mult, 0, (1 << bits) - 1).astype(np.int64)
     return mult, shift
 
 

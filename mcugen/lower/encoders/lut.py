@@ -6,8 +6,8 @@ The table spans the accumulator values where the float encoder changes at all, p
 saturated cell on each side. T[k] is the float encoder at y = k * h, moved (only when it must)
 to the middle of the codes the float encoder takes on the cell's accumulators over every row,
 so that a cell that straddles two breakpoints is still within one code of all of them. The
-index width L is the smallest (from MIN_BITS) whose exact worst code error, over every
-accumulator value of every row, is within the budget."""
+index width L is the smallest (from MIN_BITS) whose exact code error, over every accumulator value of every row,
+is within the budget (EncodeRequest.accepts)."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,9 +18,11 @@ from mcugen.ops._common import activation_fn, activation_per_channel
 from mcugen.quant.power import Encoding
 
 MIN_BITS, MAX_BITS = 4, 16
-STEPS_PER_BIT = 4        # table sizes grow by 2^(1/4): the smallest table within the budget
-SHARED_SHIFT_SPAN = 16   # one shift for every row when their scales span at most 2^16 (every
-                         # multiplier keeps >= 15 significant bits; the error is measured anyway)
+STEPS_PER_BIT = 4        # table sizes grow by 2^(1/4), then a bisection
+MULT_BITS = 15           # int16 multipliers: 2^-15 of an index step is far below the error the
+                         # table size allows (measured exactly, like everything else)
+SHARED_SHIFT_SPAN = 8    # one shift for every row when their scales span at most 2^8 (every
+                         # multiplier keeps >= 7 significant bits; the error is measured anyway)
 OPS = 10                 # RV32IMC per element: 64-bit multiply-add, high word, shift, clamp, load
                          # (bench/encoders.py section a measures 9.8-10.8)
 
@@ -48,11 +50,11 @@ def code_table(request, h, lo, hi):
 def row_multipliers(ratio):
     """(mult, shift) per row; one shift for all rows when their ratios allow it (a literal in
     the C, and one byte less per row)."""
-    mult, shift = multipliers(ratio)
+    mult, shift = multipliers(ratio, MULT_BITS)
     positive = ratio > 0
     if positive.any() and ratio[positive].max() <= ratio[positive].min() * 2.0 ** SHARED_SHIFT_SPAN:
         common = int(shift[positive].min())
-        mult = np.clip(np.rint(ratio * 2.0 ** common), 0, (1 << 31) - 1).astype(np.int64)
+        mult = np.clip(np.rint(ratio * 2.0 ** common), 0, (1 << MULT_BITS) - 1).astype(np.int64)
         shift = np.full(ratio.shape, common, dtype=np.int64)
     return mult, shift
 
@@ -89,12 +91,27 @@ class Lut(Encoder):
     name = "lut"
 
     def build(self, request):
+        """The smallest table within budget: sizes grow by 2^(1/4) until one is accepted, then
+        a bisection between it and the last size refused (the error is not strictly monotone
+        in the size, so this is the smallest accepted size the search meets, not a proof)."""
         span = changing_span(request)
+        refused = 0
         for step in range(MIN_BITS * STEPS_PER_BIT, MAX_BITS * STEPS_PER_BIT + 1):
-            parts = self.build_size(request, span, int(round(2 ** (step / STEPS_PER_BIT))))
-            if parts.error.worst <= request.max_code_error:
-                return parts
-        return None
+            size = int(round(2 ** (step / STEPS_PER_BIT)))
+            parts = self.build_size(request, span, size)
+            if request.accepts(parts.error):
+                break
+            refused = size
+        else:
+            return None
+        while size - refused > 1:
+            middle = (size + refused) // 2
+            candidate = self.build_size(request, span, middle)
+            if request.accepts(candidate.error):
+                size, parts = middle, candidate
+            else:
+                refused = middle
+        return parts
 
     def build_size(self, request, span, size):
         if span is None:                              # constant: one cell
@@ -105,7 +122,7 @@ class Lut(Encoder):
             lo, hi = int(np.floor(y_lo / h)) - 1, int(np.ceil(y_hi / h)) + 1
         mult, shift = row_multipliers(request.scale / h)
         table = code_table(request, h, lo, hi)
-        consts = {"enc_mult": mult.astype(np.int32)}
+        consts = {"enc_mult": mult.astype(np.int16)}
         shared_shift = int(shift[0]) if np.all(shift == shift[0]) and request.rows > 1 else -1
         if shared_shift < 0:
             consts["enc_shift"] = shift.astype(np.uint8)

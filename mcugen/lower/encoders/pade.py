@@ -182,7 +182,7 @@ class Pade(Encoder):
 
     @staticmethod
     def meets(request, parts):
-        return parts is not None and parts.error.worst <= request.max_code_error
+        return parts is not None and request.accepts(parts.error)
 
     @staticmethod
     def largest_f(enc, order):
