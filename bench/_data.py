@@ -110,3 +110,12 @@ def calibration(name: str):
             "resnet8": lambda: resnet8_data(1)[1],
             "kws_dscnn": lambda: kws_data(1)[1],
             "sine": lambda: sine_data(1)[1]}[name]()
+
+
+def require_rv32_tools():
+    """The benchmarks that run generated C on RV32 need Debian's cross compiler and qemu."""
+    import shutil
+    for tool in ("riscv64-unknown-elf-gcc", "qemu-system-riscv32"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found: apt-get install gcc-riscv64-unknown-elf "
+                             "picolibc-riscv64-unknown-elf qemu-system-misc")

@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from _data import require_rv32_tools
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 MODELS_DIR = REPO.parent / "shared" / "models"
@@ -235,10 +237,7 @@ def main(argv=None):
     ap.add_argument("--models", default="resnet8,kws_dscnn")
     ap.add_argument("--keep", help="keep the generated projects under this directory")
     args = ap.parse_args(argv)
-    for tool in ("riscv64-unknown-elf-gcc", "qemu-system-riscv32"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found: apt-get install gcc-riscv64-unknown-elf "
-                             "picolibc-riscv64-unknown-elf qemu-system-misc")
+    require_rv32_tools()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mcugen-enc"))
     root.mkdir(parents=True, exist_ok=True)
     try:

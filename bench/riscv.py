@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _data import require_rv32_tools
+
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO.parent / "shared" / "models"
 MODELS = {"mnist8": (0.0, 255.0), "mnist_mlp_bn": (0.0, 1.0), "sine": (0.0, 6.2832),
@@ -69,10 +71,7 @@ def main(argv=None):
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--keep", help="keep the generated projects under this directory")
     args = ap.parse_args(argv)
-    for tool in ("riscv64-unknown-elf-gcc", "qemu-system-riscv32"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found: apt-get install gcc-riscv64-unknown-elf "
-                             "picolibc-riscv64-unknown-elf qemu-system-misc")
+    require_rv32_tools()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mcugen-bench"))
     rows = []
     print("| model | config | instructions | instr/MAC | largest conv instr/MAC | text B | rodata B "

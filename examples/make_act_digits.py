@@ -16,18 +16,14 @@ act_digits_inputs.npy (the first 64 test images / 16, float32 (64,1,8,8)) and
 act_digits_labels.npy (int64 (64,)). Needs torch (CPU), scikit-learn, onnx, onnxruntime;
 trains in about 8 s on one core and writes byte-identical files on the same torch build.
 """
-import random
 import time
-import warnings
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 import torch.nn as nn
-from sklearn.datasets import load_digits
+
+from _digits import check_and_save, export_checked, seeded_digits_split, train
 
 HERE = Path(__file__).resolve().parent
 ONNX_PATH = HERE / "act_digits.onnx"
@@ -69,27 +65,6 @@ def shifted(batch, gen):
     return nn.functional.pad(batch, (1, 1, 1, 1))[:, :, dy:dy + 8, dx:dx + 8]
 
 
-def train(model, x_train, y_train):
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, EPOCHS)
-    loss_fn = nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(SEED)
-    for epoch in range(EPOCHS):
-        model.train()
-        perm = torch.randperm(len(x_train), generator=gen)
-        total = 0.0
-        for i in range(0, len(perm), 32):
-            idx = perm[i:i + 32]
-            opt.zero_grad()
-            loss = loss_fn(model(shifted(x_train[idx], gen)), y_train[idx])
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        sched.step()
-        if epoch % 10 == 9 or epoch == EPOCHS - 1:
-            print(f"epoch {epoch + 1:3d}  train loss {total / len(perm):.4f}")
-
-
 def fold_linear_batchnorms(model):
     """Each eval-mode BatchNorm1d into the Linear before it (the exporter keeps them as
     BatchNormalization nodes), so that every activation of the graph follows a Conv or Gemm."""
@@ -105,18 +80,8 @@ def fold_linear_batchnorms(model):
 
 
 def export(model, dummy):
-    # The TorchScript exporter (dynamo=False) writes GELU as its Erf subgraph at opset 17, the
-    # form mcugen's frontend fuses back; it warns that it is the legacy path: silenced.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (dummy,), str(ONNX_PATH), dynamo=False, opset_version=17,
-                          input_names=["pixels"], output_names=["logits"],
-                          do_constant_folding=True)
-    m = onnx.load(str(ONNX_PATH))
-    onnx.checker.check_model(m, full_check=True)
-    ops = Counter(n.op_type for n in m.graph.node)
-    missing = REQUIRED_OPS - set(ops)
-    assert not missing, f"exported graph lacks {sorted(missing)}: {dict(ops)}"
+    # at opset 17 the exporter writes GELU as its Erf subgraph, the form mcugen's frontend fuses
+    m, ops = export_checked(model, dummy, ONNX_PATH, 17, REQUIRED_OPS)
     assert "BatchNormalization" not in ops, dict(ops)
     slopes = [i for i in m.graph.initializer if any(n.op_type == "PRelu" and i.name in n.input
                                                      for n in m.graph.node)]
@@ -125,49 +90,24 @@ def export(model, dummy):
 
 
 def main():
-    random.seed(SEED)
-    np.random.seed(SEED)
-    torch.manual_seed(SEED)
-    torch.set_num_threads(THREADS)
-    torch.use_deterministic_algorithms(True)
     t0 = time.time()
-
-    digits = load_digits()
-    x = (digits.images.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
-    y = digits.target.astype(np.int64)
-    x_train, y_train = torch.from_numpy(x[:-N_TEST]), torch.from_numpy(y[:-N_TEST])
-    x_test, y_test = x[-N_TEST:], y[-N_TEST:]
+    x_train, y_train, x_test, y_test = seeded_digits_split(SEED, THREADS, N_TEST)
 
     model = ActDigits()
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params < 25_000, n_params
-    train(model, x_train, y_train)
+    train(model, x_train, y_train, EPOCHS, SEED, augment=shifted)
     model.eval()
     with torch.no_grad():
         unfolded = model(torch.from_numpy(x_test)).numpy()
         fold_linear_batchnorms(model)
         torch_test = model(torch.from_numpy(x_test)).numpy()
     assert np.abs(torch_test - unfolded).max() < 1e-4, np.abs(torch_test - unfolded).max()
-    acc = float((torch_test.argmax(1) == y_test).mean())
 
     ops = export(model, torch.from_numpy(x_test[:1]))
-    sess = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"])
-    assert sess.get_inputs()[0].shape == [1, 1, 8, 8], sess.get_inputs()[0].shape
-    ort_test = np.concatenate([sess.run(None, {"pixels": x_test[i:i + 1]})[0]
-                               for i in range(N_TEST)])
-    diff = float(np.abs(ort_test - torch_test).max())
-    assert diff < 1e-4, f"onnxruntime vs torch max abs diff {diff}"
-    ort_acc = float((ort_test.argmax(1) == y_test).mean())
-
-    np.save(HERE / "act_digits_inputs.npy", x_test[:64].astype(np.float32))
-    np.save(HERE / "act_digits_labels.npy", y_test[:64].astype(np.int64))
-
-    print(f"parameters: {n_params}")
-    print("ops:", ", ".join(f"{k} x{v}" for k, v in sorted(ops.items())))
-    print(f"onnx size: {ONNX_PATH.stat().st_size} bytes; ort vs torch max abs diff {diff:.2e}")
-    print(f"test accuracy (float, {N_TEST} images): torch {acc:.4f}, onnxruntime {ort_acc:.4f}")
-    acc64 = float((torch_test[:64].argmax(1) == y_test[:64]).mean())
-    print(f"accuracy on the 64 saved images: {acc64:.4f}")
+    check_and_save(ONNX_PATH, "act_digits", x_test, y_test, torch_test,
+                   [f"parameters: {n_params}",
+                    "ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(ops.items()))])
     print(f"time: {time.time() - t0:.1f} s")
 
 

@@ -11,18 +11,14 @@ digits_cnn_inputs.npy (the first 64 test images / 16, float32 (64,1,8,8)) and
 digits_cnn_labels.npy (int64 (64,)). Needs torch (CPU), scikit-learn, onnx, onnxruntime;
 trains in about 15 s on one core.
 """
-import random
 import time
-import warnings
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 import torch.nn as nn
-from sklearn.datasets import load_digits
+
+from _digits import check_and_save, export_checked, seeded_digits_split, train
 
 HERE = Path(__file__).resolve().parent
 ONNX_PATH = HERE / "digits_cnn.onnx"
@@ -64,86 +60,30 @@ class DigitsCNN(nn.Module):
 
 
 def main():
-    random.seed(SEED)
-    np.random.seed(SEED)
-    torch.manual_seed(SEED)
-    torch.set_num_threads(THREADS)
-    torch.use_deterministic_algorithms(True)
     t0 = time.time()
-
-    digits = load_digits()
-    x = (digits.images.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
-    y = digits.target.astype(np.int64)
-    x_train, y_train = torch.from_numpy(x[:-N_TEST]), torch.from_numpy(y[:-N_TEST])
-    x_test, y_test = x[-N_TEST:], y[-N_TEST:]
+    x_train, y_train, x_test, y_test = seeded_digits_split(SEED, THREADS, N_TEST)
 
     model = DigitsCNN()
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params < 20_000, n_params
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, EPOCHS)
-    loss_fn = nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(SEED)
-    for epoch in range(EPOCHS):
-        model.train()
-        perm = torch.randperm(len(x_train), generator=gen)
-        total = 0.0
-        for i in range(0, len(perm), 32):
-            idx = perm[i:i + 32]
-            opt.zero_grad()
-            loss = loss_fn(model(x_train[idx]), y_train[idx])
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        sched.step()
-        if epoch % 10 == 9 or epoch == EPOCHS - 1:
-            print(f"epoch {epoch + 1:3d}  train loss {total / len(perm):.4f}")
+    train(model, x_train, y_train, EPOCHS, SEED)
 
     model.eval()
     with torch.no_grad():
         torch_test = model(torch.from_numpy(x_test)).numpy()
-    acc = float((torch_test.argmax(1) == y_test).mean())
 
     dummy = torch.from_numpy(x_test[:1])
-    # The TorchScript exporter (dynamo=False) needs nothing beyond torch; in eval mode it folds
-    # each BatchNorm into the Conv before it. It warns that it is the legacy path: silenced.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (dummy,), str(ONNX_PATH), dynamo=False, opset_version=13,
-                          input_names=["pixels"], output_names=["logits"],
-                          do_constant_folding=True)
-
-    m = onnx.load(str(ONNX_PATH))
-    onnx.checker.check_model(m, full_check=True)
-    ops = Counter(n.op_type for n in m.graph.node)
-    missing = REQUIRED_OPS - set(ops)
-    assert not missing, f"exported graph lacks {sorted(missing)}: {dict(ops)}"
+    m, ops = export_checked(model, dummy, ONNX_PATH, 13, REQUIRED_OPS)
     convs = [n for n in m.graph.node if n.op_type == "Conv"]
     groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs]
     assert 16 in groups, f"no depthwise Conv: groups {groups}"
     pads = [list(next((a.ints for a in n.attribute if a.name == "pads"), [])) for n in convs]
     assert any(any(p) for p in pads), f"no padded Conv: {pads}"
 
-    sess = ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"])
-    assert [i.name for i in sess.get_inputs()] == ["pixels"]
-    assert [o.name for o in sess.get_outputs()] == ["logits"]
-    assert sess.get_inputs()[0].shape == [1, 1, 8, 8], sess.get_inputs()[0].shape
-    ort_test = np.concatenate([sess.run(None, {"pixels": x_test[i:i + 1]})[0]
-                               for i in range(N_TEST)])
-    diff = float(np.abs(ort_test - torch_test).max())
-    assert diff < 1e-4, f"onnxruntime vs torch max abs diff {diff}"
-    ort_acc = float((ort_test.argmax(1) == y_test).mean())
-
-    np.save(HERE / "digits_cnn_inputs.npy", x_test[:64].astype(np.float32))
-    np.save(HERE / "digits_cnn_labels.npy", y_test[:64].astype(np.int64))
-
-    print(f"parameters: {n_params}")
-    print("ops:", ", ".join(f"{k} x{v}" for k, v in sorted(ops.items())))
-    print(f"conv groups: {groups}")
-    print(f"onnx size: {ONNX_PATH.stat().st_size} bytes; ort vs torch max abs diff {diff:.2e}")
-    print(f"test accuracy (float, {N_TEST} images): torch {acc:.4f}, onnxruntime {ort_acc:.4f}")
-    acc64 = float((torch_test[:64].argmax(1) == y_test[:64]).mean())
-    print(f"accuracy on the 64 saved images: {acc64:.4f}")
+    check_and_save(ONNX_PATH, "digits_cnn", x_test, y_test, torch_test,
+                   [f"parameters: {n_params}",
+                    "ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(ops.items())),
+                    f"conv groups: {groups}"])
     print(f"time: {time.time() - t0:.1f} s")
 
 

@@ -6,8 +6,8 @@ The table spans the accumulator values where the float encoder changes at all, p
 saturated cell on each side. T[k] is the float encoder at y = k * h, moved (only when it must)
 to the middle of the codes the float encoder takes on the cell's accumulators over every row,
 so that a cell that straddles two breakpoints is still within one code of all of them. The
-index width L is the smallest (from MIN_BITS) whose exact code error, over every accumulator value of every row,
-is within the budget (EncodeRequest.accepts)."""
+table is the smallest whose exact code error, over every accumulator value of every row, is
+within the budget (EncodeRequest.accepts)."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +15,6 @@ import numpy as np
 from mcugen.lower.encoders.base import Encoder, EncoderParts, base_params
 from mcugen.lower.encoders.index import index_segments, multipliers, requantize
 from mcugen.ops._common import activation_fn, activation_per_channel
-from mcugen.quant.power import Encoding
 
 MIN_BITS, MAX_BITS = 4, 16
 STEPS_PER_BIT = 4        # table sizes grow by 2^(1/4), then a bisection
@@ -57,6 +56,16 @@ def row_multipliers(ratio):
         mult = np.clip(np.rint(ratio * 2.0 ** common), 0, (1 << MULT_BITS) - 1).astype(np.int64)
         shift = np.full(ratio.shape, common, dtype=np.int64)
     return mult, shift
+
+
+def high_word_params(shift):
+    """The C's fast path: with the multiplier widened to 31 bits (W more bits, W more shift),
+    floor((acc * m + 2^(s-1)) / 2^s) = (mulh(acc, m << W) + 2^(s+W-33)) >> (s+W-32) when
+    33 <= s + W <= 63 (the rounding term a whole number of high words, the sum below 2^31)."""
+    widen = 31 - MULT_BITS
+    ok = bool(shift.min() + widen >= 33 and shift.max() + widen <= 63)
+    return {"enc_high_word": int(ok), "enc_widen": widen, "enc_high_round": 33 - widen,
+            "enc_high_post": 32 - widen}
 
 
 def row_shifts(params, consts):
@@ -123,7 +132,7 @@ class Lut(Encoder):
         mult, shift = row_multipliers(request.scale / h)
         table = code_table(request, h, lo, hi)
         consts = {"enc_mult": mult.astype(np.int16)}
-        shared_shift = int(shift[0]) if np.all(shift == shift[0]) and request.rows > 1 else -1
+        shared_shift = int(shift[0]) if np.all(shift == shift[0]) else -1
         if shared_shift < 0:
             consts["enc_shift"] = shift.astype(np.uint8)
         consts["enc_table"] = table
@@ -131,7 +140,7 @@ class Lut(Encoder):
             ["enc_table"] if table.ndim == 2 else [])
         params = dict(base_params(self.name, request, consts, row_consts),
                       enc_lo=lo, enc_hi=hi, enc_n=hi - lo + 1, enc_per_row=int(table.ndim == 2),
-                      enc_shift_all=shared_shift, enc_wide_shift=int(shift.min() >= 32))
+                      enc_shift_all=shared_shift, **high_word_params(shift))
         consts["enc_table"] = balanced_table(request, params, consts).astype(table.dtype)
         error = self.measure(request, params, consts)
         return EncoderParts(consts, params, error, OPS, {"encoder_entries": hi - lo + 1})

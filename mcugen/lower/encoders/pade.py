@@ -203,9 +203,13 @@ class Pade(Encoder):
             mult_n, shift_n = multipliers(np.abs(slopes) * ratio)
             consts["enc_mult_neg"] = (np.sign(slopes).astype(np.int64) * mult_n).astype(np.int32)
             consts["enc_shift_neg"] = shift_n.astype(np.uint8)
+        shifts = np.concatenate([shift] + ([shift_n] if negative else []))
         params = {"enc_lo": lo, "enc_hi": hi, "enc_F": F, "enc_B": enc.B, "enc_neg": int(negative),
                   "enc_half": 1 << (F - 1), "enc_uniform": int(order == "uniform"),
-                  "enc_signed_index": int(lo < 0)}
+                  "enc_signed_index": int(lo < 0),
+                  # the C's fast path: floor((acc m + 2^(s-1)) / 2^s) = (mulh(acc, m) +
+                  # 2^(s-33)) >> (s-32) for 33 <= s <= 63 (|mulh| < 2^30, the sum < 2^31)
+                  "enc_high_word": int(shifts.min() >= 33 and shifts.max() <= 63)}
         if order != "uniform" and not self.add_power(params, consts, enc, order, F):
             return None
         row_consts = [k for k in ("enc_mult", "enc_shift", "enc_mult_neg", "enc_shift_neg")
