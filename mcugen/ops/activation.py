@@ -113,14 +113,18 @@ class Activation(OpDef):
 def lower_recode(node, ctx, function, channels):
     """A code-to-code table per channel (or one for all): every input code decoded, `function`
     (real values (n,) -> (channels, n)) applied, encoded to the output's grid; exactly what
-    simulated quantization computes, with no arithmetic at run time."""
+    simulated quantization computes, with no arithmetic at run time. Its input is already a
+    code, so the table is indexed by it directly: an exact lut (code error 0 by construction),
+    reported like the encoders of the other steps."""
     x, y = ctx.encoding(node.inputs[0]), ctx.encoding(node.output)
     lut = y.encode(function(x.decode(x.codes())))
     size = int(np.prod(ctx.shape(node.output)))
     params = {"channels": channels, "plane": size // channels, "n_codes": int(lut.shape[1]),
               "x_offset": x.table_offset}
     return ctx.step(node, "recode", params=params, consts={"lut": lut.astype(y.ctype)},
-                    info={"abits": y.bits, "table_bytes": int(lut.astype(y.ctype).nbytes)})
+                    info={"abits": y.bits, "table_bytes": int(lut.astype(y.ctype).nbytes),
+                          "encoder": "recode", "encoder_max_code_error": 0,
+                          "encoder_off_share": 0.0, "encoder_mean_code_error": 0.0})
 
 
 def run_recode(step, codes):

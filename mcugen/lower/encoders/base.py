@@ -73,6 +73,7 @@ class EncoderParts:
                 "encoder_max_code_error": self.error.worst,
                 "encoder_off_share": round(self.error.off_share, 6),
                 "encoder_mean_code_error": round(self.error.mean, 6),
+                "encoder_active_off_share": round(self.error.active_off_share, 6),
                 "encoder_ops": self.ops_per_element, **self.extra_info}
 
 

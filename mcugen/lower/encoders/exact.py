@@ -120,11 +120,13 @@ class CodeError:
     worst: int              # max |realized - float| over every accumulator value
     off_share: float        # share of accumulator values whose code differs at all
     mean: float             # mean |realized - float| over every accumulator value
+    active_off_share: float = 0.0   # the same share among the accumulator values between each
+                                    # row's first and last breakpoint (where codes change)
 
 
 def compare(reference: Segments, realized: Segments, bound: int) -> CodeError:
     """Exact worst and mean code error of `realized` against `reference` on [-bound, bound]."""
-    worst, off, total_error, total = 0, 0, 0, 0
+    worst, off, total_error, total, active_off, active = 0, 0, 0, 0, 0, 0
     for r in range(len(reference.starts)):
         starts = np.union1d(reference.starts[r], realized.starts[r])
         lengths = np.diff(np.append(starts, bound + 1))
@@ -133,4 +135,9 @@ def compare(reference: Segments, realized: Segments, bound: int) -> CodeError:
         off += int(lengths[error > 0].sum())
         total_error += int((lengths * error).sum())
         total += int(lengths.sum())
-    return CodeError(worst, off / total, total_error / total)
+        breaks = reference.starts[r][1:]
+        if breaks.size:     # [first breakpoint, last breakpoint): the changing part of the row
+            inside = (starts >= breaks[0]) & (starts < breaks[-1])
+            active_off += int(lengths[inside & (error > 0)].sum())
+            active += int(lengths[inside].sum())
+    return CodeError(worst, off / total, total_error / total, active_off / active if active else 0.0)

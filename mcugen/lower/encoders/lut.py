@@ -20,10 +20,16 @@ MIN_BITS, MAX_BITS = 4, 16
 STEPS_PER_BIT = 4        # table sizes grow by 2^(1/4), then a bisection
 MULT_BITS = 15           # int16 multipliers: 2^-15 of an index step is far below the error the
                          # table size allows (measured exactly, like everything else)
+ALIGNED_MULT_BITS = 31   # an aligned table is exact but for the multiplier: int32 there
 SHARED_SHIFT_SPAN = 8    # one shift for every row when their scales span at most 2^8 (every
                          # multiplier keeps >= 7 significant bits; the error is measured anyway)
-OPS = 10                 # RV32IMC per element: 64-bit multiply-add, high word, shift, clamp, load
-                         # (bench/encoders.py section a measures 9.8-10.8)
+OPS_SHARED_SHIFT = 10    # RV32IMC per element: mulh, rounding add, shift, clamp, load, with one
+OPS_ROW_SHIFT = 16       # shift (a literal) or a shift per row (bench/encoders.py section a: 15-16)
+
+
+def activation_is_piecewise_linear(spec):
+    """Identity, ReLU, Clip, LeakyRelu, PRelu: slopes of 0, 1 or a constant per side."""
+    return spec is None or spec[0] in ("Relu", "Clip", "LeakyRelu", "PRelu")
 
 
 def changing_span(request):
@@ -46,26 +52,26 @@ def code_table(request, h, lo, hi):
     return request.encoding.encode(values).astype(request.encoding.ctype)
 
 
-def row_multipliers(ratio):
-    """(mult, shift) per row; one shift for all rows when their ratios allow it (a literal in
-    the C, and one byte less per row)."""
-    mult, shift = multipliers(ratio, MULT_BITS)
+def row_multipliers(ratio, bits):
+    """(mult, shift) per row, mult < 2^bits; one shift for all rows when their ratios allow it
+    (a literal in the C, and one byte less per row)."""
+    mult, shift = multipliers(ratio, bits)
     positive = ratio > 0
     if positive.any() and ratio[positive].max() <= ratio[positive].min() * 2.0 ** SHARED_SHIFT_SPAN:
         common = int(shift[positive].min())
-        mult = np.clip(np.rint(ratio * 2.0 ** common), 0, (1 << MULT_BITS) - 1).astype(np.int64)
+        mult = np.clip(np.rint(ratio * 2.0 ** common), 0, (1 << bits) - 1).astype(np.int64)
         shift = np.full(ratio.shape, common, dtype=np.int64)
     return mult, shift
 
 
-def high_word_params(shift):
+def high_word_params(shift, mult_bits):
     """The C's fast path: with the multiplier widened to 31 bits (W more bits, W more shift),
     floor((acc * m + 2^(s-1)) / 2^s) = (mulh(acc, m << W) + 2^(s+W-33)) >> (s+W-32) when
     33 <= s + W <= 63 (the rounding term a whole number of high words, the sum below 2^31)."""
-    widen = 31 - MULT_BITS
+    widen = 31 - mult_bits
     ok = bool(shift.min() + widen >= 33 and shift.max() + widen <= 63)
     return {"enc_high_word": int(ok), "enc_widen": widen, "enc_high_round": 33 - widen,
-            "enc_high_post": 32 - widen}
+            "enc_high_post": 32 - widen, "enc_high_max": 63 - widen}
 
 
 def row_shifts(params, consts):
@@ -104,6 +110,9 @@ class Lut(Encoder):
         a bisection between it and the last size refused (the error is not strictly monotone
         in the size, so this is the smallest accepted size the search meets, not a proof)."""
         span = changing_span(request)
+        aligned = self.build_aligned(request, span)
+        if aligned is not None:
+            return aligned
         refused = 0
         for step in range(MIN_BITS * STEPS_PER_BIT, MAX_BITS * STEPS_PER_BIT + 1):
             size = int(round(2 ** (step / STEPS_PER_BIT)))
@@ -122,16 +131,34 @@ class Lut(Encoder):
                 refused = middle
         return parts
 
+    def build_aligned(self, request, span):
+        """On a uniform grid (a = 1) a piecewise-linear activation's codes change at y = (k + 1/2)
+        R/B: cells of width h = R/B centred on the codes' values have their edges on the
+        breakpoints, so the table is exact but for the multiplier's rounding (the int8
+        requantization of the uniform baseline). Taken when accepted and not over MAX_BITS."""
+        enc = request.encoding
+        if span is None or enc.scheme != "power" or enc.exponent != 1.0 or \
+                not activation_is_piecewise_linear(request.activation):
+            return None
+        h = enc.range / enc.B
+        if (span[1] - span[0]) / h + 3 > 2 ** MAX_BITS:
+            return None
+        parts = self.build_cells(request, h, int(np.floor(span[0] / h)) - 1,
+                                 int(np.ceil(span[1] / h)) + 1, ALIGNED_MULT_BITS)
+        return parts if request.accepts(parts.error) else None
+
     def build_size(self, request, span, size):
         if span is None:                              # constant: one cell
-            h, lo, hi = 1.0, 0, 0
-        else:
-            y_lo, y_hi = span
-            h = max(y_hi - y_lo, 1e-300) / (size - 3)
-            lo, hi = int(np.floor(y_lo / h)) - 1, int(np.ceil(y_hi / h)) + 1
-        mult, shift = row_multipliers(request.scale / h)
+            return self.build_cells(request, 1.0, 0, 0)
+        y_lo, y_hi = span
+        h = max(y_hi - y_lo, 1e-300) / (size - 3)
+        return self.build_cells(request, h, int(np.floor(y_lo / h)) - 1, int(np.ceil(y_hi / h)) + 1)
+
+    def build_cells(self, request, h, lo, hi, mult_bits=MULT_BITS):
+        """The table of cells k = lo..hi, cell k standing for y = k * h."""
+        mult, shift = row_multipliers(request.scale / h, mult_bits)
         table = code_table(request, h, lo, hi)
-        consts = {"enc_mult": mult.astype(np.int16)}
+        consts = {"enc_mult": mult.astype(np.int16 if mult_bits <= 15 else np.int32)}
         shared_shift = int(shift[0]) if np.all(shift == shift[0]) else -1
         if shared_shift < 0:
             consts["enc_shift"] = shift.astype(np.uint8)
@@ -140,10 +167,11 @@ class Lut(Encoder):
             ["enc_table"] if table.ndim == 2 else [])
         params = dict(base_params(self.name, request, consts, row_consts),
                       enc_lo=lo, enc_hi=hi, enc_n=hi - lo + 1, enc_per_row=int(table.ndim == 2),
-                      enc_shift_all=shared_shift, **high_word_params(shift))
+                      enc_shift_all=shared_shift, **high_word_params(shift, mult_bits))
         consts["enc_table"] = balanced_table(request, params, consts).astype(table.dtype)
         error = self.measure(request, params, consts)
-        return EncoderParts(consts, params, error, OPS, {"encoder_entries": hi - lo + 1})
+        ops = OPS_SHARED_SHIFT if shared_shift >= 0 else OPS_ROW_SHIFT
+        return EncoderParts(consts, params, error, ops, {"encoder_entries": hi - lo + 1})
 
     def run(self, params, consts, acc, rows):
         acc, rows = np.broadcast_arrays(np.asarray(acc, dtype=np.int64), np.asarray(rows, dtype=np.int64))
