@@ -14,7 +14,6 @@ trains in about 15 s on one core.
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcugen.lower.encoders import encode, encoder_step_parts
+from mcugen.lower.encoders import encode
 from mcugen.lower.fixedpoint import (decode_table, is_identity, mac_fixed_point, pack_codes,
                                      smallest_int_dtype, unpack_codes)
 from mcugen.lower.product import mac_product_table, product_table_fits

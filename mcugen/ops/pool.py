@@ -163,7 +163,7 @@ class AveragePool(OpDef):
         return total / (count_h[:, None] * count_w[None, :])
 
     def lower(self, node, ctx):
-        x, y = ctx.encoding(node.inputs[0]), ctx.encoding(node.output)
+        x = ctx.encoding(node.inputs[0])
         count_h, count_w = self.counts(node, ctx.shape(node.inputs[0]), ctx.shape(node.output))
         frac = _sum_frac_bits(node, ctx, x, node.attrs["kernel"][0] * node.attrs["kernel"][1])
         table = decode_table(x, frac)

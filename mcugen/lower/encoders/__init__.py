@@ -3,13 +3,12 @@
 The realizations (one module each, registered in ENCODERS) share the seam in base.py. A step
 that encodes calls `encoder_step_parts` with its request; the reference runs `encode`.
 `auto` (the default) takes, per step, among the realizations within the error budget, the one
-with the least  table bytes + encoded elements per inference x instructions per element
+with the least table bytes + encoded elements per inference x instructions per element
 (an instruction per inference weighs as much as a byte of flash). On grids of fewer than 7
 bits a one-code error is more than 1/64 of the range while the exact threshold table is at most
 63 int32 per row: there `auto` keeps the threshold encoder when the activation allows it.
-`auto-small` (what the
-lowering falls back to when the board's flash is short) takes the least table bytes, then the
-fewest instructions.
+`auto-small` (what the lowering falls back to when the model does not fit the board) takes the
+least table bytes, then the fewest instructions.
 """
 from __future__ import annotations
 
