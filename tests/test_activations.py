@@ -309,12 +309,23 @@ def test_near_misses_are_left_alone_and_refused_by_name(name):
 
 
 def test_an_intermediate_graph_output_blocks_the_fusion():
-    """The Sigmoid's result is what the model outputs: the Mul is dead, nothing fuses."""
+    """The Sigmoid's result is what the model outputs: the Mul is dead (dropped), nothing fuses."""
     nodes = [helper.make_node("Conv", ["x", "cw"], ["a"], pads=[1, 1, 1, 1]),
              helper.make_node("Sigmoid", ["a"], ["s"]), mul("a", "s", "y")]
     model = make_model(nodes, [tensor("x", IN_SHAPE)], [tensor("s", IN_SHAPE)],
                        [("cw", RNG.normal(size=(3, 3, 3, 3)))])
-    assert patterns_applied(model) == ["Conv", "Sigmoid", "Mul"]
+    assert patterns_applied(model) == ["Conv", "Sigmoid"]
+
+
+def test_a_dead_reader_of_an_inner_tensor_does_not_block_the_fusion():
+    """A node whose result nothing reads (fuzz seed 876: a Relu on the Softplus of a Mish) is
+    not a reader that keeps the pattern apart."""
+    nodes = [helper.make_node("Conv", ["x", "cw"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Softplus", ["a"], ["sp"]), helper.make_node("Tanh", ["sp"], ["t"]),
+             mul("a", "t", "y"), helper.make_node("Relu", ["sp"], ["dead"])]
+    model = make_model(nodes, [tensor("x", IN_SHAPE)], [tensor("y", IN_SHAPE)],
+                       [("cw", RNG.normal(size=(3, 3, 3, 3)))], opset=18)
+    assert patterns_applied(model) == ["Conv", "Mish"]
 
 
 # ---------------------------------------------------------------- the function properties

@@ -188,9 +188,21 @@ def _fuse_one(nodes, ctx):
     return None
 
 
+def live_nodes(nodes, outputs):
+    """The nodes whose results reach a graph output (the IR drops the others anyway): a dead
+    reader of a pattern's inner tensor must not keep the pattern from fusing."""
+    needed, live = set(outputs), []
+    for node in reversed(nodes):
+        if any(out in needed for out in node.output):
+            live.append(node)
+            needed.update(name for name in node.input if name)
+    return live[::-1]
+
+
 def fuse_activation_patterns(nodes, ctx):
     """Rewrite every SiLU, Mish and GELU subgraph of `nodes` (topologically ordered NodeProtos)
-    into one node named after its output; returns the new list."""
+    into one node named after its output; returns the new list, without dead nodes."""
+    nodes = live_nodes(nodes, ctx.graph_outputs)
     while True:
         fused = _fuse_one(nodes, ctx)
         if fused is None:
