@@ -166,7 +166,6 @@ def section_b(root, models):
     print("\n(b) whole models, power W4A8, --weight-storage codes, rv32 (qemu)\n")
     print("| model | encoder | constants B (flash) | encoder tables B | instructions | vs threshold | encoding share |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    per_element = {}
     for model in models:
         lo, hi = MODELS[model]
         threshold = None
@@ -184,13 +183,13 @@ def section_b(root, models):
             tables = sum(layer["table_bytes"] or 0 for layer in report["layers"]
                          if layer.get("encoder_max_code_error") is not None)
             threshold = t["instructions"] if name == "threshold" else threshold
-            share = encoding_share(report, per_element)
+            share = encoding_share(report)
             ratio = f"{t['instructions'] / threshold:.3f}" if threshold else "-"
             print(f"| {model} | {name} | {fmt(t['flash_bytes'])} | {fmt(tables)} | "
                   f"{fmt(t['instructions'])} | {ratio} | {share} |", flush=True)
 
 
-def encoding_share(report, per_element):
+def encoding_share(report):
     """Encoded elements x the encoder's instructions per element (layer ops estimate) / total."""
     total = report["totals"]["instructions"]
     spent = sum((layer.get("encoder_ops") or 0) * layer["ram_bytes"] for layer in report["layers"]

@@ -1289,8 +1289,8 @@ def check_accuracy(case, project, graph, x, logits, n_cal):
     # an encoder allowed one code of error moves some values (a few %, measured) by a step: the
     # budget's half-step noise on every value, doubled, covers it on 400 seeds and still fails
     # a 25% scale error (test_oracle_passes_real_models_and_fails_wrong_results)
-    schedule = getattr(project, "schedule", None) or project.project.schedule
-    code_error = max((s.info.get("encoder_max_code_error") or 0 for s in schedule.steps), default=0)
+    code_error = max((s.info.get("encoder_max_code_error") or 0 for s in project.schedule.steps),
+                     default=0)
     if not m["int_vs_sim"] <= max(floor, factor * (1 + code_error) * m["budget"]):
         return Outcome("wrong", "integer far from simulated quantization", gaps_text(m), m)
     if not m["sim_over_bound"] <= 1.0:

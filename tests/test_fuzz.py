@@ -67,7 +67,7 @@ class Perturbed:
 
     def __init__(self, project, change):
         self.project, self.change = project, change
-        self.qgraph = project.qgraph
+        self.qgraph, self.schedule = project.qgraph, project.schedule
 
     def run(self, x):
         return self.change(np.asarray(self.project.run(x), dtype=np.float64))

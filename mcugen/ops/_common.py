@@ -155,6 +155,12 @@ def activation_is_nonnegative(spec):
     return name in ("Relu", "Sigmoid", "HardSigmoid", "Softplus")
 
 
+def activation_is_piecewise_linear(spec):
+    """Identity, ReLU, Clip, LeakyRelu, PRelu: one slope per side of a kink at 0 (or a clamp);
+    what the pade encoder computes and where a lut's cells can sit on a uniform grid's steps."""
+    return spec is None or spec[0] in ("Relu", "Clip", "LeakyRelu", "PRelu")
+
+
 def activation_per_channel(spec):
     """The number of per-channel slopes (a PRelu with more than one), else 0."""
     if spec is not None and spec[0] == "PRelu" and len(spec[1]) > 1:

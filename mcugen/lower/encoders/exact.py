@@ -98,7 +98,8 @@ def float_segments(encoding, activation, scale, bound) -> Segments:
                 inside = starts[i][starts[i] <= hi[r]]
                 per_row[r].append(np.concatenate([[lo[r]], inside]))
     starts = [np.unique(np.concatenate(p)) for p in per_row]
-    return Segments(starts, [encode_row(encode, scale.size, r, s) for r, s in enumerate(starts)])
+    return Segments(starts, [_rows_encode(encode, scale.size, [r], s[None, :])[0]
+                             for r, s in enumerate(starts)])
 
 
 def _rows_encode(encode, n_rows, rows, acc):
@@ -106,13 +107,6 @@ def _rows_encode(encode, n_rows, rows, acc):
     grid = np.zeros((n_rows, acc.shape[1]), dtype=np.int64)
     grid[rows] = acc
     return encode(grid)[rows]
-
-
-def encode_row(encode, rows, row, acc):
-    """The float encoder of one row at the given accumulator values."""
-    grid = np.zeros((rows, acc.size), dtype=np.int64)
-    grid[row] = acc
-    return encode(grid)[row]
 
 
 @dataclass

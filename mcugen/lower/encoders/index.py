@@ -51,3 +51,13 @@ def index_segments(mult, shift, lo, hi, bound, value_of_index):
         starts.append(s)
         codes.append(value_of_index(r, u))
     return Segments(starts, codes)
+
+
+def high_word_params(shift, mult_bits):
+    """The C's fast path: with the multiplier widened to 31 bits (W more bits, W more shift),
+    floor((acc * m + 2^(s-1)) / 2^s) = (mulh(acc, m << W) + 2^(s+W-33)) >> (s+W-32) when
+    33 <= s + W <= 63 (the rounding term a whole number of high words, the sum below 2^31)."""
+    widen = 31 - mult_bits
+    ok = bool(shift.min() + widen >= 33 and shift.max() + widen <= 63)
+    return {"enc_high_word": int(ok), "enc_widen": widen, "enc_high_round": 33 - widen,
+            "enc_high_post": 32 - widen, "enc_high_max": 63 - widen}

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.lower.encoders.base import Encoder, EncoderParts, base_params
-from mcugen.lower.encoders.index import index_segments, multipliers, requantize
-from mcugen.ops._common import activation_fn, activation_per_channel
+from mcugen.lower.encoders.index import high_word_params, index_segments, multipliers, requantize
+from mcugen.ops._common import activation_fn, activation_is_piecewise_linear, activation_per_channel
 
 MIN_BITS, MAX_BITS = 4, 16
 STEPS_PER_BIT = 4        # table sizes grow by 2^(1/4), then a bisection
@@ -25,11 +25,6 @@ SHARED_SHIFT_SPAN = 8    # one shift for every row when their scales span at mos
                          # multiplier keeps >= 7 significant bits; the error is measured anyway)
 OPS_SHARED_SHIFT = 10    # RV32IMC per element: mulh, rounding add, shift, clamp, load, with one
 OPS_ROW_SHIFT = 16       # shift (a literal) or a shift per row (bench/encoders.py section a: 15-16)
-
-
-def activation_is_piecewise_linear(spec):
-    """Identity, ReLU, Clip, LeakyRelu, PRelu: slopes of 0, 1 or a constant per side."""
-    return spec is None or spec[0] in ("Relu", "Clip", "LeakyRelu", "PRelu")
 
 
 def changing_span(request):
@@ -62,16 +57,6 @@ def row_multipliers(ratio, bits):
         mult = np.clip(np.rint(ratio * 2.0 ** common), 0, (1 << bits) - 1).astype(np.int64)
         shift = np.full(ratio.shape, common, dtype=np.int64)
     return mult, shift
-
-
-def high_word_params(shift, mult_bits):
-    """The C's fast path: with the multiplier widened to 31 bits (W more bits, W more shift),
-    floor((acc * m + 2^(s-1)) / 2^s) = (mulh(acc, m << W) + 2^(s+W-33)) >> (s+W-32) when
-    33 <= s + W <= 63 (the rounding term a whole number of high words, the sum below 2^31)."""
-    widen = 31 - mult_bits
-    ok = bool(shift.min() + widen >= 33 and shift.max() + widen <= 63)
-    return {"enc_high_word": int(ok), "enc_widen": widen, "enc_high_round": 33 - widen,
-            "enc_high_post": 32 - widen, "enc_high_max": 63 - widen}
 
 
 def row_shifts(params, consts):

@@ -26,15 +26,14 @@ from scipy.special import binom
 from mcugen.errors import MCUGenError
 from mcugen.lower.encoders.base import Encoder, EncoderParts, base_params
 from mcugen.lower.encoders.exact import Segments, least_reaching
-from mcugen.lower.encoders.index import multipliers, requantize
-from mcugen.ops._common import round_half_away
+from mcugen.lower.encoders.index import MULT_BITS, high_word_params, multipliers, requantize
+from mcugen.ops._common import activation_is_piecewise_linear, round_half_away
 
 FRAC = 15                    # fixed-point bits of the mantissa m and of N, D
 CENTER = 0.75                # t = m - 3/4: |t| <= 1/4 keeps the Horner products small
 ORDERS = ((1, 1), (2, 1))    # [p/q]; a minimax [2/1] is already below the Q15 arithmetic noise
 F_MAX = 30                   # |v| <= 2^F must fit an int32 and leave clz a set bit
 INT32, UINT32 = 1 << 31, 1 << 32
-SUPPORTED = ("Relu", "Clip", "LeakyRelu", "PRelu")
 NARROW_K = 6                 # a uint16 power table is worth K >= 6 (at most 1/128 of a code)
 
 # RV32IMC instructions per element on the full path (an index that is neither 0 nor clamped;
@@ -165,7 +164,7 @@ class Pade(Encoder):
     realizes = "it computes piecewise-linear activations: identity, Relu, Clip, LeakyRelu, PRelu"
 
     def supports(self, activation) -> bool:
-        return activation is None or activation[0] in SUPPORTED
+        return activation_is_piecewise_linear(activation)
 
     def build(self, request):
         enc = request.encoding
@@ -209,10 +208,7 @@ class Pade(Encoder):
         shifts = np.concatenate([shift] + ([shift_n] if negative else []))
         params = {"enc_lo": lo, "enc_hi": hi, "enc_F": F, "enc_B": enc.B, "enc_neg": int(negative),
                   "enc_half": 1 << (F - 1), "enc_uniform": int(order == "uniform"),
-                  "enc_signed_index": int(lo < 0),
-                  # the C's fast path: floor((acc m + 2^(s-1)) / 2^s) = (mulh(acc, m) +
-                  # 2^(s-33)) >> (s-32) for 33 <= s <= 63 (|mulh| < 2^30, the sum < 2^31)
-                  "enc_high_word": int(shifts.min() >= 33 and shifts.max() <= 63)}
+                  "enc_signed_index": int(lo < 0), **high_word_params(shifts, MULT_BITS)}
         if order != "uniform" and not self.add_power(params, consts, enc, order, F):
             return None
         row_consts = [k for k in ("enc_mult", "enc_shift", "enc_mult_neg", "enc_shift_neg")
