@@ -52,6 +52,9 @@ def cli():
 @click.option("--first-last-bits", default="8", show_default=True, type=click.Choice(["8", "same"]))
 @click.option("--objective", default="normalized", show_default=True, type=click.Choice(["normalized", "sum"]),
               help="exponent search objective")
+@click.option("--method", default="powerquant", show_default=True, type=click.Choice(["powerquant", "nupes"]),
+              help="powerquant: data-free exponent search; nupes: exponent, scales, rounding and bias "
+                   "learned layer by layer on --calib samples (docs/nupes.md)")
 @click.option("--calib", type=click.Path(dir_okay=False), help="calibration samples (.npy)")
 @click.option("--percentile", type=float, help="activation range = this percentile of |x| (default: max)")
 @click.option("--input-range", help="LO:HI of the model's input values, without --calib")
@@ -73,7 +76,7 @@ def cli():
                    "accumulator value (0: exact)")
 @click.option("--force", is_flag=True, help="replace a project mcugen made earlier")
 def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_bits, objective,
-          calib, percentile, input_range, seed, weight_storage, mac_tables, encoder,
+          method, calib, percentile, input_range, seed, weight_storage, mac_tables, encoder,
           max_code_error, force):
     """Quantize MODEL, lower it and emit a buildable project in OUT."""
     from mcugen.pipeline import build as run_build
@@ -88,7 +91,8 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
             raise MCUGenError(f"'{calib}' is not a .npy array (save samples with numpy.save)") from None
     project = run_build(model, target=target, board=board, out=out, force=force,
                         weight_storage=weight_storage, mac_tables=mac_tables,
-                        encoder=encoder, max_code_error=max_code_error, progress=_progress("exponent search"), scheme=scheme, wbits=wbits,
+                        encoder=encoder, max_code_error=max_code_error, progress=_progress("NUPES, layers done" if method == "nupes" else "exponent search"),
+                        scheme=scheme, wbits=wbits, method=method,
                         abits=abits, exponent=exponent,
                         first_last_bits=8 if first_last_bits == "8" else "same",
                         objective=objective, calib=calib_data, percentile=percentile,

@@ -12,9 +12,9 @@ from mcugen.errors import MCUGenError
 from mcugen.frontend.onnx_reader import import_model, read_model
 from mcugen.lower.lowering import lower
 from mcugen.passes import run_flow
-from mcugen.quant.calibrate import coerce_inputs
+from mcugen.quant.calibrate import check_calibration, coerce_inputs
 from mcugen.quant.power import SCHEMES
-from mcugen.quant.qgraph import QuantOptions, quantize
+from mcugen.quant.qgraph import METHODS, QuantOptions, quantize
 from mcugen.report import build_report
 
 # target -> (default board, codegen module)
@@ -44,12 +44,16 @@ class Project:
                                       simulated_run(self.qgraph, x))
 
 
-def check_options(target, options: QuantOptions, board=None):
+def check_options(target, options: QuantOptions, board=None, calib_given=False):
     if target not in TARGETS:
         raise MCUGenError(f"unknown target '{target}'; known: {', '.join(TARGETS)}")
     if board is not None and target not in board.get("targets", []):
         raise MCUGenError(f"board '{board['name']}' does not take target '{target}' "
                           f"(it takes: {', '.join(board.get('targets', []))})")
+    if options.method not in METHODS:
+        raise MCUGenError(f"unknown method '{options.method}'; known: {', '.join(METHODS)}")
+    if options.method == "nupes" and not calib_given:
+        check_calibration(None, "nupes")
     if options.scheme not in SCHEMES:
         raise MCUGenError(f"unknown scheme '{options.scheme}'; known: {', '.join(SCHEMES)}")
     for name in ("wbits", "abits"):
@@ -162,7 +166,7 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
     calib = quant.pop("calib", None)
     options = QuantOptions(**quant)
     board = _resolve_board(target, board)
-    check_options(target, options, board)
+    check_options(target, options, board, calib_given=calib is not None)
     if out is not None:
         from mcugen.codegen.project import check_destination
         check_destination(Path(out), force)
@@ -170,7 +174,8 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
     graph = run_flow(import_model(read_model(model)),
                      monotone_only=options.scheme == "log2" or max_code_error == 0)
     if calib is not None:
-        options.calib = coerce_inputs(calib, graph.shapes[graph.input], "calibration samples")
+        options.calib = check_calibration(
+            coerce_inputs(calib, graph.shapes[graph.input], "calibration samples"), options.method)
     qgraph = quantize(graph, options, progress=progress)
     schedule, weights_in = lower_for_board(qgraph, board, weight_storage, target, mac_tables,
                                            encoder, max_code_error)

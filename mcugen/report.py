@@ -6,7 +6,8 @@ from mcugen.cycle_model import add_estimate
 LAYER_FIELDS = ("macs", "weight_bytes", "wbits", "abits", "exponent", "recon_error",
                 "encoder", "table_bytes", "acc_bound", "w_frac_bits", "x_frac_bits",
                 "constant_channels", "encoder_max_code_error", "encoder_off_share",
-                "encoder_mean_code_error", "encoder_entries", "encoder_bits", "encoder_ops")
+                "encoder_mean_code_error", "encoder_entries", "encoder_bits", "encoder_ops",
+                "output_error", "output_error_before")
 
 
 def build_report(schedule) -> dict:
@@ -62,18 +63,18 @@ def _fmt(value, kind="int"):
 
 def format_report(report: dict) -> str:
     head = ("step", "op", "MACs", "weights B", "tables B", "RAM B", "W", "A", "exponent",
-            "recon err", "acc bound", "encoder", "enc B", "code err", "instr", "instr/MAC")
+            "recon err", "out err", "acc bound", "encoder", "enc B", "code err", "instr", "instr/MAC")
     rows = []
     for layer in report["layers"]:
         rows.append((layer["step"][:34], layer["op"], _fmt(layer["macs"]), _fmt(layer["weight_bytes"]),
                      _fmt(layer["const_bytes"] - layer["weight_bytes"]), _fmt(layer["ram_bytes"]),
                      _fmt(layer["wbits"]), _fmt(layer["abits"]), _fmt(layer["exponent"], "float"),
-                     _fmt(layer["recon_error"], "float"), _fmt(layer["acc_bound"]),
+                     _fmt(layer["recon_error"], "float"), _output_error(layer), _fmt(layer["acc_bound"]),
                      *_encoder_columns(layer), _fmt(layer.get("instructions")), _fmt(layer.get("instr_per_mac"), "float")))
     t = report["totals"]
     rows.append(("total", "", _fmt(t["macs"]), _fmt(t["weight_bytes"]),
                  _fmt(t["flash_bytes"] - t["weight_bytes"]), _fmt(t["peak_ram_bytes"]) + " peak",
-                 "", "", _fmt(t["exponent"], "float"), "", "", "",
+                 "", "", _fmt(t["exponent"], "float"), "", "", "", "",
                  _fmt(sum(layer["table_bytes"] or 0 for layer in report["layers"]
                           if layer.get("encoder_max_code_error") is not None)), "",
                  _fmt(t.get("instructions")),
@@ -100,6 +101,14 @@ def format_report(report: dict) -> str:
                      + ", ".join(f"{step} {n}" for step, n in constant))
     lines.extend(f"note: {n}" for n in report.get("notes", []))
     return "\n".join(lines)
+
+
+def _output_error(layer) -> str:
+    """NUPES: the layer's output error on the calibration samples with PowerQuant's rounding,
+    then with NUPES's (relative to the float layer's output)."""
+    if layer.get("output_error") is None:
+        return "-"
+    return f"{layer['output_error_before']:.3g}->{layer['output_error']:.3g}"
 
 
 def _encoder_columns(layer) -> tuple:

@@ -39,7 +39,7 @@ def separable_realization(node, ctx, qw, x_enc) -> MacRealization:
     # An identity input table (8-bit uniform input, Fx = 0) leaves the weight table as the
     # layer's only precision: int16 would cap Fw while the accumulator has bits to spare, and the
     # first layer's rounding errors are the ones every later layer amplifies.
-    fp = mac_fixed_point(node.name, qw.codes, qw.grid, qw.scale, node.params["bias"],
+    fp = mac_fixed_point(node.name, qw.codes, qw.grid, qw.scale, qw.bias,
                          x_enc, x_enc.range, fine_bias=ctx.output_is_accumulator(node),
                          wide_weights=is_identity(x_enc))
     identity_dx = int(is_identity(x_enc) and fp.x_frac_bits == 0)
@@ -55,7 +55,7 @@ def product_realization(node, qw, x_enc) -> MacRealization:
     """One table of products: acc = beta + sum P[w + x] (mcugen/lower/product.py). The kernels
     add byte offsets (stored weight = 4 x its row start, decoded input = 4 x its code), which
     saves them the scaling of an index: one add and one load per product."""
-    pt = mac_product_table(node.name, qw.codes, qw.grid, qw.scale, node.params["bias"],
+    pt = mac_product_table(node.name, qw.codes, qw.grid, qw.scale, qw.bias,
                            x_enc, x_enc.range)
     step = PRODUCT_ENTRY_BYTES
     offsets = step * x_enc.codes()
@@ -89,6 +89,7 @@ def lower_mac(node, ctx, kind, params, macs, blocking=None):
     info = {"macs": int(macs), "wbits": qw.grid.bits, "abits": x_enc.bits,
             "exponent": qw.grid.exponent, "scheme": qw.grid.scheme,
             "recon_error": qw.recon_error, "constant_channels": qw.constant_channels,
+            "output_error": qw.output_error, "output_error_before": qw.output_error_before,
             **rz.info, "acc_bound": rz.acc_bound,
             "weight_storage": "codes" if params["w_codes"] else "decoded",
             "weight_bytes": sum(int(consts[k].nbytes) for k in ("weights", "weight_codes", "dw") if k in consts)}

@@ -8,6 +8,7 @@ import numpy as np
 from mcugen.errors import MCUGenError
 
 SYNTHETIC_SAMPLES = 64
+NUPES_MIN_SAMPLES = 32
 
 
 def synthetic_inputs(shape, input_range, seed, n=SYNTHETIC_SAMPLES):
@@ -30,9 +31,35 @@ def coerce_inputs(x, shape, what="inputs"):
                       f"or (N, {per_sample})")
 
 
+def check_calibration(samples, method) -> np.ndarray:
+    """Calibration samples the method can use, or a one-line error saying what to give instead.
+    NUPES fits a layer's statistics on them: with fewer than NUPES_MIN_SAMPLES they describe
+    the samples rather than the data."""
+    if samples is None:
+        if method == "nupes":
+            raise MCUGenError("--method nupes learns from data: give calibration samples with --calib "
+                              f"samples.npy (at least {NUPES_MIN_SAMPLES} inputs like the model's own)")
+        return None
+    least = NUPES_MIN_SAMPLES if method == "nupes" else 1
+    if len(samples) < least:
+        raise MCUGenError(f"--method nupes needs at least {least} calibration samples, got "
+                          f"{len(samples)}: give more with --calib, or use --method powerquant")
+    bad = ~np.isfinite(samples.reshape(len(samples), -1)).all(axis=1)
+    if bad.any():
+        raise MCUGenError(f"{int(bad.sum())} calibration samples hold NaN or infinite values (the "
+                          f"first is sample {int(np.argmax(bad))}): remove them from --calib")
+    if samples.min() == samples.max():
+        raise MCUGenError("every calibration value is the same: --calib needs samples of real inputs")
+    return samples
+
+
 def activation_ranges(graph, samples, percentile=None) -> dict:
     """tensor -> (range R > 0, observed minimum)."""
-    values = graph.run_float(samples)
+    return tensor_ranges(graph.run_float(samples), percentile)
+
+
+def tensor_ranges(values: dict, percentile=None) -> dict:
+    """tensor -> (range R > 0, observed minimum) of values computed on the samples."""
     ranges = {}
     for tensor, value in values.items():
         mags = np.abs(value)

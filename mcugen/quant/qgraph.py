@@ -20,6 +20,9 @@ from mcugen.quant.power import (Encoding, Grid, constant_channels, quantize_weig
 from mcugen.quant.search import search_exponent
 
 
+METHODS = ("powerquant", "nupes")
+
+
 @dataclass
 class QuantOptions:
     scheme: str = "power"              # power | uniform | log2
@@ -28,6 +31,7 @@ class QuantOptions:
     exponent: object = "auto"          # "auto" | "per-layer" | float
     first_last_bits: object = 8        # 8 | "same"
     objective: str = "normalized"      # exponent search objective: normalized | sum
+    method: str = "powerquant"         # powerquant (data-free) | nupes (data-driven, needs calib)
     calib: np.ndarray | None = None
     percentile: float | None = None
     input_range: tuple | None = None
@@ -41,7 +45,10 @@ class QWeights:
     grid: Grid
     w_hat: np.ndarray
     recon_error: float
+    bias: np.ndarray               # the float bias the lowering realizes (NUPES corrects it)
     constant_channels: int = 0     # channels lowered as their bias alone (power.constant_channels)
+    output_error: float | None = None          # NUPES: ||y^ - y|| / ||y|| on the calibration set
+    output_error_before: float | None = None   # the same for PowerQuant's rounding
 
 
 @dataclass
@@ -122,19 +129,36 @@ def _calibration(graph, options):
 
 
 def quantize(graph, options: QuantOptions, progress=None) -> QGraph:
+    if options.method == "nupes":
+        from mcugen.quant.nupes import quantize_nupes
+        return quantize_nupes(graph, options, progress)
     bits = _weight_bits(graph, options)
     exponent, layer_exponents = _exponents(graph, bits, options, progress)
-    weight_scheme = "log2" if options.scheme == "log2" else "power"
     samples, input_range, notes = _calibration(graph, options)
     ranges = activation_ranges(graph, samples, options.percentile)
     weights = {}
     for node in mac_nodes(graph):
-        grid = Grid(bits[node.name], True, layer_exponents[node.name], weight_scheme)
+        grid = Grid(bits[node.name], True, layer_exponents[node.name], weight_scheme(options))
         w, bias = node.params["weight"], node.params["bias"]
         constant = constant_channels(w, bias, ranges[node.inputs[0]][0])
         codes, scale, w_hat = quantize_weights(w, grid, constant)
         weights[node.name] = QWeights(codes, scale, grid, w_hat, reconstruction_error(w, grid),
-                                      int(constant.sum()))
+                                      bias, int(constant.sum()))
+
+    def activation_encoding(root, bits, signed, value_range):
+        return Encoding(bits, signed, exponent, weight_scheme(options), value_range)
+    encodings = tensor_encodings(graph, ranges, input_range, options, activation_encoding)
+    return QGraph(graph, encodings, weights, exponent, tuple(input_range), options, notes)
+
+
+def weight_scheme(options) -> str:
+    return "log2" if options.scheme == "log2" else "power"
+
+
+def tensor_encodings(graph, ranges, input_range, options, activation_encoding) -> dict:
+    """An Encoding per tensor: the input uniform 8-bit over its range; every other code root
+    gets `activation_encoding(root, bits, signed, range)`, shared by the tensors that only move
+    its codes; the int32 output of a last MAC layer gets none."""
     last_input = code_root(graph, mac_nodes(graph)[-1].inputs[0])
     tensors = [graph.input] + [n.output for n in graph.nodes]
     groups = {}                        # code root -> every tensor sharing its codes
@@ -152,15 +176,15 @@ def quantize(graph, options: QuantOptions, progress=None) -> QGraph:
         else:
             wider = max(wider, ranges[root][0])
             abits = 8 if (root == last_input and options.first_last_bits == 8) else options.abits
-            enc = Encoding(abits, below or not _nonnegative(graph, root, input_range[0]),
-                           exponent, weight_scheme, wider)
+            enc = activation_encoding(root, abits, below or not _nonnegative(graph, root, input_range[0]),
+                                      wider)
         for member in members:
             encodings[member] = enc
     if output_is_accumulator(graph):        # the last layer hands int32 accumulators over
         out_root = code_root(graph, graph.output)
         for tensor in [t for t in encodings if code_root(graph, t) == out_root]:
             del encodings[tensor]
-    return QGraph(graph, encodings, weights, exponent, tuple(input_range), options, notes)
+    return encodings
 
 
 def simulated_run(qgraph, x):
@@ -171,7 +195,8 @@ def simulated_run(qgraph, x):
     for node in qgraph.graph.nodes:
         node = copy.copy(node)
         if node.name in qgraph.weights:
-            node.params = dict(node.params, weight=qgraph.weights[node.name].w_hat)
+            qw = qgraph.weights[node.name]
+            node.params = dict(node.params, weight=qw.w_hat, bias=qw.bias)
         graph.nodes.append(node)
 
     def hook(tensor, value):
