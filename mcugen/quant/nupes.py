@@ -55,8 +55,8 @@ def quantize_nupes(graph, options, progress=None) -> QGraph:
     ranges = tensor_ranges(float_values, None)
 
     def activation_encoding(root, abits, signed, value_range):
-        return fit_activation(float_values[root], abits, signed, value_range, data_free,
-                              options, rng)
+        return fit_activation(float_values[root], consumer_weights(graph, root), abits, signed,
+                              value_range, data_free, options, rng)
     encodings = tensor_encodings(graph, ranges, input_range, options, activation_encoding)
     weights = _quantize_layers(graph, options, bits, data_free, encodings, float_values,
                                samples, progress)
@@ -156,15 +156,35 @@ def _search_exponent(attempt, exponents, refine):
     return tried[best()]
 
 
-def fit_activation(values, bits, signed, value_range, data_free, options, rng) -> Encoding:
+def consumer_weights(graph, tensor):
+    """How much an error in each channel of `tensor` weighs in the layers that read it: the sum
+    of the squared weights that read the channel, shaped to broadcast against the tensor; None
+    when a reader is not a MAC layer (an Add, a pool: every channel weighs the same there)."""
+    total = None
+    for node in graph.consumers(tensor):
+        if node.op not in ("Conv", "Gemm"):
+            return None
+        w = node.params["weight"]
+        group = node.attrs.get("group", 1)
+        energy = (w.reshape(group, w.shape[0] // group, w.shape[1], -1) ** 2).sum(axis=(1, 3))
+        energy = energy.reshape(-1)                      # (input channels,) in group order
+        shape = (1, -1) + (1,) * (len(graph.shapes[tensor]) - 2)
+        energy = energy.reshape(shape)
+        total = energy if total is None else total + energy
+    return total
+
+
+def fit_activation(values, weights, bits, signed, value_range, data_free, options, rng) -> Encoding:
     """The range (clipped) and exponent of one activation tensor that minimize the mean squared
     error of its encoded values on the calibration samples. Grids of FINE_BITS or more keep the
     data-free exponent: their rounding error is small already, and an exponent far below the
     weights' one makes every index encoder's table outgrow 2^16 entries, leaving 255 thresholds
     per channel (docs/nupes.md)."""
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    weight = np.ones(1) if weights is None else np.broadcast_to(weights, values.shape).reshape(-1)
     if flat.size > ACTIVATION_VALUES:
-        flat = flat[rng.choice(flat.size, ACTIVATION_VALUES, replace=False)]
+        pick = rng.choice(flat.size, ACTIVATION_VALUES, replace=False)
+        flat, weight = flat[pick], (weight if weights is None else weight[pick])
     scheme = weight_scheme(options)
     exponents = [data_free]
     if options.scheme == "power" and options.exponent in ("auto", "per-layer") and bits < FINE_BITS:
@@ -173,7 +193,7 @@ def fit_activation(values, bits, signed, value_range, data_free, options, rng) -
     for exponent in exponents:
         for factor in CLIP_RANGE:
             enc = Encoding(bits, signed, float(exponent), scheme, value_range * float(factor))
-            error = float(np.mean((enc.decode(enc.encode(flat)) - flat) ** 2))
+            error = float(np.mean(weight * (enc.decode(enc.encode(flat)) - flat) ** 2))
             if best is None or error < best[0]:
                 best = (error, enc)
     return best[1]
