@@ -185,3 +185,12 @@ def test_nupes_build_of_every_shared_model_is_bit_exact_on_host_and_rv32(name, t
     rv32 = mcugen.build(shared_model(name), target="rv32", out=tmp_path / "rv32", **options)
     result = compare(tmp_path / "rv32", rv32.schedule, x[:3], on="qemu")
     assert result.n == 3 and result.mismatches == 0, result.first
+
+
+def test_nupes_build_is_bit_exact_on_gap8(tmp_path, host_cc, digits_builds):
+    calib, _ = digits_builds
+    project = mcugen.build(DIGITS_CNN, target="gap8", out=tmp_path / "gap8", method="nupes",
+                           calib=calib, wbits=4, abits=4)
+    x = np.concatenate([digits(20, start=1500), verify_inputs(project.schedule, 10, seed=2)])
+    result = compare(tmp_path / "gap8", project.schedule, x)
+    assert result.n == len(x) and result.mismatches == 0, result.first
