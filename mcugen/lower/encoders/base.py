@@ -43,14 +43,9 @@ class EncodeRequest:
 
     def accepts(self, error: CodeError) -> bool:
         """Within budget: a worst error of at most max_code_error codes, and (for a budget of 1)
-        at most MAX_OFF_SHARE of the accumulator values off where the codes change (between a
-        row's first and last breakpoint). Without the second rule the smallest table within one
-        code leaves up to half the values off by one on small layers; measured over the whole
-        proven range instead, the share is diluted by values no input reaches (20 % off where it
-        matters on resnet8, and integer and simulated quantization then disagree on 8 % of its
-        predictions at W4A8)."""
-        return error.worst <= self.max_code_error and (
-            error.worst == 0 or error.active_off_share <= MAX_OFF_SHARE)
+        at most MAX_OFF_SHARE of the accumulator values off at all. Without the second rule the
+        smallest table within one code leaves up to half the values off by one on small layers."""
+        return error.worst <= self.max_code_error and (error.worst == 0 or error.off_share <= MAX_OFF_SHARE)
 
     def reference(self) -> Segments:
         """The float encoder as exact segments (computed once per request)."""
