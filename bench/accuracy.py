@@ -17,6 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _data  # noqa: E402
+from _markdown import OUT, emit, table  # noqa: E402
 
 import mcugen  # noqa: E402
 from mcugen.quant.power import Grid, reconstruction_error  # noqa: E402
@@ -26,21 +27,7 @@ MODELS = ("mnist8", "mnist_mlp_bn", "sine", "resnet8", "kws_dscnn")
 CONFIGS = {"W8A8": (8, 8), "W4A8": (4, 8), "W4A4": (4, 4)}
 BATCH = 250
 
-OUT: list[str] = []
 ERRORS: list[str] = []
-
-
-def emit(line=""):
-    print(line, flush=True)
-    OUT.append(line)
-
-
-def table(headers, rows):
-    emit("| " + " | ".join(headers) + " |")
-    emit("|" + "|".join("---" for _ in headers) + "|")
-    for row in rows:
-        emit("| " + " | ".join(str(v) for v in row) + " |")
-    emit()
 
 
 def pct(v):

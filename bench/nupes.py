@@ -67,6 +67,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _data  # noqa: E402
+from _markdown import OUT, emit, table  # noqa: E402
 
 import mcugen  # noqa: E402
 
@@ -79,22 +80,8 @@ ORT_METHOD = "onnxruntime static"
 LAYER_TABLE = ("resnet8", "W4A4", "power nupes")
 BATCH = 250
 
-OUT: list[str] = []
 ERRORS: list[str] = []
 CHECKS: list[str] = []
-
-
-def emit(line=""):
-    print(line, flush=True)
-    OUT.append(line)
-
-
-def table(headers, rows):
-    emit("| " + " | ".join(headers) + " |")
-    emit("|" + "|".join("---" for _ in headers) + "|")
-    for row in rows:
-        emit("| " + " | ".join(str(v) for v in row) + " |")
-    emit()
 
 
 def failed(label):

@@ -1,0 +1,17 @@
+"""What the benchmarks print: lines echoed as they come and kept for --out, and markdown tables."""
+from __future__ import annotations
+
+OUT: list[str] = []
+
+
+def emit(line=""):
+    print(line, flush=True)
+    OUT.append(line)
+
+
+def table(headers, rows):
+    emit("| " + " | ".join(headers) + " |")
+    emit("|" + "|".join("---" for _ in headers) + "|")
+    for row in rows:
+        emit("| " + " | ".join(str(v) for v in row) + " |")
+    emit()
