@@ -194,3 +194,17 @@ def test_nupes_build_is_bit_exact_on_gap8(tmp_path, host_cc, digits_builds):
     x = np.concatenate([digits(20, start=1500), verify_inputs(project.schedule, 10, seed=2)])
     result = compare(tmp_path / "gap8", project.schedule, x)
     assert result.n == len(x) and result.mismatches == 0, result.first
+
+
+def test_cli_nupes_build_reports_each_layer_and_verifies(tmp_path, host_cc):
+    np.save(tmp_path / "calib.npy", digits(64, start=100))
+    out = tmp_path / "out"
+    code, stdout, err = run_cli("build", DIGITS_CNN, "--method", "nupes", "--calib", tmp_path / "calib.npy",
+                                "--wbits", "4", "--abits", "4", "--seed", "3", "-o", out)
+    assert code == 0, err
+    assert "NUPES, layers done: 6/6" in err
+    rows = [line for line in stdout.splitlines() if "Conv" in line or "Gemm" in line]
+    assert len(rows) == 6 and all("->" in row for row in rows), stdout
+    assert "NUPES on 64 calibration samples (seed 3)" in stdout
+    code, stdout, err = run_cli("verify", out)
+    assert code == 0 and "0 differences" in stdout, stdout + err
