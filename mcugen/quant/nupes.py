@@ -14,8 +14,9 @@ float layer fed the float inputs:
 - The exponent is searched per layer on E (a coarse grid, then finer steps around the best);
   the per-channel scales are clipped where that lowers the (input-weighted) weight error.
 - Bias correction: the mean output error of every channel is taken out of its bias.
-- Activations: per tensor, the range (a clipping factor of the observed maximum) and the
-  exponent that minimize the mean squared error of the encoded values on the samples.
+- Activations: per tensor, the range (a clipping factor of the observed maximum) and, on
+  grids under FINE_BITS, the exponent that minimize the squared error of the encoded values on
+  the samples, weighted by how much the reading layers' weights amplify each channel.
 """
 from __future__ import annotations
 
@@ -30,16 +31,16 @@ from mcugen.quant.gptq import (grouped, gptq_codes, inverse_factor, least_square
                                row_scales, ungrouped)
 from mcugen.quant.layer_stats import layer_stats
 from mcugen.quant.power import Encoding, Grid, constant_channels, quantize_weights
-from mcugen.quant.qgraph import (QGraph, QWeights, _exponents, _weight_bits, mac_nodes,
-                                 tensor_encodings, weight_scheme)
+from mcugen.quant.qgraph import (QGraph, QWeights, data_free_exponents, layer_weight_bits,
+                                 mac_nodes, tensor_encodings, weight_scheme)
 
 MAX_SAMPLES = 1024           # more adds time, not accuracy (a seeded subset is used)
 COARSE = np.round(np.arange(0.40, 1.2001, 0.10), 4)     # exponents tried first
 REFINE = (0.05, 0.025)       # then the best +- these steps, in turn
 CLIP_RANGE = np.round(np.arange(1.0, 0.299, -0.05), 4)  # activation range = factor x max
-ACTIVATION_VALUES = 1 << 16
+ACTIVATION_VALUES = 1 << 16  # values per tensor the activation fit looks at (a seeded subset)
 ACTIVATION_EXPONENTS = np.round(np.arange(0.40, 1.2001, 0.05), 4)
-FINE_BITS = 7                # activation grids this fine keep the data-free exponent  # values per tensor the activation fit looks at (a seeded subset)
+FINE_BITS = 7                # activation grids this fine keep the data-free exponent
 
 
 def quantize_nupes(graph, options, progress=None) -> QGraph:
@@ -47,9 +48,9 @@ def quantize_nupes(graph, options, progress=None) -> QGraph:
     rng = np.random.default_rng(options.seed)
     if len(samples) > MAX_SAMPLES:
         samples = samples[np.sort(rng.choice(len(samples), MAX_SAMPLES, replace=False))]
-    bits = _weight_bits(graph, options)
-    data_free, _ = _exponents(graph, bits, dataclasses.replace(options, exponent="auto")
-                              if options.exponent == "per-layer" else options, None)
+    bits = layer_weight_bits(graph, options)
+    data_free, _ = data_free_exponents(graph, bits, dataclasses.replace(options, exponent="auto")
+                                       if options.exponent == "per-layer" else options, None)
     input_range = (float(samples.min()), float(samples.max()))
     float_values = graph.run_float(samples)
     ranges = tensor_ranges(float_values, None)

@@ -80,7 +80,7 @@ def output_is_accumulator(graph):
     return producer is not None and getattr(get_op(producer.op), "is_mac", False)
 
 
-def _weight_bits(graph, options):
+def layer_weight_bits(graph, options):
     macs = mac_nodes(graph)
     if not macs:
         raise MCUGenError("the model has no Conv, Gemm or MatMul layer: nothing to quantize")
@@ -88,7 +88,7 @@ def _weight_bits(graph, options):
     return {n.name: 8 if n.name in edge else options.wbits for n in macs}
 
 
-def _exponents(graph, bits, options, progress):
+def data_free_exponents(graph, bits, options, progress):
     """(global exponent, per-layer exponent dict)."""
     if options.scheme in ("uniform", "log2"):
         return 1.0, {name: 1.0 for name in bits}
@@ -132,8 +132,8 @@ def quantize(graph, options: QuantOptions, progress=None) -> QGraph:
     if options.method == "nupes":
         from mcugen.quant.nupes import quantize_nupes
         return quantize_nupes(graph, options, progress)
-    bits = _weight_bits(graph, options)
-    exponent, layer_exponents = _exponents(graph, bits, options, progress)
+    bits = layer_weight_bits(graph, options)
+    exponent, layer_exponents = data_free_exponents(graph, bits, options, progress)
     samples, input_range, notes = _calibration(graph, options)
     ranges = activation_ranges(graph, samples, options.percentile)
     weights = {}
