@@ -91,7 +91,8 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
             raise MCUGenError(f"'{calib}' is not a .npy array (save samples with numpy.save)") from None
     project = run_build(model, target=target, board=board, out=out, force=force,
                         weight_storage=weight_storage, mac_tables=mac_tables,
-                        encoder=encoder, max_code_error=max_code_error, progress=_progress("NUPES, layers done" if method == "nupes" else "exponent search"),
+                        encoder=encoder, max_code_error=max_code_error, progress=_progress(
+                            "NUPES, layers done" if method == "nupes" else "exponent search"),
                         scheme=scheme, wbits=wbits, method=method,
                         abits=abits, exponent=exponent,
                         first_last_bits=8 if first_last_bits == "8" else "same",
