@@ -1,6 +1,8 @@
 """What the benchmarks print: lines echoed as they come and kept for --out, and markdown tables."""
 from __future__ import annotations
 
+import sys
+
 OUT: list[str] = []
 
 
@@ -15,3 +17,10 @@ def table(headers, rows):
     for row in rows:
         emit("| " + " | ".join(str(v) for v in row) + " |")
     emit()
+
+
+def save(path):
+    """Write every emitted line to `path` (--out), when given."""
+    if path:
+        path.write_text("\n".join(OUT) + "\n")
+        print(f"wrote {path}", file=sys.stderr)

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _data  # noqa: E402
-from _markdown import OUT, emit, table  # noqa: E402
+from _markdown import emit, save, table  # noqa: E402
 
 import mcugen  # noqa: E402
 from mcugen.quant.power import Grid, reconstruction_error  # noqa: E402
@@ -230,9 +230,7 @@ def main(argv=None):
         emit("Failures (tracebacks on stderr):")
         for e in ERRORS:
             emit(f"- {e}")
-    if args.out:
-        args.out.write_text("\n".join(OUT) + "\n")
-        print(f"\nwrote {args.out}", file=sys.stderr)
+    save(args.out)
     return 1 if ERRORS else 0
 
 

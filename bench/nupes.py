@@ -67,7 +67,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _data  # noqa: E402
-from _markdown import OUT, emit, table  # noqa: E402
+from _markdown import emit, save, table  # noqa: E402
 
 import mcugen  # noqa: E402
 
@@ -605,9 +605,7 @@ def main(argv=None):
     emit(f"Run time: {time.perf_counter() - start:.0f} s.")
     emit()
     emit_failures()
-    if args.out:
-        args.out.write_text("\n".join(OUT) + "\n")
-        print(f"wrote {args.out}", file=sys.stderr)
+    save(args.out)
     return 1 if ERRORS else 0
 
 

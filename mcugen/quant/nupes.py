@@ -30,7 +30,8 @@ from mcugen.quant.calibrate import tensor_ranges
 from mcugen.quant.gptq import (grouped, gptq_codes, inverse_factor, least_squares_target,
                                row_scales, ungrouped)
 from mcugen.quant.layer_stats import layer_stats
-from mcugen.quant.power import Encoding, Grid, constant_channels, quantize_weights
+from mcugen.quant.power import (Encoding, Grid, constant_channels, quantize_weights,
+                                relative_error)
 from mcugen.quant.qgraph import (QGraph, QWeights, data_free_exponents, layer_weight_bits,
                                  mac_nodes, tensor_encodings, weight_scheme)
 
@@ -130,9 +131,8 @@ def quantize_layer(node, x_q, x_f, x_range, bits, data_free, options) -> QWeight
     w_hat = grid.dequantize(codes, scale[:, :, None])
     corrected = bias - ungrouped(stats.mean_error(w_hat, w_float), None)
     w_hat = ungrouped(w_hat, w.shape)
-    norm = np.linalg.norm(w)
     return QWeights(ungrouped(codes, w.shape), ungrouped(scale, None), grid, w_hat,
-                    float(np.linalg.norm(w - w_hat) / norm) if norm > 0 else 0.0, corrected,
+                    relative_error(w, w_hat), corrected,
                     int(constant.sum()), float(error), float(error_before))
 
 
@@ -176,16 +176,17 @@ def consumer_weights(graph, tensor):
 
 
 def fit_activation(values, weights, bits, signed, value_range, data_free, options, rng) -> Encoding:
-    """The range (clipped) and exponent of one activation tensor that minimize the mean squared
-    error of its encoded values on the calibration samples. Grids of FINE_BITS or more keep the
+    """The range (clipped) and exponent of one activation tensor that minimize the squared error
+    of its encoded values on the calibration samples, weighted per channel by `weights`
+    (consumer_weights; None: every value alike). Grids of FINE_BITS or more keep the
     data-free exponent: their rounding error is small already, and an exponent far below the
     weights' one makes every index encoder's table outgrow 2^16 entries, leaving 255 thresholds
     per channel (docs/nupes.md)."""
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    weight = np.ones(1) if weights is None else np.broadcast_to(weights, values.shape).reshape(-1)
+    weight = np.broadcast_to(1.0 if weights is None else weights, values.shape).reshape(-1)
     if flat.size > ACTIVATION_VALUES:
         pick = rng.choice(flat.size, ACTIVATION_VALUES, replace=False)
-        flat, weight = flat[pick], (weight if weights is None else weight[pick])
+        flat, weight = flat[pick], weight[pick]
     scheme = weight_scheme(options)
     exponents = [data_free]
     if options.scheme == "power" and options.exponent in ("auto", "per-layer") and bits < FINE_BITS:

@@ -127,7 +127,11 @@ def quantize_weights(w: np.ndarray, grid: Grid, constant=None):
 
 
 def reconstruction_error(w: np.ndarray, grid: Grid) -> float:
+    """||W - W^||_2 / ||W||_2 of rounding to the nearest code (0 for an all-zero tensor)."""
+    return relative_error(w, quantize_weights(w, grid)[2])
+
+
+def relative_error(w: np.ndarray, w_hat: np.ndarray) -> float:
     """||W - W^||_2 / ||W||_2 (0 for an all-zero tensor)."""
-    _, _, w_hat = quantize_weights(w, grid)
     norm = np.linalg.norm(w)
     return float(np.linalg.norm(w - w_hat) / norm) if norm > 0 else 0.0
