@@ -11,6 +11,10 @@ import click
 import numpy as np
 
 from mcugen.errors import MCUGenError
+from mcugen.targets import TARGETS
+
+# where a built project can run, over every target (each target checks its own)
+RUN_PLACES = sorted({place for t in TARGETS.values() for place in t.runs_on})
 
 
 def _progress(label):
@@ -42,7 +46,8 @@ def cli():
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--target", default="host", show_default=True, type=click.Choice(["host", "rv32", "gap8"]))
+@click.option("--target", default="host", show_default=True, type=click.Choice(list(TARGETS)),
+              help="; ".join(f"{t.name}: {t.description}" for t in TARGETS.values()))
 @click.option("--board", help="a board from `mcugen boards` (default: the target's own)")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="output project directory")
 @click.option("--scheme", default="power", show_default=True, type=click.Choice(["power", "uniform", "log2"]))
@@ -108,7 +113,7 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
 @click.option("--output", type=click.Path(dir_okay=False), help="where to save the outputs (.npy)")
 @click.option("--raw", is_flag=True, help="save the integer codes/accumulators instead of floats")
 @click.option("--n", default=8, show_default=True, help="random inputs when --inputs is not given")
-@click.option("--on", "on", default="host", show_default=True, type=click.Choice(["host", "qemu"]),
+@click.option("--on", "on", default="host", show_default=True, type=click.Choice(RUN_PLACES),
               help="qemu: RV32IMC under qemu, recording per-layer instruction counts")
 def simulate(project, inputs, output, raw, n, on):
     """Build the generated C and run it on every input (host cc, or RV32 under qemu)."""
@@ -116,15 +121,17 @@ def simulate(project, inputs, output, raw, n, on):
     from mcugen.ir.schedule import Schedule
     from mcugen.pipeline import load_inputs
     from mcugen.reference.interpreter import dequantize_output
-    from mcugen.verify import build_harness, qemu_timeout, run_harness, verify_inputs
+    from mcugen.targets import target_of
+    from mcugen.verify import verify_inputs
     path = require_project(project)
     schedule = Schedule.load(path)
+    target = target_of(schedule)
+    target.check_run_place(on)
     x = load_inputs(inputs, schedule.input["shape"]) if inputs else verify_inputs(schedule, n, 0)[2:]
     click.echo(f"compiling {path} for {on} ...", err=True)
-    exe = build_harness(path, on=on)
-    timeout = qemu_timeout(schedule, len(x)) if on == "qemu" else 600
+    exe = target.build(path, on=on)
     click.echo(f"running {len(x)} inputs ...", err=True)
-    run = run_harness(exe, x.astype(np.float32), int(np.prod(schedule.output["shape"])), on=on, timeout=timeout)
+    run = target.run(exe, schedule, x.astype(np.float32), on=on)
     if on == "qemu":
         _record_profile(path, schedule, run.profile)
     out = run.outputs.reshape((len(x),) + tuple(schedule.output["shape"][1:]))
@@ -160,7 +167,7 @@ def _record_profile(path, schedule, profile):
 @click.option("--inputs", type=click.Path(dir_okay=False), help="more inputs (.npy) to check")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--sanitize", is_flag=True, help="build with -fsanitize=address,undefined")
-@click.option("--on", "on", default="host", show_default=True, type=click.Choice(["host", "qemu"]))
+@click.option("--on", "on", default="host", show_default=True, type=click.Choice(RUN_PLACES))
 def verify(project, n, inputs, seed, sanitize, on):
     """Generated code == reference, bit for bit (exit 1 on the first difference)."""
     from mcugen.codegen.project import require_project

@@ -16,9 +16,8 @@ from mcugen.quant.calibrate import check_calibration, coerce_inputs
 from mcugen.quant.power import SCHEMES
 from mcugen.quant.qgraph import METHODS, QuantOptions, quantize
 from mcugen.report import build_report
+from mcugen.targets import TARGETS, get_target
 
-# target -> (default board, codegen module)
-TARGETS = {"host": ("host", "host"), "rv32": ("rv32imc-qemu", "host"), "gap8": ("gap8", "gap8")}
 
 
 @dataclass
@@ -72,49 +71,18 @@ def safe_file_label(path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", Path(str(path)).name)[:60] or "model"
 
 
-def fit_shortfalls(schedule, board, weights_in=None) -> list:
-    """Flash (weights and tables) and RAM (the arena and kernel stack buffers; plus the weights
-    on boards that run them from RAM, like GAP8's L2; or only an L2 staging buffer when GAP8
-    streams them from L3) against the board: one phrase per memory that is too small."""
-    weights_in = weights_in or board.get("weights_in")
-    flash = sum(schedule.step_consts_bytes(s) for s in schedule.steps)
-    stack = max((s.info.get("kernel_stack_bytes", 0) for s in schedule.steps), default=0)
-    needs = {"flash": flash, "ram": schedule.arena_bytes + stack}
-    what = {"flash": "weights and tables", "ram": "activation arena, kernel stack buffers"}
-    if weights_in in ("ram", "l2"):
-        needs["ram"] += flash
-        what["ram"] += " and weights"
-    elif weights_in == "l3":
-        from mcugen.codegen.gap8_l3 import kept_in_l2, staging_need
-        needs["ram"] += kept_in_l2(schedule) + staging_need(schedule)[1]
-        what["ram"] += ", L2 tables and one layer's weights staged from L3"
-        needs["l3"], what["l3"] = flash, "weights and tables"
-    return [(mem, f"{mem} needs {need:,} B ({what[mem]}) of {board['memory'][mem]['bytes']:,} B")
-            for mem, need in needs.items() if need > board["memory"][mem]["bytes"]]
-
-
-def weights_placement(schedule, board, target) -> str:
-    """Where the weights are read from at run time: the board's default, except that GAP8
-    streams them from L3 (HyperRAM) when they do not fit L2 and the board has L3."""
-    placement = board.get("weights_in", "flash")
-    if target == "gap8" and "l3" in board["memory"] and fit_shortfalls(schedule, board, "l2"):
-        return "l3"
-    return placement
-
-
-def check_fit(schedule, board, weights_in=None) -> None:
-    short = fit_shortfalls(schedule, board, weights_in)
+def check_fit(target, schedule, board, plan, weights_in=None) -> None:
+    short = target.shortfalls(schedule, board, plan, weights_in)
     if short:
         raise MCUGenError(f"the model does not fit board '{board['name']}': "
-                          f"{'; '.join(text for _, text in short)}; code adds a few KB more. Try a "
-                          f"smaller model, lower --wbits, or a bigger board (mcugen boards)")
+                          f"{'; '.join(text for _, text in short)}; {target.fit_advice()}")
 
 
 def _resolve_board(target, board):
     from mcugen.boards import get_board
     if isinstance(board, dict):                 # a board description given directly
         return board
-    return get_board(board or TARGETS[target][0]) if target in TARGETS else None
+    return get_board(board or TARGETS[target].default_board) if target in TARGETS else None
 
 
 def schedule_storage(schedule):
@@ -122,29 +90,29 @@ def schedule_storage(schedule):
 
 
 def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", encoder="auto",
-                    max_code_error=1):
+                    max_code_error=1, target_options=None):
     """Lower with the requested weight storage; `auto` keeps decoded weights (fastest) when
     they fit the board's flash and packs the codes when only those fit. Encoders `auto` fall
     back to `auto-small` (the smallest tables) before the weights are packed. `mac_tables`: auto
     uses product tables where they fit (the most faithful), separable never (the fastest).
     `encoder` and `max_code_error` choose the encoders (mcugen/lower/encoders).
-    Returns the schedule and where its weights are read from at run time (weights_placement)."""
+    Returns the schedule, the target's plan of its kernels, and where its weights are read from
+    at run time (Target.weights_placement)."""
     if weight_storage not in ("auto", "decoded", "codes"):
         raise MCUGenError("--weight-storage takes codes, decoded or auto")
     if mac_tables not in ("auto", "separable"):
         raise MCUGenError("--mac-tables takes auto or separable")
     if max_code_error not in (0, 1):
         raise MCUGenError("--max-code-error takes 0 (exact encoders only) or 1")
-    if target == "gap8" and weight_storage == "codes":
-        raise MCUGenError("--weight-storage codes is not supported by the gap8 target yet "
-                          "(its kernels read decoded weights from L2); use decoded")
-    first = "decoded" if weight_storage in ("auto", "decoded") or target == "gap8" else "codes"
-    # the GAP8 kernels read decode tables only (so far)
-    products = target != "gap8" and mac_tables == "auto"
+    if weight_storage == "codes" and not target.packed_weights:
+        raise MCUGenError(f"--weight-storage codes is not supported by the {target.name} target "
+                          f"yet (its kernels read decoded weights); use decoded")
+    first = "decoded" if weight_storage in ("auto", "decoded") or not target.packed_weights else "codes"
+    products = target.product_tables and mac_tables == "auto"
     # the fastest first; then smaller encoder tables (a few % of the instructions), then packed
     # weights (~40% more instructions), each only when the board is short
     attempts = [(first, encoder)] + ([(first, "auto-small")] if encoder == "auto" else [])
-    if weight_storage == "auto" and target != "gap8" and first == "decoded":
+    if weight_storage == "auto" and target.packed_weights and first == "decoded":
         attempts += [("codes", e) for _, e in attempts]
     short = []
     for storage, choice in attempts:
@@ -152,21 +120,25 @@ def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", en
             break                               # packed weights only save flash
         schedule = lower(qgraph, weight_storage=storage, product_tables=products, encoder=choice,
                          max_code_error=max_code_error)
-        short = [mem for mem, _ in fit_shortfalls(schedule, board)]
+        plan = target.plan(schedule, board, target_options)
+        short = [mem for mem, _ in target.shortfalls(schedule, board, plan)]
         if not short:
             break
-    placement = weights_placement(schedule, board, target)
-    check_fit(schedule, board, placement)
-    return schedule, placement
+    placement = target.weights_placement(schedule, board, plan)
+    check_fit(target, schedule, board, plan, placement)
+    return schedule, plan, placement
 
 
 def build(model, target="host", out=None, force=False, progress=None, board=None,
           weight_storage="auto", mac_tables="auto", encoder="auto", max_code_error=1,
-          **quant) -> Project:
+          target_options=None, **quant) -> Project:
+    """`target_options`: the target's own options (e.g. the hls target's reuse and io)."""
     calib = quant.pop("calib", None)
     options = QuantOptions(**quant)
     board = _resolve_board(target, board)
     check_options(target, options, board, calib_given=calib is not None)
+    chosen = get_target(target)
+    target_options = chosen.check_options(target_options or {})
     if out is not None:
         from mcugen.codegen.project import check_destination
         check_destination(Path(out), force)
@@ -177,21 +149,22 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
         options.calib = check_calibration(
             coerce_inputs(calib, graph.shapes[graph.input], "calibration samples"), options.method)
     qgraph = quantize(graph, options, progress=progress)
-    schedule, weights_in = lower_for_board(qgraph, board, weight_storage, target, mac_tables,
-                                           encoder, max_code_error)
+    schedule, plan, weights_in = lower_for_board(qgraph, board, weight_storage, chosen, mac_tables,
+                                                 encoder, max_code_error, target_options)
     schedule.meta = {"model": safe_file_label(model), "target": target, "board": board["name"],
                      "input_range": list(qgraph.input_range), "options": _options_record(options),
                      "weight_storage": schedule_storage(schedule),
                      "weights_in": weights_in,
                      "exponent": qgraph.exponent, "notes": qgraph.notes}
+    if target_options:
+        schedule.meta["target_options"] = target_options
     report = build_report(schedule)
     project = Project(schedule, report, qgraph, Path(out) if out else None, qgraph.notes)
-    project.board = board
+    project.board, project.plan = board, plan
     report["totals"].update(realization_cost(project))
-    if target == "gap8":
-        _add_tile_plan(report, schedule, board)
+    chosen.report_extras(report, schedule, board, plan)
     if out is not None:
-        _emit(project, target, force)
+        _emit(project, chosen, force)
     return project
 
 
@@ -216,25 +189,6 @@ def realization_cost(project, n=32) -> dict:
     return record
 
 
-def _add_tile_plan(report, schedule, board):
-    """GAP8: per layer, the L2->L1 tiles, L1 bytes and DMA bytes of the generated code."""
-    from mcugen.codegen.gap8 import tile_plan
-    from mcugen.codegen.gap8_l3 import board_layout
-    from mcugen.cycle_model import model_constants
-    for layer, plan in zip(report["layers"], tile_plan(schedule, board)):
-        layer.update(tiles=plan["tiles"], l1_bytes=plan["l1_bytes"], dma_bytes=plan["dma_bytes"],
-                     runs_on=plan["on"])
-    report["totals"]["dma_bytes"] = sum(layer["dma_bytes"] for layer in report["layers"])
-    report["totals"]["l1_bytes_max"] = max(layer["l1_bytes"] for layer in report["layers"])
-    report["gap8_model"] = model_constants(board)
-    if schedule.meta["weights_in"] == "l3":
-        layout = board_layout(schedule, board)
-        for layer in report["layers"]:
-            layer["l3_bytes"] = layout["steps"].get(layer["step"], {}).get("bytes", 0)
-        report["totals"].update(l3_bytes=layout["bytes"], l3_slots=layout["slots"],
-                                l3_staging_bytes=layout["staging_bytes"])
-
-
 def _options_record(options):
     record = {k: v for k, v in vars(options).items() if k != "calib"}
     record["calib"] = options.calib is not None
@@ -242,10 +196,9 @@ def _options_record(options):
 
 
 def _emit(project, target, force):
-    import importlib
     from mcugen.codegen.project import write_project
-    codegen = importlib.import_module(f"mcugen.codegen.{TARGETS[target][1]}")
-    files = codegen.render(project.schedule, project.schedule.meta["model"], project.board)
+    files = target.render(project.schedule, project.schedule.meta["model"], project.board,
+                          project.plan)
     files["report.json"] = json.dumps(project.report, indent=1)
 
     def save_extra(directory):

@@ -26,7 +26,6 @@ def build_report(schedule) -> dict:
         "weight_bytes": sum(layer["weight_bytes"] for layer in layers),
         "flash_bytes": sum(layer["const_bytes"] for layer in layers),
         "peak_ram_bytes": schedule.arena_bytes,
-        "kernel_stack_bytes": max((s.info.get("kernel_stack_bytes", 0) for s in schedule.steps), default=0),
         "activation_bytes_unshared": sum(b.nbytes for b in roots),
         "exponent": schedule.meta.get("exponent"),
         "steps": len(layers),
@@ -80,9 +79,10 @@ def format_report(report: dict) -> str:
                  _fmt(t.get("instructions")),
                  _fmt(t.get("instr_per_mac"), "float")))
     lines = _table(head, rows)
+    stack = (f" + {t['kernel_stack_bytes']:,} B of kernel stack buffers"
+             if "kernel_stack_bytes" in t else "")
     lines.append(f"flash {t['flash_bytes']:,} B; activation RAM {t['peak_ram_bytes']:,} B peak "
-                 f"(vs {t['activation_bytes_unshared']:,} B if no buffer were shared) + "
-                 f"{t['kernel_stack_bytes']:,} B of kernel stack buffers")
+                 f"(vs {t['activation_bytes_unshared']:,} B if no buffer were shared){stack}")
     if "int_vs_sim_max_abs_diff" in t:
         agree = (f"; top-1 agreement: integer vs simulated {t['int_vs_sim_top1_agreement']:.0%}, "
                  f"integer vs float {t['int_vs_float_top1_agreement']:.0%}") if "int_vs_sim_top1_agreement" in t else ""

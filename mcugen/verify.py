@@ -160,16 +160,20 @@ def qemu_timeout(schedule: Schedule, n: int) -> float:
 
 
 def compare(project: Path, schedule: Schedule, x: np.ndarray, sanitize=False, on="host") -> VerifyResult:
-    n_out = int(np.prod(schedule.output["shape"]))
-    exe = build_harness(project, "asan" if sanitize else "", sanitize=sanitize, on=on)
-    timeout = qemu_timeout(schedule, len(x)) if on == "qemu" else HOST_TIMEOUT
-    run = run_harness(exe, x, n_out, on=on, timeout=timeout)
+    """Build the project for its target (mcugen/targets), run it on x, compare with the
+    reference; on a difference the target names the first differing layer it can."""
+    from mcugen.targets import target_of
+    target = target_of(schedule)
+    target.check_run_place(on)
+    exe = target.build(project, "asan" if sanitize else "", sanitize=sanitize, on=on)
+    run = target.run(exe, schedule, x, on=on)
     expected = run_codes(schedule, quantize_input(schedule, x)).reshape(len(x), -1)
     bad = np.nonzero(np.any(run.outputs != expected, axis=1))[0]
     if bad.size == 0:
         return VerifyResult(len(x), 0, profile=run.profile)
     first = int(bad[0])
-    return VerifyResult(len(x), int(bad.size), locate_mismatch(project, schedule, x[first:first + 1], first),
+    return VerifyResult(len(x), int(bad.size),
+                        target.locate_mismatch(project, schedule, x[first:first + 1], first),
                         run.profile)
 
 

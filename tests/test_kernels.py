@@ -5,7 +5,7 @@ import pytest
 from onnx import helper
 
 import mcugen
-import mcugen.ops._mac as mac
+import mcugen.codegen.kernel_plan as mac
 from conftest import require_tool
 from mcugen.lower.encoders.threshold import search_steps
 from mcugen.verify import compare, verify_inputs
@@ -73,7 +73,7 @@ def test_tiles_and_channel_chunks_are_bit_exact(limit, tmp_path, host_cc, monkey
     path = conv_model(tmp_path, "tiled", [1, 6, 11, 13], w(5, 6, 3, 3), pads=[1, 1, 1, 1])
     project = check(path, tmp_path)
     step = next(s for s in project.schedule.steps if s.kind == "conv2d")
-    p = step.params
+    p = project.plan[step.name]
     assert p["tile_w"] < 13 or p["n_chunks"] > 1
     assert p["band_elems"] * 2 == p["stack_bytes"]
     if limit <= 200:
@@ -97,7 +97,7 @@ def test_dense_without_buffer_is_bit_exact(tmp_path, host_cc, monkeypatch):
     path = save(make_model(nodes, [tensor("x", [1, 9])], [tensor("y", [1, 5])],
                            [("w1", w(5, 9)), ("b1", w(5))]), tmp_path / "dense.onnx")
     project = check(path, tmp_path)
-    assert project.schedule.steps[-1].params["x_buffered"] == 0
+    assert project.plan[project.schedule.steps[-1].name]["x_buffered"] == 0
 
 
 @pytest.mark.parametrize("n", list(range(0, 70)) + [127, 128, 254, 255, 256, 511])

@@ -17,7 +17,7 @@ from mcugen.codegen import host
 from mcugen.codegen.render import render_all
 from mcugen.errors import MCUGenError
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
-from mcugen.ops._mac import register_blocking, window
+from mcugen.codegen.kernel_plan import register_blocking, window
 
 FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2",
          "Makefile": "Makefile.j2", "emu.mk": "emu.mk.j2", "emu_main.c": "emu_main.c.j2",
@@ -398,9 +398,10 @@ def _sdot_ok(step, schedule):
     return step.consts["dx"].dtype in (np.int8, np.uint8, np.int16)
 
 
-def render(schedule, model_file: str, board: dict | None = None) -> dict:
+def render(schedule, model_file: str, board: dict | None = None, plan: dict | None = None) -> dict:
     """file name -> text for a GAP8 project (board: the gap8 board file unless given), plus
-    the L3 weights file when they are streamed from HyperRAM."""
+    the L3 weights file when they are streamed from HyperRAM. The cluster's tiles are planned
+    here from the board (`plan`, the C kernels' plan, serves the fit check only)."""
     from mcugen.codegen.gap8_l3 import l3_image
     if any(step.params.get("product") for step in schedule.steps):
         raise MCUGenError("this schedule uses product tables, which the GAP8 kernels do not read "

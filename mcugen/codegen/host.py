@@ -5,6 +5,7 @@ import numpy as np
 
 from mcugen import __version__
 from mcugen.boards import get_board
+from mcugen.codegen.kernel_plan import mac_kernel_plan
 from mcugen.codegen.render import render_all
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
 
@@ -28,12 +29,17 @@ FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2"
          "Makefile": "Makefile.j2"}
 
 
-def template_context(schedule, model_file: str) -> dict:
+def template_context(schedule, model_file: str, plan: dict | None = None) -> dict:
+    """`plan`: step name -> the kernel plan the templates read together with the step's
+    parameters (default: the C kernels' own, mcugen/codegen/kernel_plan.py)."""
+    if plan is None:
+        plan = {s.name: mac_kernel_plan(s) for s in schedule.steps}
     roots = [b for b in schedule.buffers.values() if not b.alias_of]
     return {
         "version": __version__,
         "model_file": model_file,
         "schedule": schedule,
+        "params": {s.name: {**s.params, **plan.get(s.name, {})} for s in schedule.steps},
         "root_buffers": roots,
         "buffer_types": {b.name: CTYPES[b.dtype] for b in schedule.buffers.values()},
         "buffer_bytes": {b.name: b.nbytes for b in schedule.buffers.values()},
@@ -55,6 +61,6 @@ def qemu_memory():
             "ram_origin": hex(memory["ram"]["origin"]), "ram_bytes": memory["ram"]["bytes"]}
 
 
-def render(schedule, model_file: str, board: dict | None = None) -> dict:
+def render(schedule, model_file: str, board: dict | None = None, plan: dict | None = None) -> dict:
     """The board does not change the host C (the rv32 rule always targets qemu's layout)."""
-    return render_all("host", FILES, template_context(schedule, model_file))
+    return render_all("host", FILES, template_context(schedule, model_file, plan))

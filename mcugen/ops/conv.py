@@ -6,7 +6,7 @@ import numpy as np
 from mcugen.ir.graph import Node
 from mcugen.ops import OpDef, register
 from mcugen.ops._common import activation_fn, conv2d, out_size
-from mcugen.ops._mac import (check_bias, conv_blocking, decoded_weights, encode_output,
+from mcugen.ops._mac import (check_bias, decoded_weights, encode_output,
                              lower_mac, mac_accumulate)
 
 
@@ -59,8 +59,7 @@ class Conv(OpDef):
                   "dil_h": a["dilations"][0], "dil_w": a["dilations"][1], "group": a["group"],
                   "in_c_per_group": cg, "out_c_per_group": co // a["group"],
                   "weights_per_channel": cg * kh * kw, "in_plane": h * w, "out_plane": oh * ow}
-        return lower_mac(node, ctx, "conv2d", params, macs=co * oh * ow * cg * kh * kw,
-                         blocking=conv_blocking)
+        return lower_mac(node, ctx, "conv2d", params, macs=co * oh * ow * cg * kh * kw)
 
     def run_int(self, step, inputs):
         p = step.params

@@ -6,7 +6,7 @@ import numpy as np
 from mcugen.ir.graph import Node
 from mcugen.ops import OpDef, register
 from mcugen.ops._common import activation_fn
-from mcugen.ops._mac import (check_bias, decoded_weights, dense_blocking, encode_output,
+from mcugen.ops._mac import (check_bias, decoded_weights, encode_output,
                              lower_mac, mac_accumulate)
 
 
@@ -51,7 +51,7 @@ class Gemm(OpDef):
     def lower(self, node, ctx):
         n_out, k = node.params["weight"].shape
         params = {"in_features": k, "out_features": n_out}
-        return lower_mac(node, ctx, "dense", params, macs=n_out * k, blocking=dense_blocking)
+        return lower_mac(node, ctx, "dense", params, macs=n_out * k)
 
     def run_int(self, step, inputs):
         x = inputs[0].reshape(inputs[0].shape[0], -1)

@@ -1,0 +1,115 @@
+"""How the C kernels (host, RV32; GAP8 shares the register blocking) loop over a MAC step: tiles,
+register blocks, unrolling and their stack buffers. A target's plan, derived from the Schedule
+(which says only what is computed); the templates read it as part of the step's parameters."""
+from __future__ import annotations
+
+import numpy as np
+
+# Stack bytes a kernel may use for its decoded-input buffer (the band of a conv tile, the
+# input vector of a dense layer). The plan sizes tiles to stay within it.
+KERNEL_STACK_LIMIT = 4096
+OC_BLOCK = 4          # output channels per register block
+PX_BLOCK = 4          # output pixels (along a row) per register block
+DENSE_K_UNROLL = 4    # input features per iteration of a dense kernel's inner loop
+
+
+def window(n: int, stride: int, k: int, dil: int) -> int:
+    """Input rows (or columns) that n consecutive outputs of a k-tap, stride, dilation conv read."""
+    return (n - 1) * stride + (k - 1) * dil + 1
+
+
+def conv_blocking(params, elem_bytes, limit=None):
+    """Loop structure of the conv2d kernel (templates/host/ops/conv2d.c.j2).
+
+    Per group, the output plane is cut into tiles of tile_h rows x tile_w columns; each tile's
+    input window (band_h x band_w per input channel, zero where it falls in the padding) is
+    decoded once into a stack buffer and shared by every output channel of the group. Inside a
+    tile, register blocks of oc_block output channels x px_block pixels of one row accumulate
+    over all input channels and taps with no bounds checks; remainders use 1-wide blocks.
+    When even a px_block-wide, one-row band of all input channels exceeds `limit`, the input
+    channels are decoded in chunks of chunk_c inside each register block instead."""
+    limit = KERNEL_STACK_LIMIT if limit is None else limit
+    p = params
+    cg, kh, kw = p["in_c_per_group"], p["k_h"], p["k_w"]
+    sh, sw, dh, dw = p["stride_h"], p["stride_w"], p["dil_h"], p["dil_w"]
+    oh, ow = p["out_h"], p["out_w"]
+    band_h = lambda th: window(th, sh, kh, dh)
+    band_w = lambda tw: window(tw, sw, kw, dw)
+    nbytes = lambda c, th, tw: c * band_h(th) * band_w(tw) * elem_bytes
+    px = min(PX_BLOCK, ow)
+    # widest tile first (a full row when it fits), then as many rows as fit
+    tw = ow
+    if nbytes(cg, 1, tw) > limit:
+        tw = max(px, (ow // px) * px)
+        while tw > px and nbytes(cg, 1, tw) > limit:
+            tw -= px
+    th = 1
+    while th < oh and nbytes(cg, th + 1, tw) <= limit:
+        th += 1
+    chunk_c = cg
+    if nbytes(cg, 1, tw) > limit:
+        tw, th = px, 1
+        chunk_c = max(1, limit // (band_h(1) * band_w(px) * elem_bytes))
+    bh, bw = band_h(th), band_w(tw)
+    return {"tile_h": th, "tile_w": tw, "band_h": bh, "band_w": bw,
+            "chunk_c": chunk_c, "n_chunks": -(-cg // chunk_c),
+            **register_blocking(p, bw, bh * bw, chunk_c, tw),
+            "band_elems": chunk_c * bh * bw, "stack_bytes": chunk_c * bh * bw * elem_bytes}
+
+
+def register_blocking(params, band_w, band_c, chunk_c, tile_w):
+    """The register blocks of a conv kernel over a decoded, zero-padded input band whose rows
+    are band_w elements apart and whose channels band_c apart (no bounds checks): blocks of
+    oc_block output channels (1 when a group has fewer) x px_block pixels of one row, over
+    tiles tile_w pixels wide, with 1-wide remainders; the taps unrolled (tap = [weight index,
+    band offset]) and input channels unrolled c_unroll at a time when a channel has few taps.
+    Shared by the host kernel (conv_blocking) and the GAP8 cluster kernel (codegen/gap8.py)."""
+    p = params
+    kh, kw, dh, dw = p["k_h"], p["k_w"], p["dil_h"], p["dil_w"]
+    ow, ocg = p["out_w"], p["out_c_per_group"]
+    px = min(PX_BLOCK, ow)
+    oc_block = OC_BLOCK if ocg >= OC_BLOCK else 1
+    oc_main = ocg - ocg % OC_BLOCK if oc_block > 1 else 0     # channels in full blocks
+    khw = kh * kw
+    # unroll input channels so that one loop iteration carries at least ~8 taps
+    c_unroll = max(1, min(chunk_c, 8 // khw)) if khw < 8 else 1
+    taps = [[ky * kw + kx, ky * dh * band_w + kx * dw] for ky in range(kh) for kx in range(kw)]
+    return {"band_c": band_c, "row_step": p["stride_h"] * band_w, "oc_block": oc_block,
+            "product": p.get("product", 0),
+            "oc_main": oc_main, "oc_rem": int(oc_main < ocg),
+            "px_rem": int(px > 1 and (tile_w % px != 0 or ow % tile_w % px != 0)),
+            "px_block": px, "c_unroll": c_unroll, "khw": khw,
+            "taps": taps, "px_offsets": [j * p["stride_w"] for j in range(px)],
+            "oc_offsets": [i * p["weights_per_channel"] for i in range(oc_block)]}
+
+
+def dense_blocking(params, elem_bytes, limit=None):
+    """Loop structure of the dense kernel: the input vector decoded once into a stack buffer
+    (when it fits `limit`, else decoded per use), blocks of oc_block outputs, the inner loop
+    unrolled by k_unroll with a remainder."""
+    limit = KERNEL_STACK_LIMIT if limit is None else limit
+    k, n = params["in_features"], params["out_features"]
+    buffered = int(k * elem_bytes <= limit)
+    oc_block = OC_BLOCK if n >= OC_BLOCK else 1
+    oc_main = n - n % OC_BLOCK if oc_block > 1 else 0
+    u = DENSE_K_UNROLL
+    return {"x_buffered": buffered, "oc_block": oc_block, "oc_main": oc_main,
+            "oc_rem": int(oc_main < n),
+            "k_unroll": u, "k_main": k - k % u, "k_offsets": list(range(u)),
+            "oc_offsets": [i * k for i in range(oc_block)],
+            "stack_bytes": k * elem_bytes if buffered else 0}
+
+
+def mac_kernel_plan(step, limit=None) -> dict:
+    """The loop structure of one conv2d or dense step's C kernel ({} for other kinds), with
+    the stack bytes its buffers take (the decoded band or input vector, and the unpacked
+    weights of one register block when the weights are packed codes)."""
+    blocking = {"conv2d": conv_blocking, "dense": dense_blocking}.get(step.kind)
+    if blocking is None:
+        return {}
+    p = step.params
+    plan = blocking(p, np.dtype(p["band_dtype"]).itemsize, limit)
+    if p["w_codes"]:
+        plan["wbuf_elems"] = len(plan["oc_offsets"]) * p["w_row"]
+        plan["stack_bytes"] += step.consts["dw"].itemsize * plan["wbuf_elems"]
+    return plan

@@ -1,0 +1,26 @@
+"""The plain C99 targets: `host` (the build machine's cc) and `rv32` (RV32IMC, picolibc, run
+under qemu). One codegen (mcugen/codegen/host.py); the plan is the C kernels' loop structure."""
+from __future__ import annotations
+
+from mcugen.codegen.kernel_plan import mac_kernel_plan
+from mcugen.targets.base import Target
+
+
+class C99Target(Target):
+    codegen = "host"
+    runs_on = ("host", "qemu")       # the same portable C, with a rule for RV32 under qemu
+
+    def plan(self, schedule, board, options=None) -> dict:
+        return {s.name: mac_kernel_plan(s) for s in schedule.steps}
+
+
+class HostTarget(C99Target):
+    name = "host"
+    default_board = "host"
+    description = "C99 for the build machine (cc): simulate and verify here"
+
+
+class Rv32Target(C99Target):
+    name = "rv32"
+    default_board = "rv32imc-qemu"
+    description = "C99 for RV32IMC microcontrollers (riscv64-unknown-elf-gcc + picolibc; qemu here)"

@@ -1,0 +1,59 @@
+"""The GAP8 target: PMSIS C for the 8-core cluster, tiled L2 -> L1 (mcugen/codegen/gap8.py),
+weights in L2 or streamed from L3, and a host/qemu build of the same sources through a PMSIS
+emulation layer."""
+from __future__ import annotations
+
+from mcugen.codegen.kernel_plan import mac_kernel_plan
+from mcugen.targets.base import Target
+
+
+class Gap8Target(Target):
+    name = "gap8"
+    default_board = "gap8"
+    description = "GreenWaves GAP8: PMSIS C for the cluster, GAP SDK Makefile"
+    codegen = "gap8"
+    runs_on = ("host", "qemu")
+    product_tables = False       # the cluster kernels read decode tables only (so far)
+    packed_weights = False       # they read decoded weights from L2
+
+    def plan(self, schedule, board, options=None) -> dict:
+        # The cluster's own tiles come from codegen/gap8.py at render time; the C kernels'
+        # stack buffers still count against L2 (layers the fabric controller runs use them).
+        return {s.name: mac_kernel_plan(s) for s in schedule.steps}
+
+    def needs(self, schedule, board, plan, weights_in) -> dict:
+        if weights_in != "l3":
+            return super().needs(schedule, board, plan, weights_in)
+        from mcugen.codegen.gap8_l3 import kept_in_l2, staging_need
+        needs = super().needs(schedule, board, plan, "flash")
+        ram, holds = needs["ram"]
+        needs["ram"] = (ram + kept_in_l2(schedule) + staging_need(schedule)[1],
+                        holds + ", L2 tables and one layer's weights staged from L3")
+        needs["l3"] = needs["flash"]
+        return needs
+
+    def weights_placement(self, schedule, board, plan) -> str:
+        """Weights stream from L3 (HyperRAM) when they do not fit L2 and the board has L3."""
+        if "l3" in board["memory"] and self.shortfalls(schedule, board, plan, "l2"):
+            return "l3"
+        return board.get("weights_in", "flash")
+
+    def report_extras(self, report, schedule, board, plan) -> None:
+        """Per layer, the L2->L1 tiles, L1 bytes and DMA bytes of the generated code."""
+        super().report_extras(report, schedule, board, plan)
+        from mcugen.codegen.gap8 import tile_plan
+        from mcugen.codegen.gap8_l3 import board_layout
+        from mcugen.cycle_model import model_constants
+        for layer, tiles in zip(report["layers"], tile_plan(schedule, board)):
+            layer.update(tiles=tiles["tiles"], l1_bytes=tiles["l1_bytes"],
+                         dma_bytes=tiles["dma_bytes"], runs_on=tiles["on"])
+        totals = report["totals"]
+        totals["dma_bytes"] = sum(layer["dma_bytes"] for layer in report["layers"])
+        totals["l1_bytes_max"] = max(layer["l1_bytes"] for layer in report["layers"])
+        report["gap8_model"] = model_constants(board)
+        if schedule.meta["weights_in"] == "l3":
+            layout = board_layout(schedule, board)
+            for layer in report["layers"]:
+                layer["l3_bytes"] = layout["steps"].get(layer["step"], {}).get("bytes", 0)
+            totals.update(l3_bytes=layout["bytes"], l3_slots=layout["slots"],
+                          l3_staging_bytes=layout["staging_bytes"])
