@@ -79,10 +79,16 @@ def cli():
 @click.option("--max-code-error", default=1, show_default=True, type=click.IntRange(0, 1),
               help="worst code error an encoder may make against the float encoder, over every "
                    "accumulator value (0: exact)")
+@click.option("--reuse", type=int, help="hls: products per multiplier per output (default 16; "
+              "adjusted per layer, see the report)")
+@click.option("--io", type=click.Choice(["parallel", "stream"]),
+              help="hls: array ports (parallel, the default) or AXI-Stream (stream)")
+@click.option("--fit", is_flag=True, default=None, help="hls: raise the reuse factor until the "
+              "estimated DSP, BRAM, LUT and FF fit the board")
 @click.option("--force", is_flag=True, help="replace a project mcugen made earlier")
 def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_bits, objective,
           method, calib, percentile, input_range, seed, weight_storage, mac_tables, encoder,
-          max_code_error, force):
+          max_code_error, reuse, io, fit, force):
     """Quantize MODEL, lower it and emit a buildable project in OUT."""
     from mcugen.pipeline import build as run_build
     from mcugen.report import format_report
@@ -94,7 +100,9 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
             calib_data = np.load(calib, allow_pickle=False)
         except Exception:
             raise MCUGenError(f"'{calib}' is not a .npy array (save samples with numpy.save)") from None
+    target_options = {k: v for k, v in (("reuse", reuse), ("io", io), ("fit", fit)) if v is not None}
     project = run_build(model, target=target, board=board, out=out, force=force,
+                        target_options=target_options,
                         weight_storage=weight_storage, mac_tables=mac_tables,
                         encoder=encoder, max_code_error=max_code_error, progress=_progress(
                             "NUPES, layers done" if method == "nupes" else "exponent search"),
@@ -209,6 +217,10 @@ def boards():
     from mcugen.boards import all_boards
     for name, board in all_boards().items():
         mems = ", ".join(f"{k} {v['bytes']:,} B" for k, v in board.get("memory", {}).items())
+        if "fpga" in board:
+            f = board["fpga"]
+            mems = (f"{f['part']} @ {f['clock_mhz']} MHz: DSP {f['dsp']:,}, BRAM_18K "
+                    f"{f['bram_18k']:,}, LUT {f['lut']:,}, FF {f['ff']:,}")
         click.echo(f"{name:14s} targets {','.join(board.get('targets', [])):10s} {mems}\n"
                    f"{'':14s} {board.get('description', '')}")
 

@@ -107,7 +107,8 @@ def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", en
     if weight_storage == "codes" and not target.packed_weights:
         raise MCUGenError(f"--weight-storage codes is not supported by the {target.name} target "
                           f"yet (its kernels read decoded weights); use decoded")
-    first = "decoded" if weight_storage in ("auto", "decoded") or not target.packed_weights else "codes"
+    first = target.storage_first if weight_storage == "auto" else weight_storage
+    first = first if target.packed_weights else "decoded"
     products = target.product_tables and mac_tables == "auto"
     # the fastest first; then smaller encoder tables (a few % of the instructions), then packed
     # weights (~40% more instructions), each only when the board is short

@@ -5,8 +5,9 @@ from __future__ import annotations
 from mcugen.errors import MCUGenError
 from mcugen.targets.c99 import HostTarget, Rv32Target
 from mcugen.targets.gap8 import Gap8Target
+from mcugen.targets.hls import HlsTarget
 
-TARGETS = {t.name: t for t in (HostTarget(), Rv32Target(), Gap8Target())}
+TARGETS = {t.name: t for t in (HostTarget(), Rv32Target(), Gap8Target(), HlsTarget())}
 
 
 def get_target(name: str):

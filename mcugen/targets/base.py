@@ -18,6 +18,7 @@ class Target:
     runs_on = ("host",)              # where verify and simulate can run the built project
     product_tables = True            # may the lowering realize MACs with product tables
     packed_weights = True            # may weights be stored as packed codes
+    storage_first = "decoded"        # the weight storage `auto` tries first
 
     def check_options(self, options: dict) -> dict:
         """The target's own options, checked, with defaults filled in (none for most)."""
@@ -29,7 +30,8 @@ class Target:
 
     # ---- plan and fit -------------------------------------------------------------------------
     def plan(self, schedule, board, options=None) -> dict:
-        """step name -> the kernel plan of that step (merged over step.params when rendering)."""
+        """The target's plan of its kernels; the C targets' is step name -> that step's kernel
+        plan (merged over step.params when rendering)."""
         return {}
 
     def needs(self, schedule, board, plan, weights_in) -> dict:

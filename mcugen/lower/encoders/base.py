@@ -103,6 +103,6 @@ class Encoder:
 
 def base_params(name, request, consts, row_consts):
     """The parameters every encoder sets: its name, the code range and its C arguments."""
-    return {"encoder": name, "code_min": request.encoding.code_min,
+    return {"encoder": name, "code_min": request.encoding.code_min, "code_max": request.encoding.B,
             "enc_consts": list(consts), "enc_row_consts": {k: int(consts[k].size // request.rows)
                                                            for k in row_consts}}

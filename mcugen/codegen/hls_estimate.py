@@ -1,0 +1,134 @@
+"""Resource and latency estimates of the generated HLS design, before synthesis.
+
+A model, stated here and in docs/hls.md, not a synthesis result:
+- multipliers: `lanes` per MAC layer. A product ROM needs none; operands of at most
+  FABRIC_MAX_BITS bits become LUTs (about wbits x xbits each); wider ones take
+  ceil(wbits / dsp_a) x ceil(xbits / dsp_b) DSP slices (the board's DSP port widths).
+- memories: a ROM or buffer split into `banks` (cyclic partition: two reads per cycle per
+  dual-port bank) takes, per bank, LUTs (64 x 1 bit per LUT6) when it holds at most
+  LUTRAM_BITS bits, else the fewest BRAM_18K in any aspect ratio (16K x 1 ... 512 x 36).
+  Activation buffers between layers are ping-pong (x2) under DATAFLOW.
+- logic: an adder tree of lanes - 1 adders of the accumulator's width, the accumulator, and
+  the encoder (threshold: one comparator per search step; lut: an index multiply on DSPs;
+  pade: the same plus one integer division); registers about one per adder-tree bit.
+- latency: the loop structure, with every pipelined loop at II = 1. A conv output pixel gathers
+  its window (k cycles) and then each output channel takes `chunks` cycles plus the pipeline
+  depth; other layers take one cycle per element read. Layers overlap under DATAFLOW, so a
+  new input can start every `interval` (the slowest layer) cycles.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mcugen.codegen.hls_plan import type_bits
+
+LUTRAM_BITS = 1024
+BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+ENCODER_DSP = {"threshold": 0, "lut": 2, "pade": 4}
+ENCODER_LUT = {"lut": 120, "pade": 1200}      # index arithmetic; pade adds a 32-bit divider
+ENCODER_DEPTH = {"threshold": 4, "lut": 5, "pade": 40}
+
+
+def bram18(depth: int, width: int) -> int:
+    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in BRAM18_SHAPES)
+
+
+def memory(entries: int, width: int, banks: int = 1) -> dict:
+    """BRAM_18K and LUTs of an array of `entries` x `width` bits in `banks` banks."""
+    banks = max(1, min(banks, entries))
+    depth = math.ceil(entries / banks)
+    if depth * width <= LUTRAM_BITS:
+        return {"bram_18k": 0, "lut": banks * math.ceil(depth / 64) * width}
+    return {"bram_18k": banks * bram18(depth, width), "lut": 0}
+
+
+def _add(total: dict, part: dict) -> dict:
+    for key, value in part.items():
+        total[key] = total.get(key, 0) + value
+    return total
+
+
+def encoder_cost(step, acc_bits: int) -> dict:
+    p = step.params
+    name = p.get("encoder")
+    if p.get("output_acc") or name is None:
+        return {}
+    if name == "threshold":
+        steps = len(p.get("enc_steps", [])) + 1
+        cost = {"lut": steps * acc_bits}
+    else:
+        cost = {"lut": ENCODER_LUT.get(name, 120), "dsp": ENCODER_DSP.get(name, 2)}
+    for key in p.get("enc_consts", []):
+        table = step.consts[key]
+        _add(cost, memory(table.size, table.itemsize * 8))
+    return cost
+
+
+def mac_cost(step, plan, board) -> dict:
+    """DSP, LUT, FF, BRAM_18K and cycles of one conv2d/dense layer."""
+    wb, xb = plan.operand_bits
+    lanes, read_banks = plan.lanes, math.ceil(plan.lanes / 2)
+    cost = {"dsp": 0, "lut": 0, "ff": 0, "bram_18k": 0}
+    if plan.multiply == "dsp":
+        cost["dsp"] = lanes * math.ceil(wb / board["dsp_a_bits"]) * math.ceil(xb / board["dsp_b_bits"])
+    elif plan.multiply == "fabric":
+        cost["lut"] += lanes * wb * xb
+    _add(cost, memory(plan.weight_rom.size, _bits(plan.weight_t), read_banks))
+    for table, kind in ((plan.decode_w, plan.decode_w_t), (plan.product, plan.product_t)):
+        if table is not None:        # read by every lane: one copy per two lanes
+            for _ in range(read_banks):
+                _add(cost, memory(table.size, _bits(kind)))
+    if plan.decode_x is not None:
+        _add(cost, memory(plan.decode_x.size, _bits(plan.decode_x_t)))
+    _add(cost, memory(plan.k, _bits(plan.window_t), read_banks))
+    _add(cost, memory(step.consts["bias"].size, _bits(plan.bias_t)))
+    cost["lut"] += lanes * plan.acc_bits          # adder tree and accumulator
+    cost["ff"] += lanes * (plan.acc_bits + wb + xb)
+    _add(cost, encoder_cost(step, plan.acc_bits))
+    cost["cycles"] = mac_cycles(step, plan)
+    return cost
+
+
+def mac_cycles(step, plan) -> int:
+    p = step.params
+    depth = 3 + math.ceil(math.log2(max(2, plan.lanes))) + \
+        ENCODER_DEPTH.get(p.get("encoder"), 0) * (not p.get("output_acc"))
+    per_output = plan.chunks + depth
+    if step.kind == "dense":
+        return plan.k + p["out_features"] * per_output
+    pixels = p["group"] * p["out_h"] * p["out_w"]
+    return pixels * (plan.k + p["out_c_per_group"] * per_output)
+
+
+def stream_cost(step, schedule, acc_bits: int = 32) -> dict:
+    """A layer without multiplies: one element read per cycle, its encoder, its tables."""
+    reads = sum(schedule.buffers[name].size for name in step.inputs)
+    if step.kind in ("maxpool", "avgpool"):
+        reads = schedule.buffers[step.output].size * step.params["k_h"] * step.params["k_w"]
+    cost = {"dsp": 0, "lut": 64, "ff": 64, "bram_18k": 0, "cycles": reads + 8}
+    _add(cost, encoder_cost(step, acc_bits))
+    for key, table in step.consts.items():
+        if key not in step.params.get("enc_consts", []):
+            _add(cost, memory(table.size, table.itemsize * 8))
+    return cost
+
+
+def buffer_cost(size: int, bits: int, banks: int) -> dict:
+    """An activation buffer between two layers: ping-pong under DATAFLOW."""
+    one = memory(size, bits, banks)
+    return {k: 2 * v for k, v in one.items()}
+
+
+def _bits(ap: str) -> int:
+    return type_bits(ap) if ap else 0
+
+
+def totals(layers: list) -> dict:
+    keys = ("dsp", "lut", "ff", "bram_18k")
+    out = {k: int(np.sum([layer.get(k, 0) for layer in layers])) for k in keys}
+    cycles = [layer.get("cycles", 0) for layer in layers]
+    out["latency_cycles"] = int(sum(cycles))
+    out["interval_cycles"] = int(max(cycles, default=0))
+    return out

@@ -1,0 +1,158 @@
+"""The hls target's plan of a Schedule: exact ap_int widths and how each MAC layer is built.
+
+Everything the HLS templates print comes from here or from the Schedule:
+- every buffer's value range, propagated step by step (codes of an encoding, accumulators up to
+  the bound the lowering proved), gives its `ap_uint`/`ap_int` width;
+- a MAC layer's weights as a ROM of b-bit codes plus a decode table (or the decoded values for
+  a uniform 8-bit grid), its input decode table, bias and accumulator at their exact widths;
+- how a product of two codes is realized: a product ROM indexed by both codes (no multiplier),
+  a fabric multiply of narrow decoded operands, or a DSP multiply;
+- the reuse factor: a layer of K products per output runs `lanes` multipliers for
+  `chunks = ceil(K / lanes)` pipelined iterations per output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mcugen.lower.fixedpoint import unpack_codes
+from mcugen.ops._mac import PRODUCT_ENTRY_BYTES
+
+MAX_UNROLL = 4096         # Vitis HLS gives up on loop nests that unroll beyond about this
+FABRIC_MAX_BITS = 10      # Vivado maps a multiply whose operands are this narrow to LUTs
+MAC_KINDS = ("conv2d", "dense")
+DTYPE_RANGE = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535),
+               "int16": (-32768, 32767), "int32": (-2 ** 31, 2 ** 31 - 1)}
+
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Bits of the smallest two's complement type holding [lo, hi]."""
+    need = max(int(hi).bit_length(), (-int(lo) - 1).bit_length() if lo < 0 else 0)
+    return need + 1
+
+
+def ap_type(lo: int, hi: int) -> str:
+    """The narrowest ap_uint/ap_int holding every integer in [lo, hi]."""
+    if lo >= 0:
+        return f"ap_uint<{max(1, int(hi).bit_length())}>"
+    return f"ap_int<{signed_bits(lo, hi)}>"
+
+
+def type_bits(ap: str) -> int:
+    return int(ap.split("<")[1].rstrip(">"))
+
+
+def array_type(values: np.ndarray) -> str:
+    values = np.asarray(values, dtype=np.int64)
+    return ap_type(int(values.min(initial=0)), int(values.max(initial=0)))
+
+
+def buffer_ranges(schedule) -> dict:
+    """buffer name -> (lo, hi) of the integers it can hold, from what its producer computes."""
+    ranges = {}
+    code_min = -schedule.input["B"] if schedule.input["signed"] else 0
+    ranges[schedule.input["buffer"]] = (code_min, schedule.input["B"])
+    for step in schedule.steps:
+        ranges[step.output] = step_output_range(step, [ranges[name] for name in step.inputs],
+                                                schedule.buffers[step.output].dtype)
+    for buf in schedule.buffers.values():        # a reshape's alias holds its root's values
+        if buf.alias_of and buf.name not in ranges:
+            ranges[buf.name] = ranges.get(buf.alias_of, DTYPE_RANGE[buf.dtype])
+    return ranges
+
+
+def step_output_range(step, input_ranges, dtype) -> tuple:
+    p = step.params
+    if p.get("output_acc"):
+        bound = int(step.info["acc_bound"])
+        return (-bound, bound)
+    if "encoder" in p and "code_max" in p:
+        return (p["code_min"], p["code_max"])
+    if step.kind == "recode":
+        return (int(step.consts["lut"].min()), int(step.consts["lut"].max()))
+    values = list(input_ranges)
+    if step.kind == "concat":
+        values += [(int(v.min()), int(v.max())) for k, v in step.consts.items() if k.startswith("lut_")]
+    if step.kind == "pad":
+        values.append((p["fill"], p["fill"]))
+    if step.kind in ("maxpool", "pad", "transpose", "concat") and values:
+        return (min(lo for lo, _ in values), max(hi for _, hi in values))
+    return DTYPE_RANGE[dtype]                # what the C targets assume: the whole type
+
+
+@dataclass
+class MacPlan:
+    """One conv2d/dense layer as the HLS kernel builds it."""
+    k: int                  # products per output (input channels of a group x taps)
+    lanes: int              # multipliers (or product ROM reads) working in parallel
+    chunks: int             # pipelined iterations per output: ceil(k / lanes)
+    ragged: int             # 1 when k is not a multiple of lanes (the last chunk is partial)
+    multiply: str           # "rom" (product ROM), "fabric" or "dsp"
+    weight_rom: np.ndarray  # per output channel, k entries: codes or decoded weights
+    weight_t: str
+    decode_w: np.ndarray | None   # code -> decoded weight (or product ROM row), None: identity
+    decode_w_t: str
+    decode_x: np.ndarray | None   # input code -> decoded value (or product ROM column)
+    decode_x_t: str
+    x_offset: int
+    window_t: str           # decoded input values (or product ROM column indexes)
+    product: np.ndarray | None
+    product_t: str
+    prod_t: str             # one lane's product (a ROM entry, or decoded weight x input)
+    operand_bits: tuple     # (weight, input) widths entering a multiplier
+    bias_t: str
+    acc_t: str
+    acc_bits: int
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def mac_plan(step, reuse: int, x_range: tuple) -> MacPlan:
+    """`x_range`: the integers the layer's input buffer holds (its codes)."""
+    p = step.params
+    rows = int(step.consts["bias"].size)
+    k = int(p.get("weights_per_channel", p.get("in_features")))
+    lanes = max(1, min(k, MAX_UNROLL, -(-k // max(1, reuse))))
+    chunks = -(-k // lanes)
+    by_index = PRODUCT_ENTRY_BYTES if p.get("product") else 1   # byte offsets -> indexes
+    if p.get("w_codes"):
+        rom = unpack_codes(step.consts["weight_codes"], rows, p["w_row"], p["w_bits"], p["w_row_bytes"])
+        decode_w = step.consts["dw"].astype(np.int64) // by_index
+    else:
+        rom, decode_w = step.consts["weights"].astype(np.int64).reshape(rows, -1) // by_index, None
+    decode_x = None if p.get("identity_dx") else step.consts["dx"].astype(np.int64) // by_index
+    w_values = decode_w if decode_w is not None else rom
+    x_values = decode_x if decode_x is not None else np.array(x_range)    # identity: the codes
+    product = step.consts["pt"].astype(np.int64) if p.get("product") else None
+    operand_bits = (type_bits(array_type(w_values)), type_bits(array_type(x_values)))
+    if product is not None:
+        multiply = "rom"
+    elif max(operand_bits) <= FABRIC_MAX_BITS:
+        multiply = "fabric"
+    else:
+        multiply = "dsp"
+    bound = int(step.info["acc_bound"])
+    acc_bits = signed_bits(-bound, bound)
+    window_t = array_type(x_values)
+    return MacPlan(k=k, lanes=lanes, chunks=chunks, ragged=int(k % lanes != 0), multiply=multiply,
+                   weight_rom=rom.reshape(-1), weight_t=array_type(rom),
+                   decode_w=decode_w, decode_w_t=array_type(w_values),
+                   decode_x=decode_x, decode_x_t=array_type(x_values),
+                   x_offset=int(p.get("x_offset", 0)), window_t=window_t,
+                   product=product, product_t=array_type(product) if product is not None else "",
+                   prod_t=(array_type(product) if product is not None
+                           else f"ap_int<{operand_bits[0] + operand_bits[1] + 1}>"),
+                   operand_bits=operand_bits, bias_t=array_type(step.consts["bias"]),
+                   acc_t=f"ap_int<{acc_bits}>", acc_bits=acc_bits)
+
+
+def readers(schedule) -> dict:
+    """root buffer -> the steps that read it (in order)."""
+    roots = {b.name: (b.alias_of or b.name) for b in schedule.buffers.values()}
+    out = {}
+    for step in schedule.steps:
+        for name in step.inputs:
+            out.setdefault(roots[name], []).append(step.name)
+    return out

@@ -1,0 +1,194 @@
+"""The hls target: a Vitis HLS project (firmware/, tb/, hls_config.cfg, build_prj.tcl) for an
+FPGA board, C-simulated here with g++ against the ap_types headers of an installed package.
+
+Options: `reuse` (products per multiplier per output, adjusted per layer), `io` (parallel:
+arrays on ap_memory ports; stream: AXI-Stream), `fit` (raise reuse until the estimate fits).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mcugen.codegen import hls_estimate as estimate
+from mcugen.codegen.hls_plan import MAC_KINDS, ap_type, buffer_ranges, mac_plan, readers, type_bits
+from mcugen.errors import MCUGenError
+from mcugen.targets.base import Target
+
+RESOURCES = {"dsp": "DSP", "bram_18k": "BRAM_18K", "lut": "LUT", "ff": "FF"}
+IO_MODES = ("parallel", "stream")
+MAX_REUSE = 1 << 20
+AP_TYPES_HINT = ("install hls4ml (pip install hls4ml: its wheel ships the ap_types headers) "
+                 "or set MCUGEN_AP_TYPES to a directory holding ap_int.h")
+
+
+class HlsTarget(Target):
+    name = "hls"
+    default_board = "pynq-z2"
+    description = "a Vitis HLS project (C++ with ap_int, pragmas, testbench) for an FPGA board"
+    codegen = "hls"
+    runs_on = ("host",)              # C simulation with g++
+    storage_first = "codes"          # weights as b-bit code ROMs plus a decode table
+
+    def check_options(self, options: dict) -> dict:
+        unknown = set(options) - {"reuse", "io", "fit"}
+        if unknown:
+            raise MCUGenError(f"the hls target takes --reuse, --io and --fit, not {sorted(unknown)}")
+        reuse = options.get("reuse", 16)
+        if not isinstance(reuse, int) or not 1 <= reuse <= MAX_REUSE:
+            raise MCUGenError(f"--reuse must be a whole number from 1 to {MAX_REUSE:,} (got {reuse})")
+        io = options.get("io", "parallel")
+        if io not in IO_MODES:
+            raise MCUGenError(f"--io takes {' or '.join(IO_MODES)} (got '{io}')")
+        return {"reuse": reuse, "io": io, "fit": bool(options.get("fit", False))}
+
+    # ---- plan and fit -----------------------------------------------------------------------
+    def plan(self, schedule, board, options=None) -> dict:
+        options = self.check_options(options or {})
+        design = design_plan(schedule, board, options["reuse"], options["io"])
+        while options["fit"] and self.shortfalls(schedule, board, design) and \
+                any(m.lanes > 1 for m in design["macs"].values()):
+            design = design_plan(schedule, board, design["reuse"] * 2, options["io"])
+        return design
+
+    def needs(self, schedule, board, plan, weights_in) -> dict:
+        holds = {"dsp": "multipliers and encoders", "bram_18k": "ROMs and layer buffers",
+                 "lut": "fabric multipliers, adders, encoders, small ROMs", "ff": "pipeline registers"}
+        return {key: (plan["totals"][key], holds[key]) for key in RESOURCES}
+
+    def budget(self, board, resource) -> int:
+        return int(board["fpga"][resource])
+
+    def shortfalls(self, schedule, board, plan, weights_in=None) -> list:
+        short = super().shortfalls(schedule, board, plan, weights_in)
+        return [(what, f"{text} at reuse {plan['reuse']}") for what, text in short]
+
+    def shortfall_phrase(self, what, need, have, holds) -> str:
+        return f"{RESOURCES[what]} needs {need:,} of {have:,} ({holds})"
+
+    def weights_placement(self, schedule, board, plan) -> str:
+        return "rom"
+
+    def fit_advice(self) -> str:
+        return ("the estimate is before synthesis. Try --fit (raises the reuse factor until it "
+                "fits), a larger --reuse, lower --wbits/--abits, or a bigger board (mcugen boards)")
+
+    def report_extras(self, report, schedule, board, plan) -> None:
+        for layer in report["layers"]:
+            layer.update(plan["layers"][layer["step"]])
+        report["hls"] = {"board": board["name"], "part": board["fpga"]["part"],
+                         "clock_mhz": board["fpga"]["clock_mhz"], "reuse": plan["reuse"],
+                         "io": plan["io"], **plan["totals"],
+                         "budget": {k: int(board["fpga"][k]) for k in RESOURCES}}
+
+    # ---- build and run: C simulation ----------------------------------------------------------
+    def build(self, project, variant="", sanitize=False, trace=False, on="host"):
+        self.check_run_place(on)
+        return build_csim(Path(project), variant or ("asan" if sanitize else "csim"), sanitize)
+
+    def run(self, exe, schedule, x, on="host", timeout=None, trace_bytes=0):
+        from mcugen.reference.interpreter import quantize_input
+        from mcugen.verify import HOST_TIMEOUT, RunResult
+        codes = quantize_input(schedule, x).reshape(len(x), -1)
+        n_out = int(np.prod(schedule.output["shape"]))
+        with tempfile.TemporaryDirectory(prefix="mcugen") as tmp:
+            fin, fout = Path(tmp) / "inputs.txt", Path(tmp) / "outputs.txt"
+            np.savetxt(fin, codes, fmt="%d")
+            env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="print_stacktrace=1")
+            try:
+                done = subprocess.run([str(exe), str(fin), str(fout)], capture_output=True, text=True,
+                                      timeout=timeout or HOST_TIMEOUT, env=env, stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired:
+                raise MCUGenError(f"the C simulation ran longer than {timeout or HOST_TIMEOUT} s") from None
+            if done.returncode != 0:
+                tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+                raise MCUGenError(f"the C simulation failed (exit {done.returncode}): {' | '.join(tail)}")
+            out = np.loadtxt(fout, dtype=np.int64, ndmin=2).reshape(-1, n_out)
+        if len(out) != len(x):
+            raise MCUGenError(f"the C simulation wrote {len(out)} of {len(x)} outputs")
+        return RunResult(out)
+
+    def locate_mismatch(self, project, schedule, x1, index) -> str:
+        from mcugen.reference.interpreter import quantize_input, run_codes
+        got = self.run(self.build(project), schedule, x1).outputs.reshape(-1)
+        want = run_codes(schedule, quantize_input(schedule, x1)).reshape(-1)
+        e = int(np.nonzero(got != want)[0][0])
+        return f"input {index}: output element {e}: expected {int(want[e])}, got {int(got[e])}"
+
+
+def design_plan(schedule, board, reuse: int, io: str) -> dict:
+    """The whole design at one reuse factor: types, MAC layers, fan-out copies, estimates."""
+    ranges = buffer_ranges(schedule)
+    types = {name: ap_type(*ranges[name]) for name in schedule.buffers}
+    roots = {b.name: (b.alias_of or b.name) for b in schedule.buffers.values()}
+    macs = {s.name: mac_plan(s, reuse, ranges[s.inputs[0]]) for s in schedule.steps if s.kind in MAC_KINDS}
+    fpga = board["fpga"]
+    layers, costs = {}, []
+    for step in schedule.steps:
+        if step.name in macs:
+            m = macs[step.name]
+            cost = estimate.mac_cost(step, m, fpga)
+            layers[step.name] = {"reuse": m.chunks, "lanes": m.lanes, "multiply": m.multiply,
+                                 "acc_bits": m.acc_bits, "weight_bits": type_bits(m.weight_t)}
+        else:
+            cost = estimate.stream_cost(step, schedule)
+            layers[step.name] = {}
+        layers[step.name].update({k: int(cost.get(k, 0)) for k in ("dsp", "lut", "ff", "bram_18k", "cycles")})
+        costs.append(cost)
+    for name, buf in schedule.buffers.items():    # every kernel reads one element a cycle
+        if not buf.alias_of:
+            costs.append(estimate.buffer_cost(buf.size, type_bits(types[name]), 1))
+    totals = estimate.totals(costs)
+    totals["latency_us"] = round(totals["latency_cycles"] / fpga["clock_mhz"], 2)
+    return {"reuse": reuse, "io": io, "types": types, "ranges": ranges, "roots": roots,
+            "macs": macs, "readers": readers(schedule), "layers": layers, "totals": totals}
+
+
+def ap_types_dir() -> Path:
+    """The ap_types headers: MCUGEN_AP_TYPES, else the installed hls4ml package's copy."""
+    given = os.environ.get("MCUGEN_AP_TYPES")
+    if given:
+        path = Path(given)
+    else:
+        import importlib.util
+        spec = importlib.util.find_spec("hls4ml")
+        if spec is None or not spec.submodule_search_locations:
+            raise MCUGenError(f"the ap_types headers were not found: {AP_TYPES_HINT}")
+        path = Path(list(spec.submodule_search_locations)[0]) / "templates" / "vivado" / "ap_types"
+    if not (path / "ap_int.h").is_file():
+        raise MCUGenError(f"no ap_int.h in {path}: {AP_TYPES_HINT}")
+    return path
+
+
+def csim_command(project: Path, exe: Path, sanitize: bool) -> list:
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        raise MCUGenError("no C++ compiler found: install g++ (apt-get install g++) or set CXX")
+    # HLS pragmas are unknown to g++, and loop labels exist for the HLS reports only. GCC's
+    # flow analysis, inlining the vendor's ap_private, takes ROMs of ap_int (initialised before
+    # main, as every static of the unit) for uninitialised: a false alarm inside those headers.
+    flags = ["-std=c++20", "-O1" if sanitize else "-O2", "-Wall", "-Wextra", "-Werror",
+             "-Wno-unknown-pragmas", "-Wno-unused-label", "-Wno-uninitialized",
+             "-Wno-maybe-uninitialized", "-isystem", str(ap_types_dir()), "-I", str(project / "firmware")]
+    if sanitize:
+        flags += ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    return [cxx, *flags, str(project / "firmware" / "model.cpp"), str(project / "tb" / "tb_model.cpp"),
+            "-o", str(exe)]
+
+
+def build_csim(project: Path, variant: str, sanitize: bool) -> Path:
+    """g++ the firmware and the testbench into build/<variant>/csim."""
+    from mcugen.codegen.project import recording_new_files
+    exe = project / "build" / variant / "csim"
+    with recording_new_files(project):
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(csim_command(project, exe, sanitize), capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        errors = [line for line in lines if "error" in line] or lines or ["g++ failed"]
+        raise MCUGenError(f"the generated HLS C++ did not compile: {errors[0]}")
+    return exe
