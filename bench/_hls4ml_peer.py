@@ -1,6 +1,6 @@
 """Peer measurement for the FPGA benchmark: hls4ml 1.3.0 on the same ONNX models.
 
-    python bench/_hls4ml_peer.py                    # every model, a markdown table (~10 min)
+    python bench/_hls4ml_peer.py                    # every model, a markdown table (~15 min)
     python bench/_hls4ml_peer.py --models sine,mnist_mlp_bn --timeout 200
 
 `hls4ml_result(model_path, x, labels)` asks: does hls4ml's ONNX frontend take the model, how long
@@ -16,19 +16,27 @@ Routes, tried in this order until one converts:
   plain        hls4ml's converter on the file as it is.
   qonnx        qonnx's preprocessing as hls4ml's documentation gives it: cleanup_model,
                ConvertToChannelsLastAndClean, GemmToMatMul, cleanup_model again.
-  qonnx+edits  best effort, not something hls4ml documents: the hand edits of `edit_graph` (the
-               applied ones are listed in the result), then the qonnx preprocessing. The edits
-               only restate the same function in a form qonnx/hls4ml accept; none changes what
-               the model computes.
+  qonnx+edits  best effort, not something hls4ml documents: the graph edits in EDITS, applied one
+               at a time (each followed by the qonnx preprocessing and a conversion attempt) until
+               hls4ml converts; the result lists the ones applied. Each edit restates the same
+               function in a form qonnx/hls4ml accept, and the child checks that: onnxruntime on
+               the edited graph against the original, on the same inputs
+               (`edit_check_max_abs_diff`).
 Precision is hls4ml's default, untuned: `config_from_onnx_model(granularity="name")` gives the
-input and the weights ap_fixed<16,6> and lets hls4ml infer ("auto") accumulator and result
-types. A model fed raw 0-255 values (mnist8, resnet8) overflows that input type: the numbers
-below show it, they are not fixed up.
+input and the weights ap_fixed<16,6> (range +-32) and lets hls4ml infer ("auto") accumulator and
+result types. Models fed raw 0-255 values (mnist8, resnet8) overflow that input type; that is
+part of what is measured, not fixed up.
+
+Known hls4ml 1.3.0 fault, seen while writing this: GlobalAveragePool after qonnx's channels-last
+conversion computes wrong values: a toy model (1x1 Conv, Relu, GlobalAveragePool, MatMul; no
+edits needed) gives 0.19 where onnxruntime gives 0.41, while the same toy with a full-window
+MaxPool in place of the pool matches to 0.006. kws_dscnn and resnet8 go through that pool.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import os
 import signal
@@ -40,9 +48,10 @@ from pathlib import Path
 
 import numpy as np
 
-BACKEND = "Vitis"            # Vivado HLS' successor; the csim C++ is the same for both
+BACKEND = "Vitis"            # Vivado HLS' successor (hls4ml's Vivado backend is the older flow)
 ERROR_CHARS = 120
 INPUT_FILE, RESULT_FILE, OUTPUT_FILE, LOG_FILE = "x.npy", "result.json", "outputs.npy", "log.txt"
+EDITED_FILE = "edited.onnx"      # the graph after the edits, before qonnx: checked against the original
 
 
 def one_line(text: str, limit: int = ERROR_CHARS) -> str:
@@ -103,13 +112,17 @@ def same_pads(size: int, kernel: int, stride: int, upper: bool) -> tuple[int, in
     return (small, large) if upper else (large, small)
 
 
+def inferred_shapes(model) -> dict:
+    import onnx
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*graph.value_info, *graph.input, *graph.output]}
+
+
 def explicit_pads(model) -> bool:
     """qonnx's constant folding executes Conv with an explicit `pads` attribute only."""
     import onnx
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in [*inferred.value_info, *inferred.input]}
-    changed = False
+    shapes, changed = inferred_shapes(model), False
     for node in model.graph.node:
         attrs = {a.name: a for a in node.attribute}
         auto_pad = attrs.get("auto_pad")
@@ -159,12 +172,54 @@ def fold_conv_bias_adds(model) -> bool:
     return bool(folded)
 
 
+def global_average_pools(model) -> bool:
+    """qonnx's channels-last conversion knows Conv, MaxPool and BatchNormalization only, and
+    hls4ml's AveragePool wants channels-last; its GlobalAveragePool does not. An AveragePool whose
+    window is the whole unpadded input is a GlobalAveragePool."""
+    import onnx
+    shapes, changed = inferred_shapes(model), False
+    for index, node in enumerate(model.graph.node):
+        if node.op_type != "AveragePool":
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if (list(attrs["kernel_shape"]) != shapes[node.input[0]][2:] or any(attrs.get("pads", []))
+                or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID")):
+            continue
+        model.graph.node.remove(node)
+        model.graph.node.insert(index, onnx.helper.make_node(
+            "GlobalAveragePool", list(node.input), list(node.output), name=node.name))
+        changed = True
+    return changed
+
+
+def drop_layout_only_transposes(model) -> bool:
+    """A Transpose that moves only size-1 axes ([1,64,1,1] -> [1,1,1,64], tflite2onnx's before the
+    classifier's Reshape) leaves the data in memory as it was; hls4ml's Transpose layer cannot take
+    it after a global pool. When a Reshape is its only user, the Reshape can read its input."""
+    shapes, changed = inferred_shapes(model), False
+    for transpose in [n for n in model.graph.node if n.op_type == "Transpose"]:
+        users = [n for n in model.graph.node if transpose.output[0] in n.input]
+        shape = shapes.get(transpose.input[0])
+        perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
+        if not shape or not perm or len(users) != 1 or users[0].op_type != "Reshape":
+            continue
+        moved = [axis for axis in perm if shape[axis] != 1]
+        if moved != sorted(moved):
+            continue                 # a real transposition of the data
+        users[0].input[0] = transpose.input[0]
+        model.graph.node.remove(transpose)
+        changed = True
+    return changed
+
+
 # In the order they are tried; each returns whether it changed the graph (it edits in place).
 EDITS = (("drop duplicate input/output value_info", drop_io_value_info),
          ("pin batch to 1", pin_batch_to_one),
          ("opset -> 13, IR 7", upgrade_opset),
          ("SAME auto_pad -> explicit pads", explicit_pads),
-         ("bias Add folded into Conv", fold_conv_bias_adds))
+         ("bias Add folded into Conv", fold_conv_bias_adds),
+         ("full-window AveragePool -> GlobalAveragePool", global_average_pools),
+         ("layout-only Transpose before Reshape dropped", drop_layout_only_transposes))
 
 
 # ---------------------------------------------------------------- conversion and csim (child)
@@ -190,11 +245,7 @@ def hls4ml_convert(model, project_dir: Path):
 
 
 def qonnx_available() -> bool:
-    try:
-        import qonnx  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("qonnx") is not None
 
 
 NOT_TRIED = "not tried: no edit applies to this graph"
@@ -211,14 +262,15 @@ def convert_route(model, route: str, project_dir: Path):
         if route != "plain":
             model = qonnx_preprocess(model)
         stage = "convert"
-        return hls4ml_convert(model, project_dir), model
+        return hls4ml_convert(model, project_dir)
     except Exception as exc:         # whatever the converter raises, the route has failed
         raise StageFailure(stage_error(stage, exc)) from exc
 
 
-def convert_with_edits(model, project_dir: Path, applied: list):
+def convert_with_edits(model, work_dir: Path, applied: list):
     """Apply the EDITS that change the graph one at a time, retrying after each, so `applied`
     ends with the first edit that let hls4ml convert: no edit is made that was not needed."""
+    import onnx
     failure = StageFailure(NOT_TRIED)
     for name, edit in EDITS:
         try:
@@ -229,32 +281,35 @@ def convert_with_edits(model, project_dir: Path, applied: list):
             continue
         applied.append(name)
         try:
-            return convert_route(copy.deepcopy(model), "qonnx+edits", project_dir)
+            hls_model = convert_route(copy.deepcopy(model), "qonnx+edits", work_dir / "prj_edits")
         except StageFailure as exc:
             failure = exc
+            continue
+        onnx.save(model, work_dir / EDITED_FILE)
+        return hls_model
     raise failure
 
 
 def try_routes(model_path: str, work_dir: Path, status: dict):
-    """Convert by the first route that works; returns (hls_model, onnx model it came from)."""
+    """Convert by the first route that works; returns hls4ml's model, or None."""
     import onnx
     routes = ["plain"] + (["qonnx", "qonnx+edits"] if qonnx_available() else [])
     for route in routes:
-        model, project_dir = onnx.load(model_path), work_dir / f"prj_{route.replace('+', '_')}"
+        model = onnx.load(model_path)
         try:
             if route == "qonnx+edits":
-                hls_model, converted = convert_with_edits(model, project_dir, status["edits"])
+                hls_model = convert_with_edits(model, work_dir, status["edits"])
             else:
-                hls_model, converted = convert_route(model, route, project_dir)
+                hls_model = convert_route(model, route, work_dir / f"prj_{route}")
         except StageFailure as failure:
             status["errors"][route] = str(failure)
             continue
         status["route"] = route
-        return hls_model, converted
+        return hls_model
     if not qonnx_available():
         status["errors"]["qonnx"] = "qonnx not installed: pip install qonnx"
     status["unsupported_ops"] = ops_without_handler(onnx.load(model_path))
-    return None, None
+    return None
 
 
 def ops_without_handler(model) -> list[str]:
@@ -268,9 +323,9 @@ def ops_without_handler(model) -> list[str]:
 
 def input_permutation(onnx_shape, hls_shape):
     """qonnx's channels-last conversion keeps the ONNX graph input NCHW (NCW) and puts a Transpose
-    after it, which hls4ml absorbs: its model then takes NHWC (NWC) data. The permutation that
-    turns the ONNX layout into hls4ml's, or None when both are the same. (Shapes that look alike
-    in both layouts, like C == H == W, cannot be told apart and are taken as unchanged.)"""
+    after it. hls4ml drops that Transpose when there is one channel (its input is then [H, W, 1])
+    and keeps it otherwise (its input is NCHW as in ONNX). The permutation from the ONNX layout to
+    hls4ml's, or None when both are the same (with C == 1 both are the same bytes anyway)."""
     per_sample = list(onnx_shape)[1:]
     if per_sample == list(hls_shape) or len(per_sample) < 2:
         return None
@@ -307,36 +362,58 @@ def write_status(work_dir: Path, status: dict):
     (work_dir / RESULT_FILE).write_text(json.dumps(status))
 
 
+def check_edits(model_path: str, work_dir: Path, status: dict):
+    """The edits must not change what the model computes: onnxruntime on the edited graph
+    against the original, on the benchmark's own inputs."""
+    x = np.load(work_dir / INPUT_FILE)
+    edited = float_reference(str(work_dir / EDITED_FILE), x)
+    status["edit_check_max_abs_diff"] = float(np.max(np.abs(edited - float_reference(model_path, x))))
+
+
+def timed_stage(stage: str, action, status: dict, work_dir: Path):
+    """Run one stage of the csim, recording it first (a crash or timeout then names it)."""
+    status["stage"] = stage
+    write_status(work_dir, status)
+    start = time.perf_counter()
+    try:
+        value = action()
+    except Exception as exc:
+        status["errors"][stage] = stage_error(stage, exc)
+        raise StageFailure(status["errors"][stage]) from exc
+    status[f"{stage}_s"] = time.perf_counter() - start
+    return value
+
+
+def run_csim(hls_model, model_path: str, work_dir: Path, status: dict):
+    """compile() (the g++ build) and predict() on the saved inputs, in hls4ml's layout."""
+    import onnx
+    x = np.load(work_dir / INPUT_FILE)
+    perm = timed_stage("layout", lambda: input_permutation(
+        graph_input_shape(onnx.load(model_path)), hls_model.get_input_variables()[0].shape),
+        status, work_dir)
+    status["input_permutation"] = perm
+    timed_stage("compile", hls_model.compile, status, work_dir)
+    hls_x = np.ascontiguousarray(x.transpose(perm) if perm else x)
+    outputs = timed_stage("predict", lambda: hls_model.predict(hls_x), status, work_dir)
+    np.save(work_dir / OUTPUT_FILE, np.asarray(outputs, dtype=np.float64).reshape(len(x), -1))
+
+
 def run_child(model_path: str, work_dir: Path):
-    """The child's whole job: convert, csim build, predict; status written after every stage so
-    the parent knows where a crash or a timeout happened."""
+    """The child's whole job: convert, then the csim; the status file is the parent's answer."""
     status = {"stage": "convert", "route": None, "errors": {}, "edits": []}
     write_status(work_dir, status)
     start = time.perf_counter()
-    hls_model, onnx_model = try_routes(model_path, work_dir, status)
+    hls_model = try_routes(model_path, work_dir, status)
     status["convert_s"] = time.perf_counter() - start
-    if hls_model is None:
-        status["stage"] = "done"
-        return write_status(work_dir, status)
-    import onnx
-    x = np.load(work_dir / INPUT_FILE)
-    perm = input_permutation(graph_input_shape(onnx.load(model_path)),
-                             hls_model.get_input_variables()[0].shape)
-    status["input_permutation"] = perm
-    status["layer_precisions"], status["widest_precision_bits"] = precision_summary(hls_model)
-    for stage, action in (("compile", hls_model.compile),
-                          ("predict", lambda: hls_model.predict(
-                              np.ascontiguousarray(x.transpose(perm) if perm else x)))):
-        status["stage"] = stage
-        write_status(work_dir, status)
-        start = time.perf_counter()
+    if hls_model is not None:
+        status["layer_precisions"], status["widest_precision_bits"] = precision_summary(hls_model)
         try:
-            value = action()
-        except Exception as exc:
-            status["errors"][stage] = stage_error(stage, exc)
-            return write_status(work_dir, status)
-        status[f"{stage}_s"] = time.perf_counter() - start
-    np.save(work_dir / OUTPUT_FILE, np.asarray(value, dtype=np.float64).reshape(len(x), -1))
+            if status["edits"]:
+                timed_stage("edit check", lambda: check_edits(model_path, work_dir, status),
+                            status, work_dir)
+            run_csim(hls_model, model_path, work_dir, status)
+        except StageFailure:
+            return write_status(work_dir, status)     # "stage" stays the one that failed
     status["stage"] = "done"
     write_status(work_dir, status)
 
@@ -378,7 +455,7 @@ def failure_text(status: dict, timed_out: bool, timeout: float, work_dir: Path):
         tried = [(r, m) for r, m in status["errors"].items() if m != NOT_TRIED]
         route, message = tried[-1]                  # the most forgiving route that was tried
         return one_line(f"{route}/{message}")
-    if stage in ("compile", "predict") and stage in status["errors"]:
+    if stage in status["errors"]:
         return status["errors"][stage]
     if stage != "done":
         return one_line(f"{stage}: child died (exit {status['returncode']}): "
@@ -425,7 +502,8 @@ def hls4ml_result(model_path, x, labels=None, timeout=400, work_dir=None) -> dic
               "timed_out": timed_out, "wall_s": wall_s, "outputs": outputs,
               "input_permutation": status.get("input_permutation"),
               "unsupported_ops": status.get("unsupported_ops", [])}
-    for key in ("convert_s", "compile_s", "predict_s", "widest_precision_bits", "layer_precisions"):
+    for key in ("convert_s", "compile_s", "predict_s", "widest_precision_bits", "layer_precisions",
+                "edit_check_max_abs_diff"):
         result[key] = status.get(key)
     result.update(score(model_path, x, labels, outputs))
     return result
@@ -490,7 +568,8 @@ def main(argv=None):
             continue
         result = hls4ml_result(path, x, labels, timeout=args.timeout)
         rows.append(table_row(name, len(x), result))
-        notes.append(f"- {name}: edits {result['edits'] or 'none'}; "
+        notes.append(f"- {name}: edits {result['edits'] or 'none'} "
+                     f"(edited vs original onnxruntime: {result['edit_check_max_abs_diff']}); "
                      f"precision {result['widest_precision_bits'] or '-'}; "
                      f"convert {result['convert_s'] or 0:.1f} s; errors {result['errors'] or '-'}")
         print(f"{name}: {rows[-1]}", file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcugen.lower.fixedpoint import unpack_codes
+from mcugen.lower.fixedpoint import smallest_int_dtype, unpack_codes
 from mcugen.ops._mac import PRODUCT_ENTRY_BYTES
 
 MAX_UNROLL = 4096         # Vitis HLS gives up on loop nests that unroll beyond about this
@@ -109,6 +109,11 @@ class MacPlan:
         return dict(vars(self))
 
 
+def narrowest(values):
+    """The array in the narrowest C integer type (the csim copy of a ROM: constants.h.j2)."""
+    return None if values is None else values.astype(smallest_int_dtype(values))
+
+
 def mac_plan(step, reuse: int, x_range: tuple) -> MacPlan:
     """`x_range`: the integers the layer's input buffer holds (its codes)."""
     p = step.params
@@ -137,11 +142,11 @@ def mac_plan(step, reuse: int, x_range: tuple) -> MacPlan:
     acc_bits = signed_bits(-bound, bound)
     window_t = array_type(x_values)
     return MacPlan(k=k, lanes=lanes, chunks=chunks, ragged=int(k % lanes != 0), multiply=multiply,
-                   weight_rom=rom.reshape(-1), weight_t=array_type(rom),
-                   decode_w=decode_w, decode_w_t=array_type(w_values),
-                   decode_x=decode_x, decode_x_t=array_type(x_values),
+                   weight_rom=narrowest(rom.reshape(-1)), weight_t=array_type(rom),
+                   decode_w=narrowest(decode_w), decode_w_t=array_type(w_values),
+                   decode_x=narrowest(decode_x), decode_x_t=array_type(x_values),
                    x_offset=int(p.get("x_offset", 0)), window_t=window_t,
-                   product=product, product_t=array_type(product) if product is not None else "",
+                   product=narrowest(product), product_t=array_type(product) if product is not None else "",
                    prod_t=(array_type(product) if product is not None
                            else f"ap_int<{operand_bits[0] + operand_bits[1] + 1}>"),
                    operand_bits=operand_bits, bias_t=array_type(step.consts["bias"]),

@@ -169,8 +169,10 @@ def csim_command(project: Path, exe: Path, sanitize: bool) -> list:
     if not cxx:
         raise MCUGenError("no C++ compiler found: install g++ (apt-get install g++) or set CXX")
     # HLS pragmas are unknown to g++, and loop labels exist for the HLS reports only. GCC's
-    # flow analysis, inlining the vendor's ap_private, takes ROMs of ap_int (initialised before
-    # main, as every static of the unit) for uninitialised: a false alarm inside those headers.
+    # flow analysis, inlined into the vendor's ap_private (whose default constructor leaves the
+    # value unset, as hardware registers), flags copies inside those headers as uninitialised:
+    # false alarms there, so those two warnings are off (ASan/UBSan and the bit-exact
+    # comparison check the values).
     flags = ["-std=c++20", "-O1" if sanitize else "-O2", "-Wall", "-Wextra", "-Werror",
              "-Wno-unknown-pragmas", "-Wno-unused-label", "-Wno-uninitialized",
              "-Wno-maybe-uninitialized", "-isystem", str(ap_types_dir()), "-I", str(project / "firmware")]
