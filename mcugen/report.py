@@ -91,6 +91,8 @@ def format_report(report: dict) -> str:
                      f"{t['int_vs_sim_max_abs_diff']:.3g}{agree} (32 calibration inputs)")
     if "dma_bytes" in t:
         lines.extend(_gap8_lines(report))
+    if "hls" in report:
+        lines.extend(_hls_lines(report))
     if "text_bytes" in t:
         lines.append(f"RV32IMC model.o: text {t['text_bytes']:,} B, rodata {t['rodata_bytes']:,} B, "
                      f"data {t['data_bytes']:,} B, bss {t['bss_bytes']:,} B")
@@ -156,4 +158,25 @@ def _gap8_lines(report) -> list:
                      f"{model['reference_macs_per_cycle']} MAC/cycle")
     else:
         lines.append("GAP8 cycle estimate: run `mcugen simulate OUT --on qemu` first")
+    return lines
+
+
+def _hls_lines(report) -> list:
+    """FPGA per layer: how its products are realized, lanes and reuse, the estimate of DSP,
+    BRAM_18K, LUT, FF and cycles (mcugen/codegen/hls_estimate.py: a model, not synthesis)."""
+    h = report["hls"]
+    head = ("HLS step", "multiply", "lanes", "reuse", "acc bits", "DSP", "BRAM_18K", "LUT", "FF", "cycles")
+    rows = [(layer["step"][:34], layer.get("multiply") or "-", _fmt(layer.get("lanes")),
+             _fmt(layer.get("reuse")), _fmt(layer.get("acc_bits")), _fmt(layer.get("dsp")),
+             _fmt(layer.get("bram_18k")), _fmt(layer.get("lut")), _fmt(layer.get("ff")),
+             _fmt(layer.get("cycles"))) for layer in report["layers"]]
+    b = h["budget"]
+    rows.append(("total (with layer buffers)", "", "", "", "", f"{h['dsp']:,}/{b['dsp']:,}",
+                 f"{h['bram_18k']:,}/{b['bram_18k']:,}", f"{h['lut']:,}/{b['lut']:,}",
+                 f"{h['ff']:,}/{b['ff']:,}", _fmt(h["latency_cycles"])))
+    lines = [""] + _table(head, rows)
+    lines.append(f"HLS estimate (a MODEL before synthesis, docs/hls.md) for {h['board']} ({h['part']}) at "
+                 f"{h['clock_mhz']} MHz, reuse {h['reuse']}, io {h['io']}: latency "
+                 f"{h['latency_cycles']:,} cycles = {h['latency_us']:,} us, a new input every "
+                 f"{h['interval_cycles']:,} cycles (DATAFLOW)")
     return lines

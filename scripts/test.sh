@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v cc >/dev/null || missing+=(gcc)
 command -v make >/dev/null || missing+=(make)
+command -v g++ >/dev/null || missing+=(g++)      # the hls target's C simulation
 # the RV32 target: cross compiler, picolibc and qemu (Debian packages)
 command -v riscv64-unknown-elf-gcc >/dev/null || missing+=(gcc-riscv64-unknown-elf)
 [ -f /usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs ] || missing+=(picolibc-riscv64-unknown-elf)
