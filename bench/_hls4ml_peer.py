@@ -51,7 +51,7 @@ import numpy as np
 BACKEND = "Vitis"            # Vivado HLS' successor (hls4ml's Vivado backend is the older flow)
 ERROR_CHARS = 120
 INPUT_FILE, RESULT_FILE, OUTPUT_FILE, LOG_FILE = "x.npy", "result.json", "outputs.npy", "log.txt"
-EDITED_FILE = "edited.onnx"      # the graph after the edits, before qonnx: checked against the original
+EDITED_FILE = "edited.onnx"  # the graph after the edits, before qonnx: checked against the original
 
 
 def one_line(text: str, limit: int = ERROR_CHARS) -> str:
@@ -143,8 +143,9 @@ def explicit_pads(model) -> bool:
 
 
 def fold_conv_bias_adds(model) -> bool:
-    """CNTK exports Conv without bias plus an Add of a [C,1,1] constant; after the channels-last
-    move that broadcast no longer lines up. Conv's own bias input is the same computation."""
+    """CNTK exports Conv without bias plus an Add of a rank-3 [C,1,1] constant; qonnx fails to move
+    its channels-last Transpose past that Add (a numpy broadcast error). Conv's own bias input is
+    the same computation."""
     from onnx import numpy_helper
     initializers = {i.name: i for i in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
@@ -156,7 +157,8 @@ def fold_conv_bias_adds(model) -> bool:
     for add in (n for n in model.graph.node if n.op_type == "Add"):
         conv = producer.get(add.input[0])
         if (conv is None or conv.op_type != "Conv" or len(conv.input) != 2
-                or add.input[1] not in initializers or n_uses[conv.output[0]] != 1):
+                or add.input[1] not in initializers or conv.input[1] not in initializers
+                or n_uses[conv.output[0]] != 1):
             continue
         bias = numpy_helper.to_array(initializers[add.input[1]])
         channels = numpy_helper.to_array(initializers[conv.input[1]]).shape[0]
@@ -178,7 +180,7 @@ def global_average_pools(model) -> bool:
     window is the whole unpadded input is a GlobalAveragePool."""
     import onnx
     shapes, changed = inferred_shapes(model), False
-    for index, node in enumerate(model.graph.node):
+    for index, node in enumerate(list(model.graph.node)):
         if node.op_type != "AveragePool":
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -197,11 +199,13 @@ def drop_layout_only_transposes(model) -> bool:
     classifier's Reshape) leaves the data in memory as it was; hls4ml's Transpose layer cannot take
     it after a global pool. When a Reshape is its only user, the Reshape can read its input."""
     shapes, changed = inferred_shapes(model), False
+    graph_outputs = {o.name for o in model.graph.output}
     for transpose in [n for n in model.graph.node if n.op_type == "Transpose"]:
         users = [n for n in model.graph.node if transpose.output[0] in n.input]
         shape = shapes.get(transpose.input[0])
         perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
-        if not shape or not perm or len(users) != 1 or users[0].op_type != "Reshape":
+        if (not shape or not perm or len(users) != 1 or users[0].op_type != "Reshape"
+                or transpose.output[0] in graph_outputs):
             continue
         moved = [axis for axis in perm if shape[axis] != 1]
         if moved != sorted(moved):
@@ -268,8 +272,9 @@ def convert_route(model, route: str, project_dir: Path):
 
 
 def convert_with_edits(model, work_dir: Path, applied: list):
-    """Apply the EDITS that change the graph one at a time, retrying after each, so `applied`
-    ends with the first edit that let hls4ml convert: no edit is made that was not needed."""
+    """Apply the EDITS that change the graph one at a time (cumulatively, in EDITS' order) and
+    retry after each: `applied` stops at the edit after which hls4ml converted, and the edits
+    later in EDITS are not made."""
     import onnx
     failure = StageFailure(NOT_TRIED)
     for name, edit in EDITS:
@@ -367,7 +372,8 @@ def check_edits(model_path: str, work_dir: Path, status: dict):
     against the original, on the benchmark's own inputs."""
     x = np.load(work_dir / INPUT_FILE)
     edited = float_reference(str(work_dir / EDITED_FILE), x)
-    status["edit_check_max_abs_diff"] = float(np.max(np.abs(edited - float_reference(model_path, x))))
+    original = float_reference(model_path, x)
+    status["edit_check_max_abs_diff"] = float(np.max(np.abs(edited - original)))
 
 
 def timed_stage(stage: str, action, status: dict, work_dir: Path):
@@ -488,11 +494,20 @@ def score(model_path: str, x, labels, outputs) -> dict:
 def hls4ml_result(model_path, x, labels=None, timeout=400, work_dir=None) -> dict:
     """hls4ml's conversion and csim of the ONNX model at `model_path` on `x`, given in the ONNX
     model's own layout (NCHW for images; the child transposes for a channels-last conversion).
-    `work_dir` keeps the hls4ml project and log there; by default a temporary folder is removed."""
+    `work_dir` keeps the hls4ml project and log there; by default a temporary folder is removed.
+
+    Keys: converted, route ("plain", "qonnx", "qonnx+edits" or None), error (one line: the first
+    stage that failed, or None), errors (per route and stage), edits, edit_check_max_abs_diff,
+    unsupported_ops, timed_out, convert_s, compile_s (the csim build), predict_s, wall_s,
+    outputs (N, k) or None, input_permutation, widest_precision_bits, layer_precisions; then
+    agreement with onnxruntime's argmax and, with labels, top1 and float_top1 (k > 1), or
+    max_abs_err against onnxruntime (k == 1)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="hls4ml_peer_") as scratch:
         work = Path(work_dir or scratch)
         work.mkdir(parents=True, exist_ok=True)
+        for stale in (RESULT_FILE, OUTPUT_FILE):     # a kept work_dir may hold a past run's
+            (work / stale).unlink(missing_ok=True)
         np.save(work / INPUT_FILE, x)
         status, wall_s, timed_out = run_in_child(str(model_path), work, timeout)
         error = failure_text(status, timed_out, timeout, work)
@@ -521,7 +536,8 @@ def benchmark_inputs():
     import _data
     mnist_images, mnist_labels, _ = _data.mnist8_data(100)
     mlp_x, mlp_labels, _ = _data.mnist_mlp_data(100)
-    example = {name: (np.load(EXAMPLES / f"{name}_inputs.npy"), np.load(EXAMPLES / f"{name}_labels.npy"))
+    example = {name: (np.load(EXAMPLES / f"{name}_inputs.npy"),
+                      np.load(EXAMPLES / f"{name}_labels.npy"))
                for name in ("digits_cnn", "act_digits")}
     return [
         ("sine", SHARED / "sine.onnx", _data.sine_data(100)[0], None),
@@ -556,7 +572,19 @@ def table_row(name: str, n: int, result: dict) -> list:
     return [name, n, converts, seconds("compile_s"), accuracy_text(result), seconds("wall_s")]
 
 
+def note_line(name: str, result: dict) -> str:
+    """What the table leaves out: the edits (and their onnxruntime check), the precisions hls4ml
+    chose, and each route's failure."""
+    edits = "none"
+    if result["edits"]:
+        edits = (f"{'; '.join(result['edits'])} (edited graph vs original in onnxruntime: "
+                 f"max diff {result['edit_check_max_abs_diff']})")
+    return (f"- {name}: edits: {edits}. Precision: {result['widest_precision_bits'] or '-'}. "
+            f"Convert {result['convert_s'] or 0:.1f} s. Route failures: {result['errors'] or '-'}")
+
+
 def main(argv=None):
+    import _markdown
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated subset of the models")
     parser.add_argument("--timeout", type=float, default=400, help="seconds per model")
@@ -568,18 +596,11 @@ def main(argv=None):
             continue
         result = hls4ml_result(path, x, labels, timeout=args.timeout)
         rows.append(table_row(name, len(x), result))
-        notes.append(f"- {name}: edits {result['edits'] or 'none'} "
-                     f"(edited vs original onnxruntime: {result['edit_check_max_abs_diff']}); "
-                     f"precision {result['widest_precision_bits'] or '-'}; "
-                     f"convert {result['convert_s'] or 0:.1f} s; errors {result['errors'] or '-'}")
+        notes.append(note_line(name, result))
         print(f"{name}: {rows[-1]}", file=sys.stderr, flush=True)
-    headers = ["model", "n", "converts (route or failure)", "csim build s", "accuracy", "wall s"]
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "|".join("---" for _ in headers) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row) + " |")
-    print()
-    print("\n".join(notes))
+    _markdown.table(["model", "n", "converts (route or failure)", "csim build s", "accuracy",
+                     "wall s"], rows)
+    _markdown.emit("\n".join(notes))
 
 
 if __name__ == "__main__":

@@ -39,17 +39,14 @@ def find_cc() -> str:
     return cc
 
 
-def _makefile(project: Path) -> str:
-    """GAP8 projects keep the SDK's Makefile and build the emulation from emu.mk."""
-    return "emu.mk" if (project / "emu.mk").is_file() else "Makefile"
-
-
-def build_harness(project: Path, variant: str = "", sanitize=False, trace=False, on="host") -> Path:
-    """make in the project; returns the harness executable (an ELF for qemu)."""
+def build_harness(project: Path, variant: str = "", sanitize=False, trace=False, on="host",
+                  makefile="Makefile") -> Path:
+    """make in the project; returns the harness executable (an ELF for qemu). `makefile`: the
+    target's (GAP8 projects keep the SDK's Makefile and build the emulation from emu.mk)."""
     if shutil.which("make") is None:
         raise MCUGenError("`make` not found: install it (apt-get install make)")
     build = f"build/{variant or on}"
-    cmd = ["make", "-s", "-f", _makefile(project), "-C", str(project), f"BUILD={build}"]
+    cmd = ["make", "-s", "-f", makefile, "-C", str(project), f"BUILD={build}"]
     if on == "qemu":
         if shutil.which(RV_CC) is None:
             raise MCUGenError(f"{RV_CC} not found: {INSTALL_HINT}")
@@ -177,9 +174,10 @@ def compare(project: Path, schedule: Schedule, x: np.ndarray, sanitize=False, on
                         run.profile)
 
 
-def locate_mismatch(project: Path, schedule: Schedule, x1: np.ndarray, index: int) -> str:
+def locate_mismatch(project: Path, schedule: Schedule, x1: np.ndarray, index: int,
+                    makefile="Makefile") -> str:
     """Run one failing input through the host trace build and name the first differing step."""
-    exe = build_harness(project, "trace", trace=True)
+    exe = build_harness(project, "trace", trace=True, makefile=makefile)
     total = sum(schedule.buffers[s.output].nbytes for s in schedule.steps)
     trace = run_harness(exe, x1, int(np.prod(schedule.output["shape"])), trace_bytes=total).trace
     _, expected = run_codes(schedule, quantize_input(schedule, x1), trace=True)

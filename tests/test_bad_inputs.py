@@ -127,17 +127,20 @@ def test_simulate_rejects_inputs_of_the_wrong_shape(tmp_path, host_cc):
     assert np.load(tmp_path / "y.npy").shape == (3, 10)
 
 
-def test_hostile_node_names_become_safe_identifiers(tmp_path, host_cc):
+@pytest.mark.parametrize("target, sources", [("host", ["model.c"]),
+                                             ("hls", ["firmware/model.cpp", "firmware/constants.h"])])
+def test_hostile_node_names_become_safe_identifiers(target, sources, tmp_path, host_cc):
     evil = 'x */ int pwned = 1; /* \n#include "/etc/passwd"\n'
     model = conv_relu_gemm(conv_name=evil)
     model.graph.node[3].name = "9 while(1);"
     path = save(model, tmp_path / "evil.onnx")
     out = tmp_path / "e"
-    code, _, err = mcugen("build", path, "-o", out, "--input-range", "-1:1")
+    code, _, err = mcugen("build", path, "-o", out, "--input-range", "-1:1", "--target", target)
     assert code == 0, err
-    source = (out / "model.c").read_text()
-    assert "pwned" not in source.replace("_pwned_", "") and "passwd" not in source.replace("_passwd", "")
-    assert "while(1)" not in source and "/etc" not in source
+    for name in sources:
+        source = (out / name).read_text()
+        assert "pwned" not in source.replace("_pwned_", "") and "passwd" not in source.replace("_passwd", "")
+        assert "while(1)" not in source and "/etc" not in source
     code, stdout, err = mcugen("verify", out, "--n", "20")
     assert code == 0, stdout + err
 

@@ -30,6 +30,8 @@ def schedule_of(name, encoder="auto"):
 
 
 def write_gap8(schedule, directory, board=None):
+    """Render a (host-built) schedule as a GAP8 project; verify then builds it as one."""
+    schedule.meta["target"] = "gap8"
     directory.mkdir(parents=True, exist_ok=True)
     for name, text in gap8.render(schedule, "model.onnx", board=board).items():
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +146,7 @@ def test_gap8_emulation_on_rv32_under_qemu(name, tmp_path, host_cc):
     assert result.n == 52 and result.mismatches == 0, result.first
     steps = [result.profile[i] for i in range(len(schedule.steps))]
     assert all(count > 0 for count in steps)
-    assert build_harness(out, on="qemu").name == "model_test.elf"
+    assert build_harness(out, on="qemu", makefile="emu.mk").name == "model_test.elf"
 
 
 def test_gap8_board_main_checks_itself_against_the_reference():

@@ -47,8 +47,8 @@ def test_simulate_on_qemu_records_the_profile_for_report(tmp_path, rv32_tools):
 
 def test_a_model_too_big_for_the_board_fails_cleanly(tmp_path):
     out = tmp_path / "proj"
-    schedule = mcugen.build(shared_model("resnet8"), input_range=(0, 255)).schedule
-    need = schedule.arena_bytes + max(s.info.get("kernel_stack_bytes", 0) for s in schedule.steps)
+    project = mcugen.build(shared_model("resnet8"), input_range=(0, 255))
+    need = project.schedule.arena_bytes + max(p.get("stack_bytes", 0) for p in project.plan.values())
     assert need > 16384
     with pytest.raises(MCUGenError, match=f"does not fit board 'hifive1-revb': ram needs {need:,} B .* of 16,384 B"):
         mcugen.build(shared_model("resnet8"), target="rv32", board="hifive1-revb", out=out,

@@ -19,6 +19,7 @@ class Target:
     product_tables = True            # may the lowering realize MACs with product tables
     packed_weights = True            # may weights be stored as packed codes
     storage_first = "decoded"        # the weight storage `auto` tries first
+    makefile = "Makefile"            # what verify and simulate run make on (C targets)
 
     def check_options(self, options: dict) -> dict:
         """The target's own options, checked, with defaults filled in (none for most)."""
@@ -88,7 +89,8 @@ class Target:
     def build(self, project, variant="", sanitize=False, trace=False, on="host"):
         """Compile the project's harness; returns what `run` executes."""
         from mcugen.verify import build_harness
-        return build_harness(project, variant, sanitize=sanitize, trace=trace, on=on)
+        return build_harness(project, variant, sanitize=sanitize, trace=trace, on=on,
+                             makefile=self.makefile)
 
     def run(self, exe, schedule, x: np.ndarray, on="host", timeout=None, trace_bytes=0):
         """Float inputs (N, ...) -> RunResult with the raw int32 outputs (N, n_out)."""
@@ -100,4 +102,4 @@ class Target:
 
     def locate_mismatch(self, project, schedule, x1, index) -> str:
         from mcugen.verify import locate_mismatch
-        return locate_mismatch(project, schedule, x1, index)
+        return locate_mismatch(project, schedule, x1, index, makefile=self.makefile)

@@ -13,6 +13,7 @@ class Gap8Target(Target):
     description = "GreenWaves GAP8: PMSIS C for the cluster, GAP SDK Makefile"
     codegen = "gap8"
     runs_on = ("host", "qemu")
+    makefile = "emu.mk"          # the PMSIS emulation build (the Makefile is the GAP SDK's)
     product_tables = False       # the cluster kernels read decode tables only (so far)
     packed_weights = False       # they read decoded weights from L2
 

@@ -1,0 +1,110 @@
+"""FPGA benchmark: mcugen's hls target at uniform W8A8, power W4A8 and power W4A4, per model:
+the estimate (DSP, BRAM_18K, LUT, latency), the C simulation's build time and its bit-exact
+check, and the accuracy of the integer code; then hls4ml 1.3.0 on the same models and inputs
+(bench/_hls4ml_peer.py: its ONNX conversion and csim).
+
+    python bench/hls.py [--board zcu104] [--reuse 16] [--no-peer] [--out bench/hls.md]
+
+The resource and latency figures are mcugen's estimate before synthesis (docs/hls.md), not
+synthesis results: there are no Xilinx tools here.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _data  # noqa: E402
+from _hls4ml_peer import accuracy_text, benchmark_inputs, hls4ml_result, score, table_row  # noqa: E402
+from _markdown import emit, save, table  # noqa: E402
+
+import mcugen  # noqa: E402
+from mcugen.targets import get_target  # noqa: E402
+from mcugen.verify import compare, verify_inputs  # noqa: E402
+
+CONFIGS = {"uniform W8A8": dict(scheme="uniform", wbits=8, abits=8),
+           "power W4A8": dict(scheme="power", wbits=4, abits=8),
+           "power W4A4": dict(scheme="power", wbits=4, abits=4, first_last_bits="same")}
+CALIBRATION = {"digits_cnn": lambda: _data.digits_data("digits_cnn")[2],
+               "act_digits": lambda: _data.digits_data("act_digits")[2]}
+CSIM_RUNS = 3
+
+
+def calibration_for(name):
+    return CALIBRATION[name]() if name in CALIBRATION else _data.calibration(name)
+
+
+def csim_build_seconds(out: Path) -> float:
+    """Median wall time of the g++ C simulation build (firmware + testbench), from scratch."""
+    target = get_target("hls")
+    times = []
+    for run in range(CSIM_RUNS):
+        start = time.perf_counter()
+        target.build(out, variant=f"bench{run}")
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def mac_dsp(report) -> int:
+    """DSPs of the MAC layers whose weights and inputs are both at most 4 bits."""
+    return sum(layer["dsp"] for layer in report["layers"]
+               if layer.get("multiply") and layer["wbits"] <= 4 and layer["abits"] <= 4)
+
+
+def measure(name, path, x, labels, label, config, board, reuse):
+    with tempfile.TemporaryDirectory(prefix="mcugen_hls_") as tmp:
+        out = Path(tmp) / "p"
+        project = mcugen.build(str(path), target="hls", board=board, out=out,
+                               calib=calibration_for(name),
+                               target_options={"reuse": reuse, "fit": True}, **config)
+        check = compare(out, project.schedule, verify_inputs(project.schedule, 48, seed=3))
+        build_s = csim_build_seconds(out)
+    outputs = project.run(x).reshape(len(x), -1)
+    h = project.report["hls"]
+    scores = score(str(path), x, labels, outputs)
+    return [name, label, h["reuse"],
+            f"{h['dsp']:,}", mac_dsp(project.report), f"{h['bram_18k']:,}", f"{h['lut']:,}",
+            f"{h['latency_cycles']:,}", f"{h['latency_us']:,}", f"{build_s:.1f}",
+            f"{check.mismatches}/{check.n}", accuracy_text(scores)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--board", default="zcu104")
+    parser.add_argument("--reuse", type=int, default=16)
+    parser.add_argument("--no-peer", action="store_true", help="skip hls4ml")
+    parser.add_argument("--models", help="comma-separated subset")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    chosen = set(args.models.split(",")) if args.models else None
+    inputs = [item for item in benchmark_inputs() if not chosen or item[0] in chosen]
+    emit(f"## mcugen --target hls --board {args.board} (reuse {args.reuse}, raised by --fit "
+         f"where needed)")
+    emit()
+    rows = []
+    for name, path, x, labels in inputs:
+        for label, config in CONFIGS.items():
+            rows.append(measure(name, path, x, labels, label, config, args.board, args.reuse))
+            print(rows[-1], file=sys.stderr, flush=True)
+    table(["model", "config", "reuse", "DSP", "DSP of 4-bit MACs", "BRAM_18K", "LUT", "latency cycles",
+           "latency us", f"csim build s (median of {CSIM_RUNS})", "bit-exact (mismatches/inputs)",
+           "accuracy of the integer code"], rows)
+    if not args.no_peer:
+        emit("## hls4ml 1.3.0 on the same models and inputs (bench/_hls4ml_peer.py)")
+        emit()
+        peer = []
+        for name, path, x, labels in inputs:
+            result = hls4ml_result(path, x, labels)
+            peer.append(table_row(name, len(x), result))
+            print(peer[-1], file=sys.stderr, flush=True)
+        table(["model", "n", "converts (route or failure)", "csim build s", "accuracy", "wall s"], peer)
+    save(args.out)
+
+
+if __name__ == "__main__":
+    main()
