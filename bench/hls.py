@@ -17,11 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _data  # noqa: E402
 from _hls4ml_peer import accuracy_text, benchmark_inputs, hls4ml_result, score, table_row  # noqa: E402
 from _markdown import emit, save, table  # noqa: E402
+from nupes import digits_data  # noqa: E402
 
 import mcugen  # noqa: E402
 from mcugen.targets import get_target  # noqa: E402
@@ -30,8 +33,8 @@ from mcugen.verify import compare, verify_inputs  # noqa: E402
 CONFIGS = {"uniform W8A8": dict(scheme="uniform", wbits=8, abits=8),
            "power W4A8": dict(scheme="power", wbits=4, abits=8),
            "power W4A4": dict(scheme="power", wbits=4, abits=4, first_last_bits="same")}
-CALIBRATION = {"digits_cnn": lambda: _data.digits_data("digits_cnn")[2],
-               "act_digits": lambda: _data.digits_data("act_digits")[2]}
+CALIBRATION = {"digits_cnn": lambda: digits_data("digits_cnn")[2],
+               "act_digits": lambda: digits_data("act_digits")[2]}
 CSIM_RUNS = 3
 
 
@@ -51,12 +54,14 @@ def csim_build_seconds(out: Path) -> float:
 
 
 def mac_dsp(report) -> int:
-    """DSPs of the MAC layers whose weights and inputs are both at most 4 bits."""
-    return sum(layer["dsp"] for layer in report["layers"]
+    """DSPs of the multipliers of the MAC layers whose weights and inputs are both at most 4
+    bits (their encoders' requantizing multiplies not counted)."""
+    return sum(layer["mac_dsp"] for layer in report["layers"]
                if layer.get("multiply") and layer["wbits"] <= 4 and layer["abits"] <= 4)
 
 
 def measure(name, path, x, labels, label, config, board, reuse):
+    x = np.ascontiguousarray(x, dtype=np.float32)     # onnxruntime's float model takes float32
     with tempfile.TemporaryDirectory(prefix="mcugen_hls_") as tmp:
         out = Path(tmp) / "p"
         project = mcugen.build(str(path), target="hls", board=board, out=out,
@@ -91,7 +96,7 @@ def main():
         for label, config in CONFIGS.items():
             rows.append(measure(name, path, x, labels, label, config, args.board, args.reuse))
             print(rows[-1], file=sys.stderr, flush=True)
-    table(["model", "config", "reuse", "DSP", "DSP of 4-bit MACs", "BRAM_18K", "LUT", "latency cycles",
+    table(["model", "config", "reuse", "DSP", "DSP in 4-bit MACs' multipliers", "BRAM_18K", "LUT", "latency cycles",
            "latency us", f"csim build s (median of {CSIM_RUNS})", "bit-exact (mismatches/inputs)",
            "accuracy of the integer code"], rows)
     if not args.no_peer:

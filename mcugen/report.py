@@ -162,16 +162,18 @@ def _gap8_lines(report) -> list:
 
 
 def _hls_lines(report) -> list:
-    """FPGA per layer: how its products are realized, lanes and reuse, the estimate of DSP,
-    BRAM_18K, LUT, FF and cycles (mcugen/codegen/hls_estimate.py: a model, not synthesis)."""
+    """FPGA per layer: how its products are realized, lanes and reuse, II (cycles between two
+    outputs in steady state), the estimate of DSP, BRAM_18K, LUT, FF and cycles
+    (mcugen/codegen/hls_estimate.py: a model, not synthesis)."""
     h = report["hls"]
-    head = ("HLS step", "multiply", "lanes", "reuse", "acc bits", "DSP", "BRAM_18K", "LUT", "FF", "cycles")
+    head = ("HLS step", "multiply", "lanes", "reuse", "II", "acc bits", "DSP", "BRAM_18K", "LUT", "FF",
+            "cycles")
     rows = [(layer["step"][:34], layer.get("multiply") or "-", _fmt(layer.get("lanes")),
-             _fmt(layer.get("reuse")), _fmt(layer.get("acc_bits")), _fmt(layer.get("dsp")),
+             _fmt(layer.get("reuse")), _fmt(layer.get("ii")), _fmt(layer.get("acc_bits")), _fmt(layer.get("dsp")),
              _fmt(layer.get("bram_18k")), _fmt(layer.get("lut")), _fmt(layer.get("ff")),
              _fmt(layer.get("cycles"))) for layer in report["layers"]]
     b = h["budget"]
-    rows.append(("total (with layer buffers)", "", "", "", "", f"{h['dsp']:,}/{b['dsp']:,}",
+    rows.append(("total (with layer buffers)", "", "", "", "", "", f"{h['dsp']:,}/{b['dsp']:,}",
                  f"{h['bram_18k']:,}/{b['bram_18k']:,}", f"{h['lut']:,}/{b['lut']:,}",
                  f"{h['ff']:,}/{b['ff']:,}", _fmt(h["latency_cycles"])))
     lines = [""] + _table(head, rows)

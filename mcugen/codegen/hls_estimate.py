@@ -75,6 +75,7 @@ def mac_cost(step, plan, board) -> dict:
         cost["dsp"] = lanes * math.ceil(wb / board["dsp_a_bits"]) * math.ceil(xb / board["dsp_b_bits"])
     elif plan.multiply == "fabric":
         cost["lut"] += lanes * wb * xb
+    cost["mac_dsp"] = cost["dsp"]                # the multipliers' own (encoders add theirs)
     _add(cost, memory(plan.weight_rom.size, _bits(plan.weight_t), read_banks))
     for table, kind in ((plan.decode_w, plan.decode_w_t), (plan.product, plan.product_t)):
         if table is not None:        # read by every lane: one copy per two lanes

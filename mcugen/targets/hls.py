@@ -132,12 +132,14 @@ def design_plan(schedule, board, reuse: int, io: str) -> dict:
         if step.name in macs:
             m = macs[step.name]
             cost = estimate.mac_cost(step, m, fpga)
-            layers[step.name] = {"reuse": m.chunks, "lanes": m.lanes, "multiply": m.multiply,
+            # a new output every `chunks` cycles (the chunk loop runs at II = 1)
+            layers[step.name] = {"ii": m.chunks, "reuse": m.chunks, "lanes": m.lanes, "multiply": m.multiply,
                                  "acc_bits": m.acc_bits, "weight_bits": type_bits(m.weight_t)}
         else:
             cost = estimate.stream_cost(step, schedule)
-            layers[step.name] = {}
-        layers[step.name].update({k: int(cost.get(k, 0)) for k in ("dsp", "lut", "ff", "bram_18k", "cycles")})
+            layers[step.name] = {"ii": 1}
+        layers[step.name].update({k: int(cost.get(k, 0))
+                                  for k in ("dsp", "mac_dsp", "lut", "ff", "bram_18k", "cycles")})
         costs.append(cost)
     for name, buf in schedule.buffers.items():    # every kernel reads one element a cycle
         if not buf.alias_of:
