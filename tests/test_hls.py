@@ -188,6 +188,8 @@ def test_report_and_boards_show_the_fpga(tmp_path):
     code, stdout, _ = mcugen_cli("boards")
     for board in ("pynq-z2", "ultra96v2", "zcu104", "kv260"):
         assert board in stdout
+    code, _, err = mcugen_cli("simulate", out, "--on", "qemu")
+    assert code == 1 and "runs on host, not 'qemu'" in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("depth, width, blocks", [

@@ -83,8 +83,8 @@ class Target:
     def check_run_place(self, on):
         from mcugen.errors import MCUGenError
         if on not in self.runs_on:
-            raise MCUGenError(f"a {self.name} project runs on {' or '.join(self.runs_on)}, "
-                              f"not '{on}'")
+            raise MCUGenError(f"a project for the {self.name} target runs on "
+                              f"{' or '.join(self.runs_on)}, not '{on}'")
 
     def build(self, project, variant="", sanitize=False, trace=False, on="host"):
         """Compile the project's harness; returns what `run` executes."""
