@@ -52,6 +52,7 @@ def assert_well_formed(out):
     # every unrolled loop (and the loops nested in it) stays under Vitis's unroll limit
     for bound in re.findall(r"for \(int \w+ = 0; \w+ < (\d+); \w+\+\+\) \{\n#pragma HLS UNROLL", cpp):
         assert int(bound) <= UNROLL_LIMIT
+    assert_one_reader_per_array(cpp)
     cfg = (out / "hls_config.cfg").read_text()
     keys = dict(re.findall(r"^([\w.]+)=(.*)$", cfg, re.M))
     assert keys["syn.top"] == "model_top" and re.search(r"^part=\S+", cfg, re.M)
@@ -61,6 +62,18 @@ def assert_well_formed(out):
     for line in (out / "build_prj.tcl").read_text().splitlines():
         word = line.strip().split(" ")[0] if line.strip() and not line.strip().startswith("#") else None
         assert word is None or word in TCL_COMMANDS, f"undocumented Tcl command: {line}"
+
+
+def assert_one_reader_per_array(cpp):
+    """DATAFLOW: every array local to model_top is read by one process call."""
+    body = cpp[cpp.index("#pragma HLS DATAFLOW"):]
+    read = []
+    for callee, args in re.findall(r"^    (\w+)\(([^)]*)\);", body, re.M):
+        args = [a.strip() for a in args.split(",")]
+        if callee == "read_input":
+            continue
+        read += args[:1] if callee.startswith("fanout_") or callee == "write_output" else args[:-1]
+    assert read and len(read) == len(set(read)), sorted(a for a in read if read.count(a) > 1)
 
 
 def assert_roms_fit_their_widths(out):
@@ -140,16 +153,24 @@ def project_target(project):
 
 
 def test_fit_raises_the_reuse_factor_until_the_estimate_fits(tmp_path):
+    """resnet8 on the small pynq-z2: W4A4 fits once --fit raises the reuse factor; W8A8 fits at
+    no reuse factor (its ROMs and buffers alone outgrow the BRAM)."""
     model = shared_model("resnet8")
+    w4a4 = ("--wbits", "4", "--abits", "4", "--input-range", "0:255")
     code, _, err = mcugen_cli("build", model, "--target", "hls", "--board", "pynq-z2", "--reuse", "1",
-                              "--input-range", "0:255", "-o", tmp_path / "no")
-    assert code == 1 and "DSP needs" in err and "at reuse 1" in err and "--fit" in err, err
+                              *w4a4, "-o", tmp_path / "no")
+    assert code == 1 and "needs" in err and "at reuse 1;" in err and "--fit" in err, err
     assert "Traceback" not in err and not (tmp_path / "no").exists()
-    project = mcugen.build(model, target="hls", board="pynq-z2", input_range=(0.0, 255.0),
-                           target_options={"reuse": 1, "fit": True})
+    project = mcugen.build(model, target="hls", board="pynq-z2", input_range=(0.0, 255.0), wbits=4,
+                           abits=4, target_options={"reuse": 1, "fit": True})
     h = project.report["hls"]
     assert h["reuse"] > 1
     assert all(h[k] <= h["budget"][k] for k in ("dsp", "bram_18k", "lut", "ff"))
+    code, _, err = mcugen_cli("build", model, "--target", "hls", "--board", "pynq-z2", "--fit",
+                              "--input-range", "0:255", "-o", tmp_path / "w8")
+    lines = [line for line in err.splitlines() if line.startswith("mcugen: error:")]
+    assert code == 1 and len(lines) == 1 and "BRAM_18K needs" in lines[0], err
+    assert not (tmp_path / "w8").exists()
 
 
 def test_a_model_too_big_at_any_reuse_fails_in_one_line(tmp_path):
@@ -193,13 +214,56 @@ def test_report_and_boards_show_the_fpga(tmp_path):
 
 
 @pytest.mark.parametrize("depth, width, blocks", [
-    (1024, 18, 1), (512, 36, 1), (16384, 1, 1), (2048, 9, 1), (2048, 18, 2),
+    (1024, 18, 1), (512, 36, 2), (16384, 1, 1), (2048, 9, 1), (2048, 18, 2),
     (1025, 18, 2), (4096, 4, 1), (100, 8, 1), (8192, 8, 4)])
 def test_bram18_counts_follow_the_block_geometry(depth, width, blocks):
-    """An 18 Kb block holds 16K x 1, 8K x 2, 4K x 4, 2K x 9, 1K x 18 or 512 x 36."""
+    """An 18 Kb block with two ports holds 16K x 1, 8K x 2, 4K x 4, 2K x 9 or 1K x 18 (512 x 36
+    needs its one wide port for a single reader)."""
     assert hls_estimate.bram18(depth, width) == blocks
 
 
 def test_small_memories_go_to_luts():
     assert hls_estimate.memory(64, 16) == {"bram_18k": 0, "lut": 16}
     assert hls_estimate.memory(4096, 8, banks=4)["bram_18k"] == 4
+
+
+@pytest.mark.parametrize("op", ["Add", "Concat"])
+def test_a_layer_reading_one_buffer_twice_gets_two_copies(op, tmp_path, gxx):
+    from onnx import helper
+    from onnx_factory import make_model, save, tensor
+    rng = np.random.default_rng(4)
+    extra = {"axis": 1} if op == "Concat" else {}
+    width = 8 if op == "Concat" else 4
+    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node(op, ["r", "r"], ["d"], name="twice", **extra),
+             helper.make_node("Flatten", ["d"], ["f"]),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], name="fc", transB=1)]
+    inits = [("cw", rng.normal(size=(4, 2, 3, 3))), ("cb", rng.normal(size=4)),
+             ("gw", rng.normal(size=(3, width * 36))), ("gb", rng.normal(size=3))]
+    path = save(make_model(nodes, [tensor("x", [1, 2, 8, 8])], [tensor("y", [1, 3])], inits),
+                tmp_path / "twice.onnx")
+    out = tmp_path / "hls"
+    project = build_hls(path, out, input_range=(-1.0, 1.0))
+    assert_well_formed(out)
+    assert_bit_exact(project, out, n=30)
+
+
+def test_lanes_stop_at_the_unroll_limit(tmp_path, gxx):
+    """A dense layer of 5,000 inputs at reuse 1 still unrolls at most 4,096 products."""
+    from onnx import helper
+    from onnx_factory import make_model, save, tensor
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="wide", transB=1)]
+    path = save(make_model(nodes, [tensor("x", [1, 5000])], [tensor("y", [1, 2])],
+                           [("w", rng.normal(size=(2, 5000))), ("b", rng.normal(size=2))]),
+                tmp_path / "wide.onnx")
+    from mcugen.boards import get_board
+    board = get_board("zcu104")          # with budgets no real part has: the unroll is the limit
+    board["fpga"].update(dsp=10 ** 6, bram_18k=10 ** 6, lut=10 ** 8, ff=10 ** 8)
+    out = tmp_path / "hls"
+    project = build_hls(path, out, input_range=(-1.0, 1.0), reuse=1, board=board)
+    layer = next(layer for layer in project.report["layers"] if layer.get("lanes"))
+    assert layer["lanes"] == UNROLL_LIMIT and layer["reuse"] == 2
+    assert_well_formed(out)
+    assert_bit_exact(project, out, n=20)

@@ -106,3 +106,15 @@ def test_mac_tables_separable_keeps_decode_tables(tmp_path):
     auto = mcugen.build(shared_model("mnist8"), wbits=4, abits=4, first_last_bits="same",
                         input_range=MODELS["mnist8"])
     assert any(s.params.get("product") for s in auto.schedule.steps)
+
+
+def test_an_all_zero_batch_runs_through_product_tables(tmp_path, host_cc):
+    """Every product of a blank image is zero: the reference still returns one row per input,
+    and the C agrees."""
+    out = tmp_path / "p"
+    project = mcugen.build(shared_model("mnist8"), out=out, wbits=4, abits=4, input_range=(0, 255))
+    assert any(s.params.get("product") for s in project.schedule.steps)
+    blank = np.zeros((1, 1, 28, 28), np.float32)
+    assert project.run(blank).shape == (1, 10)
+    result = compare(out, project.schedule, np.concatenate([blank, blank]))
+    assert result.mismatches == 0, result.first

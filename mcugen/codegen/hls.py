@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen import __version__
-from mcugen.codegen.hls_plan import MAC_KINDS
+from mcugen.codegen.hls_plan import MAC_KINDS, copy_name
 from mcugen.codegen.render import render_all
 
 FILES = {"firmware/model.cpp": "firmware/model.cpp.j2", "firmware/model.h": "firmware/model.h.j2",
@@ -21,21 +21,21 @@ MAC_ROM_KEYS = ("weights", "weight_codes", "dw", "dx", "pt", "bias")
 
 def fanout_names(schedule, plan) -> dict:
     """step name -> the array each of its inputs reads. Under DATAFLOW an array has one reader,
-    so a buffer read by several layers (a residual branch) is copied once per reader."""
+    so a buffer read by several layers (a residual branch), or twice by one, is copied once per
+    reader."""
     names = {}
     for step in schedule.steps:
         names[step.name] = []
-        for name in step.inputs:
+        for i, name in enumerate(step.inputs):
             root = plan["roots"][name]
             many = len(plan["readers"].get(root, [])) > 1
-            names[step.name].append(f"{root}_to_{step.name}" if many else root)
+            names[step.name].append(copy_name(root, step.name, i) if many else root)
     return names
 
 
 def fanouts(plan) -> list:
     """(buffer, [copies]) for every buffer with more than one reader."""
-    return [(root, [f"{root}_to_{reader}" for reader in readers])
-            for root, readers in plan["readers"].items() if len(readers) > 1]
+    return [(root, copies) for root, copies in plan["readers"].items() if len(copies) > 1]
 
 
 def template_context(schedule, model_file, board, plan) -> dict:

@@ -25,8 +25,10 @@ import numpy as np
 from mcugen.codegen.hls_plan import type_bits
 
 LUTRAM_BITS = 1024
-BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
-ENCODER_DSP = {"threshold": 0, "lut": 2, "pade": 4}
+# true dual-port aspect ratios of an 18 Kb block (512 x 36 has one read port: not for a bank
+# that serves two reads a cycle)
+BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
+ENCODER_DSP = {"threshold": 0, "lut": 4, "pade": 6}   # a 32 x 32 multiply: about 4 DSP48E2
 ENCODER_LUT = {"lut": 120, "pade": 1200}      # index arithmetic; pade adds a 32-bit divider
 ENCODER_DEPTH = {"threshold": 4, "lut": 5, "pade": 40}
 
@@ -69,21 +71,26 @@ def encoder_cost(step, acc_bits: int) -> dict:
 def mac_cost(step, plan, board) -> dict:
     """DSP, LUT, FF, BRAM_18K and cycles of one conv2d/dense layer."""
     wb, xb = plan.operand_bits
+    # weights and window: `lanes` cyclic banks (the pragmas' factor); tables read by every lane:
+    # one copy per two lanes
     lanes, read_banks = plan.lanes, math.ceil(plan.lanes / 2)
     cost = {"dsp": 0, "lut": 0, "ff": 0, "bram_18k": 0}
     if plan.multiply == "dsp":
-        cost["dsp"] = lanes * math.ceil(wb / board["dsp_a_bits"]) * math.ceil(xb / board["dsp_b_bits"])
+        # the wider operand on the wider port; an unsigned one needs a sign bit there
+        wide, narrow = sorted((wb + _unsigned(plan.decode_w_t), xb + _unsigned(plan.window_t)),
+                              reverse=True)
+        cost["dsp"] = lanes * math.ceil(wide / board["dsp_a_bits"]) * math.ceil(narrow / board["dsp_b_bits"])
     elif plan.multiply == "fabric":
         cost["lut"] += lanes * wb * xb
     cost["mac_dsp"] = cost["dsp"]                # the multipliers' own (encoders add theirs)
-    _add(cost, memory(plan.weight_rom.size, _bits(plan.weight_t), read_banks))
+    _add(cost, memory(plan.weight_rom.size, _bits(plan.weight_t), lanes))
     for table, kind in ((plan.decode_w, plan.decode_w_t), (plan.product, plan.product_t)):
         if table is not None:        # read by every lane: one copy per two lanes
             for _ in range(read_banks):
                 _add(cost, memory(table.size, _bits(kind)))
     if plan.decode_x is not None:
         _add(cost, memory(plan.decode_x.size, _bits(plan.decode_x_t)))
-    _add(cost, memory(plan.k, _bits(plan.window_t), read_banks))
+    _add(cost, memory(plan.k, _bits(plan.window_t), lanes))
     _add(cost, memory(step.consts["bias"].size, _bits(plan.bias_t)))
     cost["lut"] += lanes * plan.acc_bits          # adder tree and accumulator
     cost["ff"] += lanes * (plan.acc_bits + wb + xb)
@@ -116,10 +123,17 @@ def stream_cost(step, schedule, acc_bits: int = 32) -> dict:
     return cost
 
 
-def buffer_cost(size: int, bits: int, banks: int) -> dict:
-    """An activation buffer between two layers: ping-pong under DATAFLOW."""
+def buffer_cost(size: int, bits: int, banks: int, copies: int = 1) -> dict:
+    """An activation buffer between two layers: ping-pong under DATAFLOW; a buffer with
+    several readers adds one copy per reader and the pass that fills them."""
     one = memory(size, bits, banks)
-    return {k: 2 * v for k, v in one.items()}
+    cost = {k: 2 * v * (copies + (copies > 1)) for k, v in one.items()}
+    cost["cycles"] = size if copies > 1 else 0
+    return cost
+
+
+def _unsigned(ap: str) -> int:
+    return int(ap.startswith("ap_uint"))
 
 
 def _bits(ap: str) -> int:

@@ -154,10 +154,16 @@ def mac_plan(step, reuse: int, x_range: tuple) -> MacPlan:
 
 
 def readers(schedule) -> dict:
-    """root buffer -> the steps that read it (in order)."""
+    """root buffer -> the arrays its readers take, in order: one per (step, input) that reads
+    it, so a step reading one buffer twice (Add(x, x)) counts twice."""
     roots = {b.name: (b.alias_of or b.name) for b in schedule.buffers.values()}
     out = {}
     for step in schedule.steps:
-        for name in step.inputs:
-            out.setdefault(roots[name], []).append(step.name)
+        for i, name in enumerate(step.inputs):
+            out.setdefault(roots[name], []).append(copy_name(roots[name], step.name, i))
     return out
+
+
+def copy_name(root: str, step: str, index: int) -> str:
+    """The copy of `root` that input `index` of `step` reads when the buffer has several readers."""
+    return f"{root}_to_{step}_{index}"

@@ -139,7 +139,8 @@ def mac_accumulate(step, x_codes, w, mac):
     if not step.params.get("product"):
         return mac(x.astype(np.float64), w.astype(np.float64))
     table = step.consts["pt"].astype(np.int64)
-    total = 0.0
+    # the shape of the result even when every product is zero (an all-zero input batch)
+    total = mac(np.zeros(x.shape), np.zeros(w.shape))
     for v in np.unique(w):
         column = table[(v + x) // PRODUCT_ENTRY_BYTES]
         if column.any():

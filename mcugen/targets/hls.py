@@ -141,13 +141,15 @@ def design_plan(schedule, board, reuse: int, io: str) -> dict:
         layers[step.name].update({k: int(cost.get(k, 0))
                                   for k in ("dsp", "mac_dsp", "lut", "ff", "bram_18k", "cycles")})
         costs.append(cost)
+    fanout = readers(schedule)
     for name, buf in schedule.buffers.items():    # every kernel reads one element a cycle
         if not buf.alias_of:
-            costs.append(estimate.buffer_cost(buf.size, type_bits(types[name]), 1))
+            costs.append(estimate.buffer_cost(buf.size, type_bits(types[name]), 1,
+                                              len(fanout.get(name, [])) or 1))
     totals = estimate.totals(costs)
     totals["latency_us"] = round(totals["latency_cycles"] / fpga["clock_mhz"], 2)
     return {"reuse": reuse, "io": io, "types": types, "ranges": ranges, "roots": roots,
-            "macs": macs, "readers": readers(schedule), "layers": layers, "totals": totals}
+            "macs": macs, "readers": fanout, "layers": layers, "totals": totals}
 
 
 def ap_types_dir() -> Path:
