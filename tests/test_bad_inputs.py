@@ -128,7 +128,8 @@ def test_simulate_rejects_inputs_of_the_wrong_shape(tmp_path, host_cc):
 
 
 @pytest.mark.parametrize("target, sources", [("host", ["model.c"]),
-                                             ("hls", ["firmware/model.cpp", "firmware/constants.h"])])
+                                             ("hls", ["firmware/model.cpp", "firmware/constants.h",
+                                                      "firmware/model.h"])])
 def test_hostile_node_names_become_safe_identifiers(target, sources, tmp_path, host_cc):
     evil = 'x */ int pwned = 1; /* \n#include "/etc/passwd"\n'
     model = conv_relu_gemm(conv_name=evil)

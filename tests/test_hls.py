@@ -79,7 +79,7 @@ def assert_one_reader_per_array(cpp):
 def assert_roms_fit_their_widths(out):
     """Every ROM value fits the exact width declared for synthesis (the C simulation reads the
     same values from plain C types)."""
-    text = (out / "firmware" / "constants.h").read_text()
+    text = "".join(path.read_text() for path in sorted((out / "firmware" / "roms").glob("*.h")))
     roms = re.findall(r"MCUGEN_ROM\(ap_(u?)int<(\d+)>, \w+\) (\w+)\[(\d+)\] = \{([^}]*)\}", text)
     assert roms
     for unsigned, bits, name, size, body in roms:

@@ -1,14 +1,15 @@
-"""The hls target's project: firmware/ (the top function and one function per layer, ROMs in
-constants.h), tb/ with golden vectors from the reference in tb_data/, hls_config.cfg for the
-Vitis unified flow, build_prj.tcl for `vitis_hls -f`, and a README with the commands.
-Every number comes from the Schedule or the target's plan (mcugen/targets/hls.py)."""
+"""The hls target's project: firmware/ (the top function and one function per layer; each MAC
+layer's ROMs in roms/<layer>.h, the other tables in constants.h), tb/ with golden vectors from
+the reference in tb_data/, hls_config.cfg for the Vitis unified flow, build_prj.tcl for
+`vitis_hls -f`, and a README with the commands. Every number comes from the Schedule or the
+target's plan (mcugen/targets/hls.py)."""
 from __future__ import annotations
 
 import numpy as np
 
 from mcugen import __version__
 from mcugen.codegen.hls_plan import MAC_KINDS, copy_name
-from mcugen.codegen.render import render_all
+from mcugen.codegen.render import environment, render_all
 
 FILES = {"firmware/model.cpp": "firmware/model.cpp.j2", "firmware/model.h": "firmware/model.h.j2",
          "firmware/constants.h": "firmware/constants.h.j2", "tb/tb_model.cpp": "tb/tb_model.cpp.j2",
@@ -75,7 +76,12 @@ def lines_of(values) -> str:
 
 
 def render(schedule, model_file: str, board: dict, plan: dict) -> dict:
-    files = render_all("hls", FILES, template_context(schedule, model_file, board, plan))
+    context = template_context(schedule, model_file, board, plan)
+    files = render_all("hls", FILES, context)
+    rom = environment("hls").get_template("firmware/rom.h.j2")
+    for step in schedule.steps:          # each MAC layer's ROMs, statics of its function
+        if step.name in plan["macs"]:
+            files[f"firmware/roms/{step.name}.h"] = rom.render(**context, s=step)
     codes, expected = golden_vectors(schedule)
     files["tb_data/inputs.txt"] = lines_of(codes)
     files["tb_data/golden.txt"] = lines_of(expected)
