@@ -89,7 +89,7 @@ def mac_cost(step, plan, board) -> dict:
             for _ in range(read_banks):
                 _add(cost, memory(table.size, _bits(kind)))
     if plan.decode_x is not None:
-        _add(cost, memory(plan.decode_x.size, _bits(plan.decode_x_t)))
+        _add(cost, memory(plan.decode_x.size, _bits(plan.window_t)))
     _add(cost, memory(plan.k, _bits(plan.window_t), lanes))
     _add(cost, memory(step.consts["bias"].size, _bits(plan.bias_t)))
     cost["lut"] += lanes * plan.acc_bits          # adder tree and accumulator

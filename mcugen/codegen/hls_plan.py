@@ -22,8 +22,6 @@ from mcugen.ops._mac import PRODUCT_ENTRY_BYTES
 MAX_UNROLL = 4096         # Vitis HLS gives up on loop nests that unroll beyond about this
 FABRIC_MAX_BITS = 10      # Vivado maps a multiply whose operands are this narrow to LUTs
 MAC_KINDS = ("conv2d", "dense")
-DTYPE_RANGE = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535),
-               "int16": (-32768, 32767), "int32": (-2 ** 31, 2 ** 31 - 1)}
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -58,7 +56,7 @@ def buffer_ranges(schedule) -> dict:
                                                 schedule.buffers[step.output].dtype)
     for buf in schedule.buffers.values():        # a reshape's alias holds its root's values
         if buf.alias_of and buf.name not in ranges:
-            ranges[buf.name] = ranges.get(buf.alias_of, DTYPE_RANGE[buf.dtype])
+            ranges[buf.name] = ranges.get(buf.alias_of, dtype_range(buf.dtype))
     return ranges
 
 
@@ -78,7 +76,12 @@ def step_output_range(step, input_ranges, dtype) -> tuple:
         values.append((p["fill"], p["fill"]))
     if step.kind in ("maxpool", "pad", "transpose", "concat") and values:
         return (min(lo for lo, _ in values), max(hi for _, hi in values))
-    return DTYPE_RANGE[dtype]                # what the C targets assume: the whole type
+    return dtype_range(dtype)                # what the C targets assume: the whole type
+
+
+def dtype_range(dtype: str) -> tuple:
+    info = np.iinfo(dtype)
+    return (int(info.min), int(info.max))
 
 
 @dataclass
@@ -94,16 +97,19 @@ class MacPlan:
     decode_w: np.ndarray | None   # code -> decoded weight (or product ROM row), None: identity
     decode_w_t: str
     decode_x: np.ndarray | None   # input code -> decoded value (or product ROM column)
-    decode_x_t: str
     x_offset: int
-    window_t: str           # decoded input values (or product ROM column indexes)
+    window_t: str           # decoded input values (or product ROM column indexes), decode_x's type
     product: np.ndarray | None
     product_t: str
     prod_t: str             # one lane's product (a ROM entry, or decoded weight x input)
-    operand_bits: tuple     # (weight, input) widths entering a multiplier
     bias_t: str
     acc_t: str
     acc_bits: int
+
+    @property
+    def operand_bits(self) -> tuple:
+        """(weight, input) widths entering a multiplier."""
+        return type_bits(self.decode_w_t), type_bits(self.window_t)
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -140,16 +146,15 @@ def mac_plan(step, reuse: int, x_range: tuple) -> MacPlan:
         multiply = "dsp"
     bound = int(step.info["acc_bound"])
     acc_bits = signed_bits(-bound, bound)
-    window_t = array_type(x_values)
     return MacPlan(k=k, lanes=lanes, chunks=chunks, ragged=int(k % lanes != 0), multiply=multiply,
                    weight_rom=narrowest(rom.reshape(-1)), weight_t=array_type(rom),
                    decode_w=narrowest(decode_w), decode_w_t=array_type(w_values),
-                   decode_x=narrowest(decode_x), decode_x_t=array_type(x_values),
-                   x_offset=int(p.get("x_offset", 0)), window_t=window_t,
+                   decode_x=narrowest(decode_x), x_offset=int(p.get("x_offset", 0)),
+                   window_t=array_type(x_values),
                    product=narrowest(product), product_t=array_type(product) if product is not None else "",
                    prod_t=(array_type(product) if product is not None
                            else f"ap_int<{operand_bits[0] + operand_bits[1] + 1}>"),
-                   operand_bits=operand_bits, bias_t=array_type(step.consts["bias"]),
+                   bias_t=array_type(step.consts["bias"]),
                    acc_t=f"ap_int<{acc_bits}>", acc_bits=acc_bits)
 
 
