@@ -71,6 +71,10 @@ def cli():
               help="auto: a table of exact products where both grids are small (W4A4; the most "
                    "faithful, about 1.4x the instructions there); separable: two decode tables "
                    "everywhere (the fastest)")
+@click.option("--decode-bits", default="auto", show_default=True, type=click.Choice(["auto", "8", "16"]),
+              help="width of the decoded weights and inputs of MAC layers: 8 (4 x 8-bit SIMD lanes, "
+                   "coarser power tables), 16 (2 x 16-bit lanes); auto: per layer on SIMD boards "
+                   "(8 where it costs little weight error, see the report), the widest elsewhere")
 @click.option("--encoder", default="auto", show_default=True,
               type=click.Choice(["auto", "threshold", "lut", "pade"]),
               help="how accumulators become the next layer's codes: threshold (exact, monotone "
@@ -87,8 +91,8 @@ def cli():
               "estimated DSP, BRAM, LUT and FF fit the board")
 @click.option("--force", is_flag=True, help="replace a project mcugen made earlier")
 def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_bits, objective,
-          method, calib, percentile, input_range, seed, weight_storage, mac_tables, encoder,
-          max_code_error, reuse, io, fit, force):
+          method, calib, percentile, input_range, seed, weight_storage, mac_tables, decode_bits,
+          encoder, max_code_error, reuse, io, fit, force):
     """Quantize MODEL, lower it and emit a buildable project in OUT."""
     from mcugen.pipeline import build as run_build
     from mcugen.report import format_report
@@ -104,7 +108,7 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
     project = run_build(model, target=target, board=board, out=out, force=force,
                         target_options=target_options,
                         weight_storage=weight_storage, mac_tables=mac_tables,
-                        encoder=encoder, max_code_error=max_code_error, progress=_progress(
+                        decode_bits=decode_bits, encoder=encoder, max_code_error=max_code_error, progress=_progress(
                             "NUPES, layers done" if method == "nupes" else "exponent search"),
                         scheme=scheme, wbits=wbits, method=method,
                         abits=abits, exponent=exponent,

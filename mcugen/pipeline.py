@@ -10,6 +10,7 @@ import numpy as np
 
 from mcugen.errors import MCUGenError
 from mcugen.frontend.onnx_reader import import_model, read_model
+from mcugen.lower.decode_width import check_decode_bits
 from mcugen.lower.lowering import lower
 from mcugen.passes import run_flow
 from mcugen.quant.calibrate import check_calibration, coerce_inputs
@@ -90,12 +91,15 @@ def schedule_storage(schedule):
 
 
 def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", encoder="auto",
-                    max_code_error=1, target_options=None):
+                    max_code_error=1, target_options=None, decode_bits="auto"):
     """Lower with the requested weight storage; `auto` keeps decoded weights (fastest) when
     they fit the board's flash and packs the codes when only those fit. Encoders `auto` fall
     back to `auto-small` (the smallest tables) before the weights are packed. `mac_tables`: auto
     uses product tables where they fit (the most faithful), separable never (the fastest).
-    `encoder` and `max_code_error` choose the encoders (mcugen/lower/encoders).
+    `encoder` and `max_code_error` choose the encoders (mcugen/lower/encoders). On a board with
+    SIMD dot products (board `simd`), `decode_bits` auto chooses 8- or 16-bit decode tables per
+    layer and `mac_tables` auto means separable (a SIMD lane beats a table look-up); elsewhere
+    auto keeps the widest tables (lower/decode_width.py).
     Returns the schedule, the target's plan of its kernels, and where its weights are read from
     at run time (Target.weights_placement)."""
     if weight_storage not in ("auto", "decoded", "codes"):
@@ -109,7 +113,11 @@ def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", en
                           f"yet (its kernels read decoded weights); use decoded")
     first = target.storage_first if weight_storage == "auto" else weight_storage
     first = first if target.packed_weights else "decoded"
-    products = target.product_tables and mac_tables == "auto"
+    simd = bool(board.get("simd"))
+    products = target.product_tables and mac_tables == "auto" and not simd
+    decode_bits = check_decode_bits(decode_bits)
+    if decode_bits == "auto" and not simd:
+        decode_bits = "wide"
     # the fastest first; then smaller encoder tables (a few % of the instructions), then packed
     # weights (~40% more instructions), each only when the board is short
     attempts = [(first, encoder)] + ([(first, "auto-small")] if encoder == "auto" else [])
@@ -120,7 +128,7 @@ def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", en
         if storage != first and short != ["flash"]:
             break                               # packed weights only save flash
         schedule = lower(qgraph, weight_storage=storage, product_tables=products, encoder=choice,
-                         max_code_error=max_code_error)
+                         max_code_error=max_code_error, decode_bits=decode_bits)
         plan = target.plan(schedule, board, target_options)
         short = [mem for mem, _ in target.shortfalls(schedule, board, plan)]
         if not short:
@@ -132,7 +140,7 @@ def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", en
 
 def build(model, target="host", out=None, force=False, progress=None, board=None,
           weight_storage="auto", mac_tables="auto", encoder="auto", max_code_error=1,
-          target_options=None, **quant) -> Project:
+          target_options=None, decode_bits="auto", **quant) -> Project:
     """`target_options`: the target's own options (e.g. the hls target's reuse and io)."""
     calib = quant.pop("calib", None)
     options = QuantOptions(**quant)
@@ -140,6 +148,7 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
     check_options(target, options, board, calib_given=calib is not None)
     chosen = get_target(target)
     target_options = chosen.check_options(target_options or {})
+    decode_bits = check_decode_bits(decode_bits)
     if out is not None:
         from mcugen.codegen.project import check_destination
         check_destination(Path(out), force)
@@ -151,7 +160,8 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
             coerce_inputs(calib, graph.shapes[graph.input], "calibration samples"), options.method)
     qgraph = quantize(graph, options, progress=progress)
     schedule, plan, weights_in = lower_for_board(qgraph, board, weight_storage, chosen, mac_tables,
-                                                 encoder, max_code_error, target_options)
+                                                 encoder, max_code_error, target_options,
+                                                 decode_bits)
     schedule.meta = {"model": safe_file_label(model), "target": target, "board": board["name"],
                      "input_range": list(qgraph.input_range), "options": _options_record(options),
                      "weight_storage": schedule_storage(schedule),

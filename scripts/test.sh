@@ -12,6 +12,8 @@ command -v g++ >/dev/null || missing+=(g++)      # the hls target's C simulation
 command -v riscv64-unknown-elf-gcc >/dev/null || missing+=(gcc-riscv64-unknown-elf)
 [ -f /usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs ] || missing+=(picolibc-riscv64-unknown-elf)
 command -v qemu-system-riscv32 >/dev/null || missing+=(qemu-system-misc)
+# the cv32e40p board: the CORE-V CV32E40P RTL (a PyPI package) simulated by Verilator
+command -v verilator >/dev/null || missing+=(verilator)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"

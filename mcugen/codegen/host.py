@@ -5,7 +5,7 @@ import numpy as np
 
 from mcugen import __version__
 from mcugen.boards import get_board
-from mcugen.codegen.kernel_plan import mac_kernel_plan
+from mcugen.codegen.kernel_plan import mac_kernel_plan, padded_rows
 from mcugen.codegen.render import render_all
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
 
@@ -27,6 +27,38 @@ def union_view(union: str, dtype: str, byte_offset: int) -> str:
 
 FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2",
          "Makefile": "Makefile.j2"}
+ISA_FILES = {"mcugen_isa.h": "mcugen_isa.h.j2"}
+
+# The SIMD dot products of mcugen_isa.h: (x lanes) x (weight lanes), accumulated in 32 bits.
+# corev: the CV32E40P instruction (.insn r opcode, funct3, funct7); pulp: GAP8's built-in.
+ISA_KINDS = [
+    {"name": "b", "doc": "4 x int8 inputs . 4 x int8 weights (cv.sdotsp.b)",
+     "corev": ".insn r 0x7b, 1, 0x54,", "pulp": "__builtin_pulp_sdotsp4", "pulp_x": "isa_v4s",
+     "pulp_w": "isa_v4s", "x_type": "int8_t", "w_type": "int8_t", "x_lane": "int8_t",
+     "w_lane": "int8_t", "lanes": [0, 8, 16, 24], "per_word": 4},
+    {"name": "ub", "doc": "4 x uint8 inputs . 4 x int8 weights (cv.sdotusp.b)",
+     "corev": ".insn r 0x7b, 1, 0x50,", "pulp": "__builtin_pulp_sdotusp4", "pulp_x": "isa_v4u",
+     "pulp_w": "isa_v4s", "x_type": "uint8_t", "w_type": "int8_t", "x_lane": "uint8_t",
+     "w_lane": "int8_t", "lanes": [0, 8, 16, 24], "per_word": 4},
+    {"name": "h", "doc": "2 x int16 inputs . 2 x int16 weights (cv.sdotsp.h)",
+     "corev": ".insn r 0x7b, 0, 0x54,", "pulp": "__builtin_pulp_sdotsp2", "pulp_x": "isa_v2s",
+     "pulp_w": "isa_v2s", "x_type": "int16_t", "w_type": "int16_t", "x_lane": "int16_t",
+     "w_lane": "int16_t", "lanes": [0, 16], "per_word": 2},
+]
+
+
+def step_consts(schedule, plan) -> dict:
+    """step name -> the constants its kernel reads: the Schedule's, with a SIMD kernel's weights
+    laid out in rows padded to whole words (the same values)."""
+    out = {}
+    for s in schedule.steps:
+        consts = dict(s.consts)
+        p = plan.get(s.name, {})
+        if p.get("simd"):
+            consts["weights"] = padded_rows(s.consts["weights"], s.consts["bias"].size,
+                                            p["padded_k"], p["lane_type"])
+        out[s.name] = consts
+    return out
 
 
 def template_context(schedule, model_file: str, plan: dict | None = None) -> dict:
@@ -40,6 +72,9 @@ def template_context(schedule, model_file: str, plan: dict | None = None) -> dic
         "model_file": model_file,
         "schedule": schedule,
         "params": {s.name: {**s.params, **plan.get(s.name, {})} for s in schedule.steps},
+        "consts": step_consts(schedule, plan),
+        "simd": any(p.get("simd") for p in plan.values()),
+        "isa_kinds": ISA_KINDS,
         "root_buffers": roots,
         "buffer_types": {b.name: CTYPES[b.dtype] for b in schedule.buffers.values()},
         "buffer_bytes": {b.name: b.nbytes for b in schedule.buffers.values()},
@@ -63,4 +98,5 @@ def qemu_memory():
 
 def render(schedule, model_file: str, board: dict | None = None, plan: dict | None = None) -> dict:
     """The board does not change the host C (the rv32 rule always targets qemu's layout)."""
-    return render_all("host", FILES, template_context(schedule, model_file, plan))
+    context = template_context(schedule, model_file, plan)
+    return render_all("host", {**FILES, **(ISA_FILES if context["simd"] else {})}, context)

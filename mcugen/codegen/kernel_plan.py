@@ -113,3 +113,70 @@ def mac_kernel_plan(step, limit=None) -> dict:
         plan["wbuf_elems"] = len(plan["oc_offsets"]) * p["w_row"]
         plan["stack_bytes"] += step.consts["dw"].itemsize * plan["wbuf_elems"]
     return plan
+
+
+# ---- SIMD kernels (boards with `simd`: 4 x 8-bit or 2 x 16-bit dot products) ---------------
+SIMD_LANES = {("int8", "int8"): ("b", 4), ("int8", "uint8"): ("ub", 4),
+              ("int8", "int16"): ("h", 2), ("int16", "int16"): ("h", 2),
+              ("int16", "int8"): ("h", 2), ("int16", "uint8"): ("h", 2)}
+SIMD_OC_BLOCK = 4     # output channels per register block (x SIMD_PX_BLOCK pixels: 8 accumulators)
+SIMD_PX_BLOCK = 2
+
+
+def simd_lanes(step):
+    """('b' | 'ub' | 'h', lanes per 32-bit word) when the decoded weights and inputs fit SIMD
+    lanes (weights stored decoded), else None. 'ub': unsigned 8-bit inputs x signed weights."""
+    p = step.params
+    if step.kind not in ("conv2d", "dense") or p.get("product") or p.get("w_codes"):
+        return None
+    return SIMD_LANES.get((str(step.consts["weights"].dtype), p["band_dtype"]))
+
+
+def simd_kernel_plan(step, limit=None) -> dict:
+    """The SIMD kernel of a conv2d or dense step ({} when its operands do not fit lanes or its
+    columns would exceed the stack limit: the plain kernel then runs). Weights are stored in
+    rows padded with zeros to whole words (`padded_k`), so every row starts on a word; the
+    kernel gathers each output pixel's inputs into a zero-padded column of the same length
+    (im2col) and takes blocks of 4 output channels x 2 pixels of dot products."""
+    limit = KERNEL_STACK_LIMIT if limit is None else limit
+    lanes = simd_lanes(step)
+    if lanes is None:
+        return {}
+    kind, per_word = lanes
+    p = step.params
+    k = p["weights_per_channel"] if step.kind == "conv2d" else p["in_features"]
+    padded_k = -(-k // per_word) * per_word
+    elem = 2 if kind == "h" else 1
+    columns = SIMD_PX_BLOCK if step.kind == "conv2d" else 1
+    if columns * padded_k * elem > limit:
+        return {}
+    plan = {"kernel": step.kind + "_simd", "simd": kind, "padded_k": padded_k, "k": k,
+            "k_words": padded_k // per_word, "lane_type": "int16" if kind == "h" else "int8",
+            "column_type": {"b": "int8", "ub": "uint8", "h": "int16"}[kind],
+            "column_elems": columns * padded_k, "column_words": columns * padded_k * elem // 4,
+            "stack_bytes": columns * padded_k * elem}
+    n_out = p["out_c_per_group"] if step.kind == "conv2d" else p["out_features"]
+    plan["oc_main"] = n_out - n_out % SIMD_OC_BLOCK
+    if step.kind == "conv2d":
+        plan["in_taps"] = [ky * p["dil_h"] * p["in_w"] + kx * p["dil_w"]
+                           for ky in range(p["k_h"]) for kx in range(p["k_w"])]
+        plan["span_h"] = window(1, 1, p["k_h"], p["dil_h"])
+        plan["span_w"] = window(1, 1, p["k_w"], p["dil_w"])
+        plan["khw"] = p["k_h"] * p["k_w"]
+        plan["pixels"] = p["out_h"] * p["out_w"]
+        plan["pixels_main"] = plan["pixels"] - plan["pixels"] % SIMD_PX_BLOCK
+    return plan
+
+
+def padded_rows(weights: np.ndarray, rows: int, padded_k: int, lane_type: str) -> np.ndarray:
+    """(rows, k) weights -> (rows, padded_k) in the lanes' type, zeros after k (layout only)."""
+    w = np.asarray(weights).reshape(rows, -1)
+    out = np.zeros((rows, padded_k), dtype=lane_type)
+    out[:, :w.shape[1]] = w
+    return out
+
+
+def c_kernel_plan(step, simd=False) -> dict:
+    """A C target's plan of one step: the SIMD kernel where the board has one and the step's
+    operands fit its lanes, the plain kernel otherwise."""
+    return (simd and simd_kernel_plan(step)) or mac_kernel_plan(step)

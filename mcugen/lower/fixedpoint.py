@@ -80,14 +80,13 @@ def accumulator_bound(dw, dx, beta) -> float:
 
 
 def mac_fixed_point(layer, w_codes, w_grid, w_scale, bias, x_grid, x_range,
-                    fine_bias=False, wide_weights=False) -> MacFixedPoint:
-    """Pick Fw/Fx as large as the int16 tables allow, then lower them until |acc| provably fits.
+                    fine_bias=False, w_limit=TABLE_LIMIT, x_limit=TABLE_LIMIT) -> MacFixedPoint:
+    """Pick Fw/Fx as large as the tables' limits allow (|Dw| <= w_limit, |Dx| <= x_limit: see
+    lower/decode_width.py), then lower them until |acc| provably fits.
     `fine_bias` (the last layer, whose accumulators are the output): uniform weights get
-    fractional bits too, so the bias is not rounded to a whole unit of the integer products.
-    `wide_weights`: the weight table may use int32 where the accumulator bound allows."""
-    w_limit = WIDE_TABLE_LIMIT if wide_weights else TABLE_LIMIT
+    fractional bits too, so the bias is not rounded to a whole unit of the integer products."""
     fw = default_frac_bits(w_grid, fine=fine_bias, limit=w_limit)
-    fx = default_frac_bits(x_grid)
+    fx = default_frac_bits(x_grid, limit=x_limit)
     w_codes = w_codes.reshape(w_codes.shape[0], -1)
     # a channel with no weight is its bias: its unit is free, so the bias keeps 24 bits
     bias_only = ~np.any(w_codes != 0, axis=1) & (bias != 0)

@@ -18,12 +18,13 @@ class LowerContext:
     """What an OpDef.lower may ask, and where it hands its step back."""
 
     def __init__(self, qgraph, weight_storage="decoded", product_tables=True, encoder="auto",
-                 max_code_error=1):
+                 max_code_error=1, decode_bits="wide"):
         self.qgraph = qgraph
         self.encoder = encoder                   # auto | an encoder's name (lower/encoders)
         self.max_code_error = max_code_error     # the budget of the approximate encoders
         self.weight_storage = weight_storage     # "decoded" | "codes" (packed, decoded on the fly)
         self.product_tables = product_tables     # MAC layers on small grids may use lower/product.py
+        self.decode_bits = decode_bits           # wide | auto | 8 | 16 (lower/decode_width.py)
         self.graph = qgraph.graph
         self.names = NameTable()
         self.buffers = {}          # tensor -> Buffer
@@ -95,8 +96,9 @@ class LowerContext:
 
 
 def lower(qgraph, progress=None, weight_storage="decoded", product_tables=True, encoder="auto",
-          max_code_error=1) -> Schedule:
-    ctx = LowerContext(qgraph, weight_storage, product_tables, encoder, max_code_error)
+          max_code_error=1, decode_bits="wide") -> Schedule:
+    ctx = LowerContext(qgraph, weight_storage, product_tables, encoder, max_code_error,
+                       decode_bits)
     graph = qgraph.graph
     ctx.buffer(graph.input)
     for i, node in enumerate(graph.nodes):

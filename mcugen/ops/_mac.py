@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mcugen.lower.decode_width import decode_width
 from mcugen.lower.encoders import encode
 from mcugen.lower.fixedpoint import (decode_table, is_identity, mac_fixed_point, pack_codes,
                                      smallest_int_dtype, unpack_codes)
@@ -33,16 +34,18 @@ def separable_realization(node, ctx, qw, x_enc) -> MacRealization:
     # An identity input table (8-bit uniform input, Fx = 0) leaves the weight table as the
     # layer's only precision: int16 would cap Fw while the accumulator has bits to spare, and the
     # first layer's rounding errors are the ones every later layer amplifies.
+    width = decode_width(ctx.decode_bits, qw, x_enc)
     fp = mac_fixed_point(node.name, qw.codes, qw.grid, qw.scale, qw.bias,
                          x_enc, x_enc.range, fine_bias=ctx.output_is_accumulator(node),
-                         wide_weights=is_identity(x_enc))
+                         w_limit=width.w_limit, x_limit=width.x_limit)
     identity_dx = int(is_identity(x_enc) and fp.x_frac_bits == 0)
     tables = {} if identity_dx else {"dx": fp.x_table.astype(smallest_int_dtype(fp.x_table))}
     return MacRealization(fp.weights, decode_table(qw.grid, fp.w_frac_bits), fp.bias,
                           fp.acc_scale, fp.acc_bound, tables,
-                          {"identity_dx": identity_dx, "product": 0},
+                          {"identity_dx": identity_dx, "product": 0, "decode_bits": width.bits},
                           {"mac_tables": "separable", "w_frac_bits": fp.w_frac_bits,
-                           "x_frac_bits": fp.x_frac_bits})
+                           "x_frac_bits": fp.x_frac_bits, "decode_bits": width.bits or 16,
+                           "decode8_cost": width.cost8})
 
 
 def product_realization(node, qw, x_enc) -> MacRealization:
@@ -56,7 +59,7 @@ def product_realization(node, qw, x_enc) -> MacRealization:
     return MacRealization(step * pt.w_index, step * pt.code_index, pt.bias, pt.acc_scale,
                           pt.acc_bound, {"pt": pt.table.astype(np.int32),
                                          "dx": offsets.astype(smallest_int_dtype(offsets))},
-                          {"identity_dx": 0, "product": 1},
+                          {"identity_dx": 0, "product": 1, "decode_bits": 0},
                           {"mac_tables": "product", "product_frac_bits": pt.frac_bits})
 
 
@@ -72,9 +75,7 @@ def lower_mac(node, ctx, kind, params, macs):
     consts = {"weights": rz.weights.astype(smallest_int_dtype(rz.weights)),
               "bias": rz.bias.astype(np.int32), **rz.tables}
     params = dict(params, x_offset=x_enc.table_offset, **rz.params)
-    # decoded inputs live in a buffer of this type (at least int16: the codes and tables fit)
-    band_dtype = "int32" if "dx" in consts and consts["dx"].dtype == np.int32 else "int16"
-    params["band_dtype"] = band_dtype
+    params["band_dtype"] = band_dtype(consts, x_enc, rz.params["decode_bits"])
     params["w_codes"] = 0
     if ctx.weight_storage == "codes" and not is_identity(qw.grid):
         _store_codes(consts, params, qw, rz)
@@ -96,6 +97,15 @@ def lower_mac(node, ctx, kind, params, macs):
         params.update(enc_params, output_acc=0)
         info = {**enc_info, **info}          # the layer's own abits/exponent take precedence
     return ctx.step(node, kind, params=params, consts=consts, info=info)
+
+
+def band_dtype(consts, x_enc, decode_bits) -> str:
+    """The type of the buffer a kernel decodes inputs into: that of the decoded values under
+    8-bit decoding (uint8 for unsigned inputs), else at least int16."""
+    if decode_bits == 8:
+        return "int8" if x_enc.signed else "uint8"
+    values = consts["dx"] if "dx" in consts else x_enc.codes()
+    return "int32" if smallest_int_dtype(values) == "int32" else "int16"
 
 
 def _store_codes(consts, params, qw, rz):

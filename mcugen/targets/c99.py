@@ -2,7 +2,7 @@
 under qemu). One codegen (mcugen/codegen/host.py); the plan is the C kernels' loop structure."""
 from __future__ import annotations
 
-from mcugen.codegen.kernel_plan import mac_kernel_plan
+from mcugen.codegen.kernel_plan import c_kernel_plan
 from mcugen.targets.base import Target
 
 
@@ -11,7 +11,8 @@ class C99Target(Target):
     runs_on = ("host", "qemu")       # the same portable C, with a rule for RV32 under qemu
 
     def plan(self, schedule, board, options=None) -> dict:
-        return {s.name: mac_kernel_plan(s) for s in schedule.steps}
+        simd = bool(board and board.get("simd"))
+        return {s.name: c_kernel_plan(s, simd) for s in schedule.steps}
 
 
 class HostTarget(C99Target):
