@@ -7,7 +7,7 @@ LAYER_FIELDS = ("macs", "weight_bytes", "wbits", "abits", "exponent", "recon_err
                 "encoder", "table_bytes", "acc_bound", "w_frac_bits", "x_frac_bits",
                 "constant_channels", "encoder_max_code_error", "encoder_off_share",
                 "encoder_mean_code_error", "encoder_entries", "encoder_bits", "encoder_ops",
-                "output_error", "output_error_before")
+                "output_error", "output_error_before", "decode_bits", "decode8_cost")
 
 
 def build_report(schedule) -> dict:
@@ -36,7 +36,10 @@ def build_report(schedule) -> dict:
 
 
 def merge_profile(report: dict, profile: dict) -> dict:
-    """Add measured RV32 instruction counts and section sizes (profile.json) to a report."""
+    """Add measured RV32 instruction counts (qemu) or cycles (the RTL), and section sizes
+    (profile.json), to a report."""
+    if "cycles" in profile:
+        return _merge_cycles(report, profile)
     steps = profile["instructions"]["steps"]
     for layer in report["layers"]:
         layer["instructions"] = steps.get(layer["step"])
@@ -49,6 +52,21 @@ def merge_profile(report: dict, profile: dict) -> dict:
     t.update({f"{k}_bytes": v for k, v in profile["sections"].items()})
     if profile.get("gap8") and report.get("gap8_model"):
         add_estimate(report, profile["gap8"])
+    return report
+
+
+def _merge_cycles(report: dict, profile: dict) -> dict:
+    """Cycles of one inference per step, measured on the CV32E40P RTL (one core, ideal memory)."""
+    steps = profile["cycles"]["steps"]
+    for layer in report["layers"]:
+        layer["rtl_cycles"] = steps.get(layer["step"])
+        if layer["rtl_cycles"] and layer["macs"]:
+            layer["macs_per_cycle"] = round(layer["macs"] / layer["rtl_cycles"], 3)
+    t = report["totals"]
+    t["rtl_cycles"] = profile["cycles"]["total"]
+    if t["rtl_cycles"] and t["macs"]:
+        t["macs_per_cycle"] = round(t["macs"] / t["rtl_cycles"], 3)
+    t.update({f"{k}_bytes": v for k, v in profile["sections"].items()})
     return report
 
 
@@ -93,6 +111,8 @@ def format_report(report: dict) -> str:
         lines.extend(_gap8_lines(report))
     if "hls" in report:
         lines.extend(_hls_lines(report))
+    if "simd" in report:
+        lines.extend(_simd_lines(report))
     if "text_bytes" in t:
         lines.append(f"RV32IMC model.o: text {t['text_bytes']:,} B, rodata {t['rodata_bytes']:,} B, "
                      f"data {t['data_bytes']:,} B, bss {t['bss_bytes']:,} B")
@@ -158,6 +178,24 @@ def _gap8_lines(report) -> list:
                      f"{model['reference_macs_per_cycle']} MAC/cycle")
     else:
         lines.append("GAP8 cycle estimate: run `mcugen simulate OUT --on qemu` first")
+    return lines
+
+
+def _simd_lines(report) -> list:
+    """SIMD boards per MAC layer: the kernel (dot products of 4 x 8-bit lanes: b signed, ub
+    unsigned inputs; h: 2 x 16-bit; plain: no SIMD), the decode tables' width, what an 8-bit
+    weight table adds to the reconstruction error, and (after `simulate --on rtl`) cycles."""
+    head = ("SIMD step", "kernel", "decode bits", "8-bit cost", "MACs", "cycles", "MAC/cycle")
+    rows = [(layer["step"][:34], layer.get("kernel", "-"), _fmt(layer.get("decode_bits")),
+             "-" if layer.get("decode8_cost") is None else f"+{layer['decode8_cost']:.1%}",
+             _fmt(layer["macs"]), _fmt(layer.get("rtl_cycles")), _fmt(layer.get("macs_per_cycle"), "float"))
+            for layer in report["layers"] if layer["macs"] or layer.get("rtl_cycles")]
+    t = report["totals"]
+    rows.append(("total", "", "", "", _fmt(t["macs"]), _fmt(t.get("rtl_cycles")),
+                 _fmt(t.get("macs_per_cycle"), "float")))
+    lines = [""] + _table(head, rows)
+    lines.append(f"{report['simd']}: 8-bit cost = added relative weight reconstruction error of an "
+                 f"8-bit decode table; cycles measured on one core with ideal memory")
     return lines
 
 

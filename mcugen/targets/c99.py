@@ -14,6 +14,16 @@ class C99Target(Target):
         simd = bool(board and board.get("simd"))
         return {s.name: c_kernel_plan(s, simd) for s in schedule.steps}
 
+    def report_extras(self, report, schedule, board, plan) -> None:
+        """On a SIMD board, each MAC layer's kernel (its lanes, or plain)."""
+        super().report_extras(report, schedule, board, plan)
+        if not board.get("simd"):
+            return
+        report["simd"] = f"{board['name']} ({board['simd']})"
+        for layer in report["layers"]:
+            if layer["macs"]:
+                layer["kernel"] = plan[layer["step"]].get("simd", "plain")
+
 
 class HostTarget(C99Target):
     name = "host"
