@@ -14,6 +14,7 @@ from mcugen.errors import MCUGenError
 from mcugen.targets import TARGETS
 
 # where a built project can run, over every target (each target checks its own)
+RTL_VERIFY_INPUTS = 4
 RUN_PLACES = sorted({place for t in TARGETS.values() for place in t.runs_on})
 
 
@@ -126,7 +127,8 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
 @click.option("--raw", is_flag=True, help="save the integer codes/accumulators instead of floats")
 @click.option("--n", default=8, show_default=True, help="random inputs when --inputs is not given")
 @click.option("--on", "on", default="host", show_default=True, type=click.Choice(RUN_PLACES),
-              help="qemu: RV32IMC under qemu, recording per-layer instruction counts")
+              help="qemu: RV32IMC under qemu, recording per-layer instruction counts; rtl: the "
+                   "CV32E40P RTL (--board cv32e40p projects), recording per-layer cycles")
 def simulate(project, inputs, output, raw, n, on):
     """Build the generated C and run it on every input (host cc, or RV32 under qemu)."""
     from mcugen.codegen.project import require_project
@@ -138,14 +140,14 @@ def simulate(project, inputs, output, raw, n, on):
     path = require_project(project)
     schedule = Schedule.load(path)
     target = target_of(schedule)
-    target.check_run_place(on)
+    target.check_run_place(on, schedule)
     x = load_inputs(inputs, schedule.input["shape"]) if inputs else verify_inputs(schedule, n, 0)[2:]
     click.echo(f"compiling {path} for {on} ...", err=True)
     exe = target.build(path, on=on)
     click.echo(f"running {len(x)} inputs ...", err=True)
     run = target.run(exe, schedule, x.astype(np.float32), on=on)
-    if on == "qemu":
-        _record_profile(path, schedule, run.profile)
+    if on in ("qemu", "rtl"):
+        _record_profile(path, schedule, run.profile, "cycles" if on == "rtl" else "instructions")
     out = run.outputs.reshape((len(x),) + tuple(schedule.output["shape"][1:]))
     result = out if raw else dequantize_output(schedule, out)
     if output:
@@ -160,22 +162,25 @@ def simulate(project, inputs, output, raw, n, on):
             click.echo(str(result))
 
 
-def _record_profile(path, schedule, profile):
-    """profile.json: per-step instructions of one inference on RV32, and the model's sections."""
+def _record_profile(path, schedule, profile, counted="instructions"):
+    """profile.json: per-step instructions (qemu) or cycles (the RTL) of one inference on RV32,
+    and the model's sections."""
     from mcugen.verify import model_sizes
-    record = {"instructions": {"total": profile.get("total"),
-                               "steps": {s.name: profile.get(i) for i, s in enumerate(schedule.steps)}},
+    record = {counted: {"total": profile.get("total"),
+                        "steps": {s.name: profile.get(i) for i, s in enumerate(schedule.steps)}},
               "sections": model_sizes(path)}
     if "gap8" in profile:
         record["gap8"] = {s.name: profile["gap8"].get(i) for i, s in enumerate(schedule.steps)}
     (path / "profile.json").write_text(json.dumps(record, indent=1))
-    click.echo(f"instructions per inference on RV32IMC: {profile.get('total'):,} "
+    where = "the CV32E40P RTL" if counted == "cycles" else "RV32IMC"
+    click.echo(f"{counted} per inference on {where}: {profile.get('total'):,} "
                f"(per layer: mcugen report {path})")
 
 
 @cli.command()
 @click.argument("project", type=click.Path(file_okay=False))
-@click.option("--n", default=200, show_default=True, help="random inputs over the calibrated range")
+@click.option("--n", type=int, help="random inputs over the calibrated range (default 200; 4 on "
+              "the RTL, which simulates about a million cycles a second)")
 @click.option("--inputs", type=click.Path(dir_okay=False), help="more inputs (.npy) to check")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--sanitize", is_flag=True, help="build with -fsanitize=address,undefined")
@@ -189,9 +194,11 @@ def verify(project, n, inputs, seed, sanitize, on):
     path = require_project(project)
     schedule = Schedule.load(path)
     extra = load_inputs(inputs, schedule.input["shape"]) if inputs else None
-    x = verify_inputs(schedule, n, seed, extra)
-    if sanitize and on == "qemu":
+    if sanitize and on != "host":
         raise MCUGenError("--sanitize runs on the host only")
+    if n is None:
+        n = RTL_VERIFY_INPUTS if on == "rtl" else 200
+    x = verify_inputs(schedule, n, seed, extra)
     click.echo(f"compiling and running {len(x)} inputs on {on}{' under ASan/UBSan' if sanitize else ''} ...", err=True)
     result = compare(path, schedule, x, sanitize=sanitize, on=on)
     if result.mismatches:

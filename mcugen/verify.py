@@ -32,6 +32,10 @@ FAULT_CAUSES = {0: "misaligned fetch", 1: "instruction access fault", 2: "illega
                 7: "store access fault"}
 
 
+# places that run a cross-compiled RV32 build: the Makefile goal and the ELF it makes
+CROSS_GOALS = {"qemu": ("rv32", "model_test.elf"), "rtl": ("rtl", "model_rtl.elf")}
+
+
 def find_cc() -> str:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
@@ -47,10 +51,10 @@ def build_harness(project: Path, variant: str = "", sanitize=False, trace=False,
         raise MCUGenError("`make` not found: install it (apt-get install make)")
     build = f"build/{variant or on}"
     cmd = ["make", "-s", "-f", makefile, "-C", str(project), f"BUILD={build}"]
-    if on == "qemu":
+    if on in CROSS_GOALS:
         if shutil.which(RV_CC) is None:
             raise MCUGenError(f"{RV_CC} not found: {INSTALL_HINT}")
-        cmd.append("rv32")
+        cmd.append(CROSS_GOALS[on][0])
     else:
         cmd.append(f"CC={find_cc()}")
     cmd += ["SANITIZE=1"] if sanitize else []
@@ -61,7 +65,7 @@ def build_harness(project: Path, variant: str = "", sanitize=False, trace=False,
         lines = (done.stderr or done.stdout).strip().splitlines()
         errors = [line for line in lines if "error" in line] or lines or ["make failed"]
         raise MCUGenError(f"the generated C did not compile: {errors[0]}")
-    return project / build / ("model_test.elf" if on == "qemu" else "model_test")
+    return project / build / (CROSS_GOALS[on][1] if on in CROSS_GOALS else "model_test")
 
 
 @dataclass
@@ -161,7 +165,7 @@ def compare(project: Path, schedule: Schedule, x: np.ndarray, sanitize=False, on
     reference; on a difference the target names the first differing layer it can."""
     from mcugen.targets import target_of
     target = target_of(schedule)
-    target.check_run_place(on)
+    target.check_run_place(on, schedule)
     exe = target.build(project, "asan" if sanitize else "", sanitize=sanitize, on=on)
     run = target.run(exe, schedule, x, on=on)
     expected = run_codes(schedule, quantize_input(schedule, x)).reshape(len(x), -1)

@@ -5,7 +5,7 @@ import numpy as np
 
 from mcugen import __version__
 from mcugen.boards import get_board
-from mcugen.codegen.kernel_plan import mac_kernel_plan, padded_rows
+from mcugen.codegen.kernel_plan import mac_kernel_plan, simd_weight_layout
 from mcugen.codegen.render import render_all
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
 
@@ -49,14 +49,13 @@ ISA_KINDS = [
 
 def step_consts(schedule, plan) -> dict:
     """step name -> the constants its kernel reads: the Schedule's, with a SIMD kernel's weights
-    laid out in rows padded to whole words (the same values)."""
+    laid out for its kernel (the same values: kernel_plan.simd_weight_layout)."""
     out = {}
     for s in schedule.steps:
         consts = dict(s.consts)
         p = plan.get(s.name, {})
         if p.get("simd"):
-            consts["weights"] = padded_rows(s.consts["weights"], s.consts["bias"].size,
-                                            p["padded_k"], p["lane_type"])
+            consts["weights"] = simd_weight_layout(s.consts["weights"], s.consts["bias"].size, p)
         out[s.name] = consts
     return out
 
@@ -99,4 +98,23 @@ def qemu_memory():
 def render(schedule, model_file: str, board: dict | None = None, plan: dict | None = None) -> dict:
     """The board does not change the host C (the rv32 rule always targets qemu's layout)."""
     context = template_context(schedule, model_file, plan)
-    return render_all("host", {**FILES, **(ISA_FILES if context["simd"] else {})}, context)
+    rtl = bool(board and board.get("simd") == "xcorev")
+    context["rtl"] = rtl_make_flags() if rtl else None
+    files = render_all("host", {**FILES, **(ISA_FILES if context["simd"] else {}),
+                                **(RTL_FILES if rtl else {})}, context)
+    return {**files, **(rtl_program_files() if rtl else {})}
+
+
+RTL_FILES = {"main_rtl.c": "main_rtl.c.j2"}
+
+
+def rtl_make_flags() -> dict:
+    """The Makefile's rtl rule: mcugen's CV32E40P harness contract, from the project's rtl/."""
+    from mcugen.rtl.simulator import compile_flags, link_flags
+    return {"cflags": " ".join(compile_flags("rtl")), "ldflags": " ".join(link_flags("rtl"))}
+
+
+def rtl_program_files() -> dict:
+    """rtl/: the startup, I/O header and console of programs run by the RTL harness."""
+    from mcugen.rtl.simulator import PROGRAM_FILES
+    return {f"rtl/{path.name}": path.read_text() for path in PROGRAM_FILES}

@@ -157,6 +157,9 @@ def simd_kernel_plan(step, limit=None) -> dict:
             "stack_bytes": columns * padded_k * elem}
     n_out = p["out_c_per_group"] if step.kind == "conv2d" else p["out_features"]
     plan["oc_main"] = n_out - n_out % SIMD_OC_BLOCK
+    groups = p.get("group", 1)
+    plan["row_blocks"] = [g * n_out + oc for g in range(groups)
+                          for oc in range(0, plan["oc_main"], SIMD_OC_BLOCK)]
     if step.kind == "conv2d":
         plan["in_taps"] = [ky * p["dil_h"] * p["in_w"] + kx * p["dil_w"]
                            for ky in range(p["k_h"]) for kx in range(p["k_w"])]
@@ -168,12 +171,20 @@ def simd_kernel_plan(step, limit=None) -> dict:
     return plan
 
 
-def padded_rows(weights: np.ndarray, rows: int, padded_k: int, lane_type: str) -> np.ndarray:
-    """(rows, k) weights -> (rows, padded_k) in the lanes' type, zeros after k (layout only)."""
+def simd_weight_layout(weights: np.ndarray, rows: int, plan: dict) -> np.ndarray:
+    """(rows, k) weights -> the SIMD kernel's layout (the same values, in the lanes' type): rows
+    padded with zeros to padded_k lanes; within each block of SIMD_OC_BLOCK rows starting at
+    plan["row_blocks"], the rows' words interleaved (word j of row i at word 4j + i), so one
+    post-incremented pointer walks a block. Rows outside blocks stay as they are."""
     w = np.asarray(weights).reshape(rows, -1)
-    out = np.zeros((rows, padded_k), dtype=lane_type)
-    out[:, :w.shape[1]] = w
-    return out
+    padded = np.zeros((rows, plan["padded_k"]), dtype=plan["lane_type"])
+    padded[:, :w.shape[1]] = w
+    per_word = 2 if plan["simd"] == "h" else 4
+    words = plan["padded_k"] // per_word
+    for first in plan["row_blocks"]:
+        block = padded[first:first + SIMD_OC_BLOCK].reshape(SIMD_OC_BLOCK, words, per_word)
+        padded[first:first + SIMD_OC_BLOCK] = block.transpose(1, 0, 2).reshape(SIMD_OC_BLOCK, -1)
+    return padded
 
 
 def c_kernel_plan(step, simd=False) -> dict:

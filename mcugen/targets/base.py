@@ -80,7 +80,7 @@ class Target:
         report["totals"]["kernel_stack_bytes"] = stack
 
     # ---- build and run (verify, simulate) ------------------------------------------------------
-    def check_run_place(self, on):
+    def check_run_place(self, on, schedule=None):
         from mcugen.errors import MCUGenError
         if on not in self.runs_on:
             raise MCUGenError(f"a project for the {self.name} target runs on "
