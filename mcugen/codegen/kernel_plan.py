@@ -163,6 +163,8 @@ def simd_kernel_plan(step, limit=None) -> dict:
     if step.kind == "conv2d":
         plan["in_taps"] = [ky * p["dil_h"] * p["in_w"] + kx * p["dil_w"]
                            for ky in range(p["k_h"]) for kx in range(p["k_w"])]
+        plan["tap_dy_dx"] = [[ky * p["dil_h"], kx * p["dil_w"]]
+                             for ky in range(p["k_h"]) for kx in range(p["k_w"])]
         plan["span_h"] = window(1, 1, p["k_h"], p["dil_h"])
         plan["span_w"] = window(1, 1, p["k_w"], p["dil_w"])
         plan["khw"] = p["k_h"] * p["k_w"]
