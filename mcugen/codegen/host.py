@@ -98,7 +98,8 @@ def qemu_memory():
 def render(schedule, model_file: str, board: dict | None = None, plan: dict | None = None) -> dict:
     """The board does not change the host C (the rv32 rule always targets qemu's layout)."""
     context = template_context(schedule, model_file, plan)
-    rtl = bool(board and board.get("simd") == "xcorev")
+    # every rv32 project also builds for the CV32E40P RTL (its plain kernels are RV32IMC)
+    rtl = schedule.meta.get("target") == "rv32"
     context["rtl"] = rtl_make_flags() if rtl else None
     files = render_all("host", {**FILES, **(ISA_FILES if context["simd"] else {}),
                                 **(RTL_FILES if rtl else {})}, context)

@@ -43,13 +43,6 @@ class Rv32Target(C99Target):
                    "the CV32E40P RTL for --board cv32e40p)")
     runs_on = ("host", "qemu", "rtl")
 
-    def check_run_place(self, on, schedule=None):
-        super().check_run_place(on, schedule)
-        board = (schedule.meta.get("board") if schedule is not None else None)
-        if on == "rtl" and board not in RTL_BOARDS:
-            raise MCUGenError(f"--on rtl runs projects built for the CV32E40P "
-                              f"(--board {' or '.join(RTL_BOARDS)}); this one is for '{board}'")
-
     def build(self, project, variant="", sanitize=False, trace=False, on="host"):
         if on == "rtl":
             if sanitize or trace:
@@ -71,9 +64,6 @@ class Rv32Target(C99Target):
             raise MCUGenError(f"the program on the RTL wrote {outputs.size // max(n_out, 1)} of "
                               f"{len(x)} outputs")
         return RunResult(outputs.reshape(len(x), n_out).copy(), None, parse_profile(done.profile))
-
-
-RTL_BOARDS = ("cv32e40p",)
 
 
 def rtl_cycle_budget(schedule, n: int) -> int:
