@@ -36,38 +36,29 @@ def build_report(schedule) -> dict:
 
 
 def merge_profile(report: dict, profile: dict) -> dict:
-    """Add measured RV32 instruction counts (qemu) or cycles (the RTL), and section sizes
-    (profile.json), to a report."""
+    """Add measured RV32 instruction counts (qemu: instructions per MAC) or cycles (the
+    CV32E40P RTL, one core, ideal memory: MACs per cycle), and section sizes (profile.json),
+    to a report."""
     if "cycles" in profile:
-        return _merge_cycles(report, profile)
-    steps = profile["instructions"]["steps"]
-    for layer in report["layers"]:
-        layer["instructions"] = steps.get(layer["step"])
-        if layer["instructions"] and layer["macs"]:
-            layer["instr_per_mac"] = round(layer["instructions"] / layer["macs"], 3)
-    t = report["totals"]
-    t["instructions"] = profile["instructions"]["total"]
-    if t["instructions"] and t["macs"]:
-        t["instr_per_mac"] = round(t["instructions"] / t["macs"], 3)
-    t.update({f"{k}_bytes": v for k, v in profile["sections"].items()})
+        _merge_counts(report, profile["cycles"], "rtl_cycles", "macs_per_cycle",
+                      lambda count, macs: macs / count)
+    else:
+        _merge_counts(report, profile["instructions"], "instructions", "instr_per_mac",
+                      lambda count, macs: count / macs)
+    report["totals"].update({f"{k}_bytes": v for k, v in profile["sections"].items()})
     if profile.get("gap8") and report.get("gap8_model"):
         add_estimate(report, profile["gap8"])
     return report
 
 
-def _merge_cycles(report: dict, profile: dict) -> dict:
-    """Cycles of one inference per step, measured on the CV32E40P RTL (one core, ideal memory)."""
-    steps = profile["cycles"]["steps"]
-    for layer in report["layers"]:
-        layer["rtl_cycles"] = steps.get(layer["step"])
-        if layer["rtl_cycles"] and layer["macs"]:
-            layer["macs_per_cycle"] = round(layer["macs"] / layer["rtl_cycles"], 3)
-    t = report["totals"]
-    t["rtl_cycles"] = profile["cycles"]["total"]
-    if t["rtl_cycles"] and t["macs"]:
-        t["macs_per_cycle"] = round(t["macs"] / t["rtl_cycles"], 3)
-    t.update({f"{k}_bytes": v for k, v in profile["sections"].items()})
-    return report
+def _merge_counts(report, counts, key, ratio_key, ratio):
+    """Per step and in total: the count under `key`, and `ratio(count, macs)` where both exist."""
+    records = [(layer, counts["steps"].get(layer["step"])) for layer in report["layers"]]
+    records.append((report["totals"], counts["total"]))
+    for record, count in records:
+        record[key] = count
+        if count and record["macs"]:
+            record[ratio_key] = round(ratio(count, record["macs"]), 3)
 
 
 def _fmt(value, kind="int"):

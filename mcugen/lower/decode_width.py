@@ -6,7 +6,10 @@ fewer fractional bits: exact for uniform codes (the table is the identity), a sm
 of the levels for 4-bit power codes, and a coarse one for 8-bit power codes.
 
 - `wide` (what `auto` means on a board without SIMD): int16 tables, and a layer whose input
-  table is the identity (8-bit uniform network input) may widen its weight table to int32.
+  table is the identity (8-bit uniform network input, Fx = 0) may widen its weight table to
+  int32: that table is then the layer's only precision, int16 would cap Fw while the
+  accumulator has bits to spare, and the first layer's rounding errors are the ones every later
+  layer amplifies.
 - `16`: both tables fit int16.
 - `8`: the weight table fits int8 and the input table int8 (signed inputs) or uint8.
 - `auto` on a SIMD board: 8 where the 8-bit weight table adds at most EIGHT_BIT_BUDGET to the

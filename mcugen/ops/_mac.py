@@ -31,9 +31,7 @@ class MacRealization:
 
 def separable_realization(node, ctx, qw, x_enc) -> MacRealization:
     """Two decode tables: acc = beta + sum Dw * Dx (DESIGN section 2)."""
-    # An identity input table (8-bit uniform input, Fx = 0) leaves the weight table as the
-    # layer's only precision: int16 would cap Fw while the accumulator has bits to spare, and the
-    # first layer's rounding errors are the ones every later layer amplifies.
+    # the tables' limits: --decode-bits and the board's SIMD lanes (lower/decode_width.py)
     width = decode_width(ctx.decode_bits, qw, x_enc)
     fp = mac_fixed_point(node.name, qw.codes, qw.grid, qw.scale, qw.bias,
                          x_enc, x_enc.range, fine_bias=ctx.output_is_accumulator(node),
@@ -44,7 +42,7 @@ def separable_realization(node, ctx, qw, x_enc) -> MacRealization:
                           fp.acc_scale, fp.acc_bound, tables,
                           {"identity_dx": identity_dx, "product": 0, "decode_bits": width.bits},
                           {"mac_tables": "separable", "w_frac_bits": fp.w_frac_bits,
-                           "x_frac_bits": fp.x_frac_bits, "decode_bits": width.bits or 16,
+                           "x_frac_bits": fp.x_frac_bits, "decode_bits": width.bits or None,
                            "decode8_cost": width.cost8})
 
 
