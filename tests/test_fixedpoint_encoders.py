@@ -6,8 +6,8 @@ from mcugen.errors import MCUGenError
 from mcugen.lower.encoders import ENCODERS
 from mcugen.lower.encoders.exact import float_encoder
 from mcugen.lower.encoders.threshold import threshold_table
-from mcugen.lower.fixedpoint import (ACC_LIMIT, decode_table, default_frac_bits,
-                                     mac_fixed_point)
+from mcugen.lower.fixedpoint import (ACC_LIMIT, WIDE_TABLE_LIMIT, decode_table,
+                                     default_frac_bits, mac_fixed_point)
 from mcugen.quant.power import Encoding, Grid, quantize_weights
 
 
@@ -82,7 +82,7 @@ def test_an_identity_input_table_lets_the_weight_table_widen_within_the_bound():
     g, x = Grid(8, True, 0.7), Grid(8, False, 1.0)        # x: raw 8-bit codes, Fx = 0
     codes, m, _ = quantize_weights(rng.normal(size=(4, 27)), g)
     narrow = mac_fixed_point("first", codes, g, m, np.zeros(4), x, 255.0)
-    wide = mac_fixed_point("first", codes, g, m, np.zeros(4), x, 255.0, wide_weights=True)
+    wide = mac_fixed_point("first", codes, g, m, np.zeros(4), x, 255.0, w_limit=WIDE_TABLE_LIMIT)
     assert narrow.w_frac_bits == default_frac_bits(g)                   # capped by int16
     assert wide.w_frac_bits > narrow.w_frac_bits and wide.acc_bound <= ACC_LIMIT
     assert np.abs(wide.weights).max() > (1 << 15)                        # needs int32 now

@@ -78,8 +78,11 @@ def test_gap8_project_follows_the_sdk_and_pmsis(tmp_path):
     for call in ("pi_cluster_conf_init(", "pi_open_from_conf(", "pi_cluster_open(",
                  "pi_cluster_send_task_to_cl(", "pi_cl_team_fork(MODEL_NB_CORES", "pi_core_id()",
                  "pi_l1_malloc(&model_cluster", "pi_l1_free(&model_cluster", "pi_cl_dma_memcpy_2d(",
-                 "pi_cl_dma_wait(", "__builtin_pulp_sdotsp2", "PI_L2 = {"):
+                 "pi_cl_dma_wait(", '#include "mcugen_isa.h"', "isa_sdot_h(", "PI_L2 = {"):
         assert call in model_c, call
+    # the ISA layer the C targets share: GAP8's Xpulp built-ins under its compiler's __pulp__
+    isa = files["mcugen_isa.h"]
+    assert "#elif defined(__pulp__)" in isa and "__builtin_pulp_sdotsp2(" in isa
     assert "malloc(" not in model_c.replace("pi_l1_malloc(", "")
     main_c = files["main.c"]
     assert "pi_perf_conf(1 << PI_PERF_CYCLES)" in main_c and "pmsis_kickoff(" in main_c

@@ -23,7 +23,8 @@ FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2"
          "Makefile": "Makefile.j2", "emu.mk": "emu.mk.j2", "emu_main.c": "emu_main.c.j2",
          "pmsis_emu/pmsis.h": "pmsis_emu/pmsis.h.j2", "pmsis_emu/pmsis.c": "pmsis_emu/pmsis.c.j2",
          "pmsis_emu/bsp/fs.h": "pmsis_emu/bsp.h.j2", "pmsis_emu/bsp/flash/hyperflash.h": "pmsis_emu/bsp.h.j2",
-         "pmsis_emu/bsp/ram/hyperram.h": "pmsis_emu/bsp.h.j2"}
+         "pmsis_emu/bsp/ram/hyperram.h": "pmsis_emu/bsp.h.j2",
+         "mcugen_isa.h": "mcugen_isa.h.j2"}   # the ISA layer the kernels share (templates/common)
 
 BAND_KINDS = ("conv2d", "maxpool", "avgpool")     # tiled over (channel block, output row band)
 TILED_KINDS = BAND_KINDS + ("dense", "add")      # run on the cluster; the rest on the FC
