@@ -1,5 +1,6 @@
-"""The plain C99 targets: `host` (the build machine's cc) and `rv32` (RV32IMC, picolibc, run
-under qemu). One codegen (mcugen/codegen/host.py); the plan is the C kernels' loop structure."""
+"""The C99 targets: `host` (the build machine's cc) and `rv32` (RV32IMC, picolibc, run under qemu
+or on the CV32E40P RTL). One codegen (mcugen/codegen/host.py); the plan is the C kernels' loop
+structure, with the SIMD kernels on boards that have dot-product instructions."""
 from __future__ import annotations
 
 import sys
