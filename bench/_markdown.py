@@ -19,6 +19,15 @@ def table(headers, rows):
     emit()
 
 
+def emit_list(title, items):
+    """A titled list under the tables (failures, say), when there is anything in it."""
+    if items:
+        emit()
+        emit(title)
+        for item in items:
+            emit(f"- {item}")
+
+
 def save(path):
     """Write every emitted line to `path` (--out), when given."""
     if path:

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _data  # noqa: E402
-from _markdown import emit, save, table  # noqa: E402
+from _markdown import emit, emit_list, save, table  # noqa: E402
 
 import mcugen  # noqa: E402
 from mcugen.quant.power import Grid, reconstruction_error  # noqa: E402
@@ -225,11 +225,7 @@ def main(argv=None):
         timings.append(f"{name} {time.perf_counter() - t:.1f} s")
     total = time.perf_counter() - start
     emit(f"Run time: {total:.1f} s ({'; '.join(timings)}).")
-    if ERRORS:
-        emit()
-        emit("Failures (tracebacks on stderr):")
-        for e in ERRORS:
-            emit(f"- {e}")
+    emit_list("Failures (tracebacks on stderr):", ERRORS)
     save(args.out)
     return 1 if ERRORS else 0
 

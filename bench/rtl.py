@@ -56,7 +56,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from _markdown import emit, save, table
+from _markdown import emit, emit_list, save, table
 from riscv import MODELS, MODELS_DIR
 from riscv import mcugen as mcugen_cli
 
@@ -262,11 +262,7 @@ def main(argv=None):
             shutil.rmtree(root, ignore_errors=True)
     emit_tables(results, estimates)
     emit(f"Run time: {time.monotonic() - STARTED:.0f} s ({len(results) * 2} RTL runs).")
-    if failures:
-        emit()
-        emit("Failed (not in the tables):")
-        for failure in failures:
-            emit(f"- {failure}")
+    emit_list("Failed (not in the tables):", failures)
     save(args.out)
     if failures:
         sys.exit(1)
