@@ -27,9 +27,10 @@ QEMU = "qemu-system-riscv32"
 RV_CC = "riscv64-unknown-elf-gcc"
 INSTALL_HINT = ("apt-get install gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf "
                 "qemu-system-misc")
+# RISC-V mcause codes of the exceptions a generated program may hit (qemu and the RTL)
 FAULT_CAUSES = {0: "misaligned fetch", 1: "instruction access fault", 2: "illegal instruction",
-                4: "misaligned load", 5: "load access fault", 6: "misaligned store",
-                7: "store access fault"}
+                3: "breakpoint", 4: "misaligned load", 5: "load access fault",
+                6: "misaligned store", 7: "store access fault", 11: "ecall"}
 
 
 # places that run a cross-compiled RV32 build: the Makefile goal and the ELF it makes

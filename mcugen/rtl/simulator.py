@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from mcugen.errors import MCUGenError
+from mcugen.verify import FAULT_CAUSES
 
 HERE = Path(__file__).resolve().parent
 HARNESS = HERE / "harness.cpp"
@@ -65,10 +66,6 @@ VERILATOR_FLAGS = [
 ]
 # Only the evaluation code is hot: -O2 there, the rest at -O0 keeps the build near 10 s.
 MAKE_FLAGS = "OPT_FAST=-O2 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
-
-MCAUSE_NAMES = {0: "misaligned fetch", 1: "instruction access fault", 2: "illegal instruction",
-                3: "breakpoint", 4: "misaligned load", 5: "load access fault",
-                6: "misaligned store", 7: "store access fault", 11: "ecall"}
 
 
 @dataclass(frozen=True)
@@ -288,7 +285,7 @@ def _checked(elf: Path, run: RtlRun, done: subprocess.CompletedProcess, corev_pu
         return run
     if found := re.search(r"^trap mcause (0x[0-9a-f]+) mepc (0x[0-9a-f]+)$", stdout, flags=re.M):
         cause, pc = int(found.group(1), 16), int(found.group(2), 16)
-        name = MCAUSE_NAMES.get(cause, "exception")
+        name = FAULT_CAUSES.get(cause, "exception")
         raise MCUGenError(f"{where} trapped: mcause {cause:#x} ({name}) at mepc {pc:#010x}")
     if found := re.search(r"^limit (\d+)$", stdout, flags=re.M):
         raise MCUGenError(f"{where} ran past max_cycles={int(found.group(1)):,} without writing "
