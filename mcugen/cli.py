@@ -128,7 +128,8 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
 @click.option("--n", default=8, show_default=True, help="random inputs when --inputs is not given")
 @click.option("--on", "on", default="host", show_default=True, type=click.Choice(RUN_PLACES),
               help="qemu: RV32IMC under qemu, recording per-layer instruction counts; rtl: the "
-                   "CV32E40P RTL (--board cv32e40p projects), recording per-layer cycles")
+                   "CV32E40P RTL (rv32 projects; SIMD kernels with --board cv32e40p), recording "
+                   "per-layer cycles")
 def simulate(project, inputs, output, raw, n, on):
     """Build the generated C and run it on every input (host cc, or RV32 under qemu)."""
     from mcugen.codegen.project import require_project

@@ -40,8 +40,8 @@ class HostTarget(C99Target):
 class Rv32Target(C99Target):
     name = "rv32"
     default_board = "rv32imc-qemu"
-    description = ("C99 for RV32IMC microcontrollers (riscv64-unknown-elf-gcc + picolibc; qemu here, "
-                   "the CV32E40P RTL for --board cv32e40p)")
+    description = ("C99 for RV32IMC microcontrollers (riscv64-unknown-elf-gcc + picolibc; qemu or "
+                   "the CV32E40P RTL here; SIMD kernels with --board cv32e40p)")
     runs_on = ("host", "qemu", "rtl")
 
     def build(self, project, variant="", sanitize=False, trace=False, on="host"):
