@@ -10,7 +10,7 @@ import pytest
 import mcugen
 from conftest import MODELS, require_tool, shared_model
 from mcugen.boards import get_board
-from mcugen.codegen.gap8_l3 import board_layout, streamed_steps
+from mcugen.codegen.gap8_l3 import board_layout, kept_in_l2, staging_need, streamed_steps
 from mcugen.errors import MCUGenError
 from mcugen.verify import compare, verify_inputs
 
@@ -89,8 +89,16 @@ def test_a_single_staging_slot_on_rv32_under_qemu(tmp_path, host_cc):
     for tool in ("riscv64-unknown-elf-gcc", "qemu-system-riscv32"):
         require_tool(tool)
     out = tmp_path / "mnist8"
-    project = mcugen.build(shared_model("mnist8"), target="gap8", board=board_with_l2(40_000), out=out,
-                           wbits=4, abits=4, input_range=MODELS["mnist8"], encoder="threshold")
+    options = dict(wbits=4, abits=4, input_range=MODELS["mnist8"], encoder="threshold")
+    fits = mcugen.build(shared_model("mnist8"), target="gap8", **options)
+    in_l2 = fits.schedule
+    # an L2 with room for the arena, the kernels' stack buffers, the FC's tables and one staging
+    # slot (the largest layer's constants): too small for all the weights and for two slots
+    _, slot = staging_need(in_l2)
+    base = in_l2.arena_bytes + fits.report["totals"]["kernel_stack_bytes"]
+    l2 = base + kept_in_l2(in_l2) + slot
+    assert l2 < base + sum(in_l2.step_consts_bytes(s) for s in in_l2.steps)
+    project = mcugen.build(shared_model("mnist8"), target="gap8", board=board_with_l2(l2), out=out, **options)
     assert project.schedule.meta["weights_in"] == "l3"
     assert project.report["totals"]["l3_slots"] == 1
     x = verify_inputs(project.schedule, 6, seed=24)

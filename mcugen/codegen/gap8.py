@@ -17,20 +17,22 @@ from mcugen.codegen import host
 from mcugen.codegen.render import render_all
 from mcugen.errors import MCUGenError
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
-from mcugen.codegen.kernel_plan import register_blocking, window
+from mcugen.codegen.kernel_plan import (SIMD_OC_BLOCK, register_blocking, simd_kernel_plan,
+                                       simd_weight_layout, window)
 
 FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2",
          "Makefile": "Makefile.j2", "emu.mk": "emu.mk.j2", "emu_main.c": "emu_main.c.j2",
          "pmsis_emu/pmsis.h": "pmsis_emu/pmsis.h.j2", "pmsis_emu/pmsis.c": "pmsis_emu/pmsis.c.j2",
          "pmsis_emu/bsp/fs.h": "pmsis_emu/bsp.h.j2", "pmsis_emu/bsp/flash/hyperflash.h": "pmsis_emu/bsp.h.j2",
          "pmsis_emu/bsp/ram/hyperram.h": "pmsis_emu/bsp.h.j2",
-         "mcugen_isa.h": "mcugen_isa.h.j2"}   # the ISA layer the kernels share (templates/common)
+         "mcugen_isa.h": "mcugen_isa.h.j2",   # the ISA layer the kernels share (templates/common)
+         "emu_main_rtl.c": "emu_main_rtl.c.j2"}   # the emulation build on the CV32E40P RTL
 
 BAND_KINDS = ("conv2d", "maxpool", "avgpool")     # tiled over (channel block, output row band)
 TILED_KINDS = BAND_KINDS + ("dense", "add")      # run on the cluster; the rest on the FC
 ALIGN = 4
 BOARD_SAMPLES = 3                                # self-check inputs baked into the board main.c
-ONE_SLOT_ROLES = ("band",)                       # filled and consumed within one tile: one slot
+ONE_SLOT_ROLES = ("band", "cols")               # filled and consumed within one tile: one slot
 # per conv tile: decoded band rows the cores fill (channels x rows), the tile's band rows, the
 # band row its first loaded input row goes to, (register block, output row) work items, the
 # tile's first register block and its output channel plane
@@ -56,8 +58,10 @@ class _Plan:
     output-channel block, two slots), tile (per tile, two slots), out (per tile, two slots),
     band (a conv tile's decoded input, filled and read by the cores within the tile: one slot)."""
 
-    def __init__(self, step, schedule, budget):
-        self.step, self.schedule, self.budget = step, schedule, budget
+    def __init__(self, step, schedule, budget, consts, simd=None, cores=8):
+        self.step, self.schedule, self.budget, self.cores = step, schedule, budget, cores
+        self.consts = consts          # the constants as the kernel reads them (SIMD weight layout)
+        self.simd = simd or {}        # the step's SIMD kernel plan ({}: the band kernel)
         self.regions, self.tiles, self.mode = [], [], "fc"
         self.l1_bytes = self.dma_bytes = 0
 
@@ -66,7 +70,7 @@ class _Plan:
         return self.schedule.buffers[name]
 
     def const_region(self, key, role, per):
-        value = self.step.consts[key]
+        value = self.consts[key]
         return _region(key, CTYPES[str(value.dtype)], role, f"{self.step.name}_{key}", per,
                        value.itemsize)
 
@@ -83,16 +87,24 @@ class _Plan:
             else:
                 self.regions.append(self.const_region(key, "static", 0))
 
-    def slotted_bytes(self, slot_bytes, n_tiles):
-        """L1 bytes of the per-block/per-tile regions: two slots each when tiles overlap, except
-        the regions a tile fills and consumes itself (ONE_SLOT_ROLES)."""
-        one = {r["name"] for r in self.regions if r["role"] in ONE_SLOT_ROLES}
-        return sum((1 if n_tiles == 1 or name in one else 2) * _align(v) for name, v in slot_bytes.items())
+    @staticmethod
+    def one_slot(role, n_tiles, n_blocks) -> bool:
+        """A region needs a second slot only where the next tile's copy overlaps the current one's
+        use: not with one tile, not for what a tile fills and consumes itself (ONE_SLOT_ROLES),
+        not for a channel block's constants when there is only one block (loaded once)."""
+        return n_tiles == 1 or role in ONE_SLOT_ROLES or (role == "block" and n_blocks == 1)
+
+    def slotted_bytes(self, slot_bytes, n_tiles, n_blocks):
+        """L1 bytes of the per-block/per-tile regions, one or two slots each (one_slot)."""
+        roles = {r["name"]: r["role"] for r in self.regions}
+        return sum((1 if self.one_slot(roles[name], n_tiles, n_blocks) else 2) * _align(v)
+                   for name, v in slot_bytes.items())
 
     def layout(self, static_counts, slot_bytes):
         """Offsets: static regions first, then slot 0 and slot 1 of every slotted region (one
-        slot for ONE_SLOT_ROLES)."""
+        slot where one_slot says so: both offsets then name it)."""
         off = 0
+        n_tiles, n_blocks = len(self.tiles), len({tile[-1] for tile in self.tiles})
         for index, region in enumerate(self.regions):
             region["index"] = index
         for region in self.regions:
@@ -100,9 +112,9 @@ class _Plan:
                 region["offs"] = [off]
                 region["count"] = static_counts[region["name"]]
                 off += _align(region["count"] * region["itemsize"])
-        for slot in range(2 if len(self.tiles) > 1 else 1):   # one tile: nothing to overlap
+        for slot in range(2):
             for region in self.regions:
-                if region["role"] != "static" and not (slot and region["role"] in ONE_SLOT_ROLES):
+                if region["role"] != "static" and not (slot and self.one_slot(region["role"], n_tiles, n_blocks)):
                     region["offs"].append(off)
                     off += _align(slot_bytes[region["name"]])
         for region in self.regions:
@@ -185,13 +197,14 @@ def _conv_kernel(plan, g, band, oht):
                 narrow=int(1 in widths))
 
 
-def _search_band(plan, g, static_bytes, per, band):
+def _search_band(plan, g, static_bytes, per, band, block_sizes=None, fixed=None):
     """The fewest (channel block x output row band) tiles whose buffers fit L1, or None:
-    (tiles, channel blocks, row bands, slot bytes, rows per band)."""
+    (tiles, channel blocks, row bands, slot bytes, rows per band). `block_sizes`: the channel
+    block sizes allowed (default any); `fixed`: regions of a fixed size per tile."""
     src, dst = plan.buf(plan.step.inputs[0]), plan.buf(plan.step.output)
     isz, osz, out_w = ITEMSIZE[src.dtype], ITEMSIZE[dst.dtype], plan.step.params["out_w"]
     best = None
-    for oct_ in _sizes(g["C"]):
+    for oct_ in block_sizes or _sizes(g["C"]):
         blocks = [(c, min(c + oct_, g["C"])) for c in range(0, g["C"], oct_)]
         nic = max(b - a for a, b in (_channel_span(g, c0, c1) for c0, c1 in blocks))
         for oht in _sizes(g["OH"]):
@@ -204,37 +217,31 @@ def _search_band(plan, g, static_bytes, per, band):
             slot.update({k: oct_ * v for k, v in per.items()})
             if band is not None:
                 slot["band"] = nic * _band_rows(g, oht) * band["band_w"] * band["itemsize"]
-            if static_bytes + plan.slotted_bytes(slot, n_tiles) <= plan.budget:
+            slot.update(fixed or {})
+            if static_bytes + plan.slotted_bytes(slot, n_tiles, len(blocks)) <= plan.budget:
                 best = (n_tiles, blocks, bands, slot, oht)
     return best
 
 
 def _plan_band(plan):
-    """Conv and pool steps. A conv step decodes its input into a zero-padded band in L1 for
-    the register-blocked kernel; when that band does not fit even beside the smallest tiles,
-    it computes straight from the codes instead (the bounds-checked kernel, no band region)."""
-    step, p = plan.step, plan.step.params
+    """Conv and pool steps. A conv step on a SIMD board takes the SIMD kernel when its tiles
+    fit (_plan_simd_conv); otherwise it decodes its input into a zero-padded band in L1 for
+    the register-blocked kernel, and when that band does not fit even beside the smallest
+    tiles, it computes straight from the codes (the bounds-checked kernel, no band region)."""
+    step = plan.step
     g = _band_geometry(step)
-    src, dst = plan.buf(step.inputs[0]), plan.buf(step.output)
-    isz, osz, out_w = ITEMSIZE[src.dtype], ITEMSIZE[dst.dtype], p["out_w"]
     plan.mode = "band"
+    if plan.simd and _plan_simd_conv(plan, g):
+        return
+    plan.simd, plan.consts, plan.regions = {}, dict(step.consts), []
     if step.kind == "conv2d":
-        if not p["identity_dx"]:
-            plan.regions.append(plan.const_region("dx", "static", 0))
-        plan.regions.append(plan.const_region("weights", "block", p["weights_per_channel"]))
-        plan.regions.append(plan.const_region("bias", "block", 1))
-        plan.encoder_regions(per_row=True)
+        _conv_const_regions(plan, step.params["weights_per_channel"])
     elif step.kind == "avgpool":
         for key in ("dx", "row_h", "row_w"):
             plan.regions.append(plan.const_region(key, "static", 0))
         plan.encoder_regions(per_row=False)
-    plan.regions.append(_region("in", CTYPES[src.dtype], "tile", step.inputs[0], 0, isz))
-    plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 0, osz))
-    static = {r["name"]: int(step.consts[r["name"]].size) for r in plan.regions if r["role"] == "static"}
-    static_bytes = sum(_align(n * r["itemsize"]) for r in plan.regions if r["role"] == "static"
-                       for n in [static[r["name"]]])
-    per = {r["name"]: r["per"] * r["itemsize"] for r in plan.regions if r["role"] == "block"}
-
+    _io_regions(plan)
+    static, static_bytes, per = _sizes_of(plan)
     best = band = None
     if step.kind == "conv2d":
         band = _conv_band(step)
@@ -247,19 +254,90 @@ def _plan_band(plan):
     best = best or _search_band(plan, g, static_bytes, per, None)
     if best is None:
         raise MCUGenError(_no_fit(plan, "one channel and one output row"))
-    _, blocks, bands, slot, oht = best
+    _band_tiles(plan, g, best)
+    if band is not None:
+        band_region.update(_conv_kernel(plan, g, band, best[4]))
+    _band_layout(plan, g, static, per, best[3])
+
+
+def _plan_simd_conv(plan, g) -> bool:
+    """The SIMD conv kernel's tiles, if any fit L1: weights in the SIMD layout (rows of padded_k
+    lanes, blocks of 4 rows interleaved) per channel block, blocks cut where the layout's
+    4-row blocks start, and one column buffer per core (two pixels' decoded inputs: `cols`)
+    that each core fills and consumes within a tile."""
+    _conv_const_regions(plan, plan.simd["padded_k"])
+    _io_regions(plan)
+    cols = plan.cores * plan.simd["stack_bytes"]
+    plan.regions.insert(-1, _region("cols", CTYPES[plan.simd["column_type"]], "cols", None, 0,
+                                    ITEMSIZE[plan.simd["column_type"]]))
+    static, static_bytes, per = _sizes_of(plan)
+    best = _search_band(plan, g, static_bytes, per, None, _simd_block_sizes(g), {"cols": cols})
+    if best is None:
+        return False
+    _band_tiles(plan, g, best)
+    _band_layout(plan, g, static, per, best[3])
+    return True
+
+
+def _simd_block_sizes(g) -> list:
+    """Channel block sizes (largest first) whose blocks start where the SIMD weight layout's
+    4-row blocks do: multiples of 4 (or all channels) in an ungrouped conv; whole groups, or
+    multiples of 4 dividing a group of a multiple of 4 channels, in a grouped one."""
+    C, ocpg = g["C"], g["ocpg"]
+    if ocpg == C:
+        sizes = set(range(SIMD_OC_BLOCK, C + 1, SIMD_OC_BLOCK)) | {C}
+    else:
+        sizes = set(range(ocpg, C + 1, ocpg))
+        if ocpg % SIMD_OC_BLOCK == 0:
+            sizes |= {n for n in range(SIMD_OC_BLOCK, ocpg, SIMD_OC_BLOCK) if ocpg % n == 0}
+    return sorted(sizes, reverse=True)
+
+
+def _conv_const_regions(plan, weights_per_channel):
+    p = plan.step.params
+    if not p["identity_dx"]:
+        plan.regions.append(plan.const_region("dx", "static", 0))
+    plan.regions.append(plan.const_region("weights", "block", weights_per_channel))
+    plan.regions.append(plan.const_region("bias", "block", 1))
+    plan.encoder_regions(per_row=True)
+
+
+def _io_regions(plan):
+    """A band step's input tile and output tile (the output region stays last)."""
+    step = plan.step
+    src, dst = plan.buf(step.inputs[0]), plan.buf(step.output)
+    plan.regions.append(_region("in", CTYPES[src.dtype], "tile", step.inputs[0], 0, ITEMSIZE[src.dtype]))
+    plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 0, ITEMSIZE[dst.dtype]))
+
+
+def _sizes_of(plan):
+    """Element counts of the static regions, their L1 bytes, and bytes per output channel of
+    the per-block regions."""
+    static = {r["name"]: int(plan.consts[r["name"]].size) for r in plan.regions if r["role"] == "static"}
+    static_bytes = sum(_align(static[r["name"]] * r["itemsize"]) for r in plan.regions
+                       if r["role"] == "static")
+    per = {r["name"]: r["per"] * r["itemsize"] for r in plan.regions if r["role"] == "block"}
+    return static, static_bytes, per
+
+
+def _band_tiles(plan, g, best):
+    _, blocks, bands, _, _ = best
     for b, (c0, c1) in enumerate(blocks):
         ic0, ic1 = _channel_span(g, c0, c1)
         for y0, y1 in bands:
             iy0, iy1 = _row_span(g, y0, y1)
             plan.tiles.append((c0, c1 - c0, y0, y1 - y0, ic0, ic1 - ic0, iy0, iy1 - iy0, b))
-    if band is not None:
-        band_region.update(_conv_kernel(plan, g, band, oht))
+
+
+def _band_layout(plan, g, static, per, slot):
+    """L1 offsets, and the bytes the DMA moves per inference."""
+    step = plan.step
+    isz = ITEMSIZE[plan.buf(step.inputs[0]).dtype]
+    osz = ITEMSIZE[plan.buf(step.output).dtype]
     plan.layout(static, slot)
-    plan.dma_bytes = sum(static[k] * r["itemsize"] for r in plan.regions if r["role"] == "static"
-                         for k in [r["name"]])
+    plan.dma_bytes = sum(static[r["name"]] * r["itemsize"] for r in plan.regions if r["role"] == "static")
     for c0, nc, y0, ny, ic0, nic, iy0, niy, b in plan.tiles:
-        plan.dma_bytes += nic * niy * g["in_w"] * isz + nc * ny * out_w * osz
+        plan.dma_bytes += nic * niy * g["in_w"] * isz + nc * ny * step.params["out_w"] * osz
         if y0 == 0:
             plan.dma_bytes += sum(nc * v for v in per.values())
 
@@ -276,7 +354,7 @@ def _plan_dense(plan):
     plan.regions.append(plan.const_region("bias", "block", 1))
     plan.encoder_regions(per_row=True)
     plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
-    static.update({r["name"]: int(step.consts[r["name"]].size) for r in plan.regions
+    static.update({r["name"]: int(plan.consts[r["name"]].size) for r in plan.regions
                    if r["role"] == "static" and r["name"] in step.consts})
     per = {r["name"]: r["per"] * r["itemsize"] for r in plan.regions if r["role"] in ("block", "out")}
     _plan_linear(plan, static, per, p["out_features"], "one output feature")
@@ -292,7 +370,7 @@ def _plan_add(plan):
     plan.regions.append(_region("in", CTYPES[a.dtype], "tile", step.inputs[0], 1, ITEMSIZE[a.dtype]))
     plan.regions.append(_region("in_b", CTYPES[b.dtype], "tile", step.inputs[1], 1, ITEMSIZE[b.dtype]))
     plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
-    static = {r["name"]: int(step.consts[r["name"]].size) for r in plan.regions if r["role"] == "static"}
+    static = {r["name"]: int(plan.consts[r["name"]].size) for r in plan.regions if r["role"] == "static"}
     per = {r["name"]: r["itemsize"] for r in plan.regions if r["role"] != "static"}
     _plan_linear(plan, static, per, p["size"], "one element")
 
@@ -322,9 +400,11 @@ def _no_fit(plan, smallest):
 def _plans(schedule, board):
     # pi_l1_malloc hands out 8-byte multiples: plan within the largest one that fits
     budget = int(board["memory"]["l1"].get("usable", board["memory"]["l1"]["bytes"])) // 8 * 8
+    cores = int(board.get("cores", 8))
     plans = {}
     for step in schedule.steps:
-        plan = _Plan(step, schedule, budget)
+        simd = _simd_plan(step, schedule, board, budget // cores)
+        plan = _Plan(step, schedule, budget, kernel_consts(step, simd), simd, cores)
         if step.kind in BAND_KINDS:
             _plan_band(plan)
         elif step.kind == "dense":
@@ -333,6 +413,22 @@ def _plans(schedule, board):
             _plan_add(plan)
         plans[step.name] = plan
     return plans
+
+
+def _simd_plan(step, schedule, board, column_limit) -> dict:
+    """The SIMD kernel of a conv step on a SIMD board ({} otherwise). Weights streamed from L3
+    keep the band kernel: the L3 image and its staging hold the Schedule's own layout."""
+    if step.kind != "conv2d" or not board.get("simd") or schedule.meta.get("weights_in") == "l3":
+        return {}
+    return simd_kernel_plan(step, column_limit)
+
+
+def kernel_consts(step, simd) -> dict:
+    """The step's constants as its kernel reads them: the SIMD kernel's weights in its layout."""
+    consts = dict(step.consts)
+    if simd:
+        consts["weights"] = simd_weight_layout(step.consts["weights"], step.consts["bias"].size, simd)
+    return consts
 
 
 def tile_plan(schedule, board: dict) -> list:
@@ -361,7 +457,7 @@ def template_context(schedule, model_file: str, board: dict) -> dict:
     plans = _plans(schedule, board)
     codes, expected = _board_samples(schedule)
     l1 = board["memory"]["l1"]
-    context = host.template_context(schedule, model_file)
+    context = host.template_context(schedule, model_file, {name: p.simd for name, p in plans.items()})
     layout = board_layout(schedule, board) if schedule.meta.get("weights_in") == "l3" else None
     schedule_consts = {s.name: s.consts for s in schedule.steps}
     context.update({
@@ -408,7 +504,8 @@ def render(schedule, model_file: str, board: dict | None = None, plan: dict | No
         raise MCUGenError("this schedule uses product tables, which the GAP8 kernels do not read "
                           "yet; rebuild the model with `mcugen build --target gap8`")
     context = template_context(schedule, model_file, board or get_board("gap8"))
-    files = render_all("gap8", FILES, context)
+    context["rtl"] = host.rtl_make_flags()
+    files = {**render_all("gap8", FILES, context), **host.rtl_program_files()}
     if context["l3"]:
         files[context["l3"]["file"]] = l3_image(schedule)
     return files

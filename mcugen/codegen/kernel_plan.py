@@ -158,6 +158,10 @@ def simd_kernel_plan(step, limit=None) -> dict:
             "column_type": {"b": "int8", "ub": "uint8", "h": "int16"}[kind],
             "column_elems": columns * padded_k, "column_words": columns * padded_k * elem // 4,
             "stack_bytes": columns * padded_k * elem}
+    # what the padded rows (and 16-bit lanes for 8-bit weights) add to the weights' bytes
+    weights = step.consts["weights"]
+    plan["layout_extra_bytes"] = (weights.size // k * padded_k * np.dtype(plan["lane_type"]).itemsize
+                                  - weights.nbytes)
     n_out = p["out_c_per_group"] if step.kind == "conv2d" else p["out_features"]
     plan["oc_main"] = n_out - n_out % SIMD_OC_BLOCK
     groups = p.get("group", 1)

@@ -37,7 +37,8 @@ class Target:
 
     def needs(self, schedule, board, plan, weights_in) -> dict:
         """memory or resource -> (amount needed, what it holds), against board budgets."""
-        flash = sum(schedule.step_consts_bytes(s) for s in schedule.steps)
+        flash = (sum(schedule.step_consts_bytes(s) for s in schedule.steps)
+                 + sum(p.get("layout_extra_bytes", 0) for p in plan.values()))
         stack = max((p.get("stack_bytes", 0) for p in plan.values()), default=0)
         needs = {"flash": (flash, "weights and tables"),
                  "ram": (schedule.arena_bytes + stack, "activation arena, kernel stack buffers")}

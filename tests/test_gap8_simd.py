@@ -1,0 +1,89 @@
+"""The GAP8 SIMD conv kernel (templates/gap8/ops/conv2d_simd.c.j2): per-core im2col columns in
+L1, blocks of 4 output channels x 2 pixels of dot products through the ISA layer, weights in
+the SIMD layout per channel block. The odd conv shapes of test_kernels.py in both lane widths,
+in one tile and in many, bit-exact against the reference in the PMSIS emulation (ASan+UBSan)."""
+import numpy as np
+import pytest
+
+import mcugen
+from mcugen.codegen import gap8
+from mcugen.codegen.kernel_plan import SIMD_OC_BLOCK, simd_weight_layout
+from test_gap8 import small_l1_board
+from test_gap8_kernels import bit_exact, conv_plan, has_band, whole_model_fits
+from test_kernels import CONVS, conv_model, w
+
+SHAPES = {**CONVS,
+          # groups of 8 channels: channel blocks of 4 inside a group
+          "grouped_ocg8": ([1, 4, 6, 6], (16, 2, 3, 3), dict(group=2, pads=[1, 1, 1, 1])),
+          # k = 288 lanes: long dot products, few channels per block in a small L1
+          "3x3_32": ([1, 32, 3, 6], (12, 32, 3, 3), dict(pads=[1, 1, 1, 1]))}
+LANES = {"8": ("b", "ub"), "16": ("h",)}
+
+
+def gap8_schedule(tmp_path, name, decode_bits):
+    in_shape, wshape, attrs = SHAPES[name]
+    path = conv_model(tmp_path, name, in_shape, w(*wshape), **attrs)
+    return mcugen.build(path, target="gap8", out=None, wbits=4, abits=8, input_range=(-2.0, 2.0),
+                        first_last_bits="same", encoder="threshold", decode_bits=decode_bits).schedule
+
+
+def is_simd(plan):
+    return bool(plan.simd) and any(r["role"] == "cols" for r in plan.regions)
+
+
+@pytest.mark.parametrize("decode_bits", ["8", "16"])
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_gap8_simd_conv_is_bit_exact_in_one_tile_and_many(name, decode_bits, tmp_path, host_cc):
+    schedule = gap8_schedule(tmp_path, name, decode_bits)
+    plan = conv_plan(schedule, gap8.get_board("gap8"))
+    step = plan.step
+    if step.params["out_c_per_group"] < SIMD_OC_BLOCK:      # depthwise and narrow groups: the band
+        assert not is_simd(plan) and has_band(plan)
+        bit_exact(schedule, tmp_path / "band")
+        return
+    assert is_simd(plan) and plan.simd["simd"] in LANES[decode_bits]
+    bit_exact(schedule, tmp_path / "one")
+    if decode_bits == "16":                                  # many tiles: once per shape is enough
+        return
+    budget = many_tiles_budget(schedule, minimum=1 if name == "tiny_1x1_output" else 2)
+    assert budget is not None
+    plan = conv_plan(schedule, small_l1_board(budget))
+    assert is_simd(plan) and plan.l1_bytes <= budget
+    bit_exact(schedule, tmp_path / "many", small_l1_board(budget))
+
+
+def many_tiles_budget(schedule, minimum):
+    """The L1 budget (a multiple of 16 B) giving the SIMD conv the most tiles, at least
+    `minimum`, while the whole model fits (None if there is none)."""
+    best, most = None, minimum - 1
+    top = -(-conv_plan(schedule, gap8.get_board("gap8")).l1_bytes // 16) * 16
+    for budget in range(top, 0, -16):
+        if not whole_model_fits(schedule, budget):
+            break
+        plan = conv_plan(schedule, small_l1_board(budget))
+        if is_simd(plan) and len(plan.tiles) > most:
+            best, most = budget, len(plan.tiles)
+    return best
+
+
+@pytest.mark.parametrize("channels,ocpg", [(5, 5), (12, 12), (16, 8), (10, 5), (24, 12), (8, 4)])
+def test_gap8_simd_channel_blocks_start_where_the_weight_layouts_blocks_do(channels, ocpg):
+    """Every channel block the tile plan may cut holds whole 4-row blocks of the SIMD layout: the
+    block's rows, DMA'd as one slice, are the same interleaved words as in the full layout."""
+    groups = channels // ocpg
+    g = {"C": channels, "ocpg": ocpg}
+    oc_main = ocpg - ocpg % SIMD_OC_BLOCK
+    row_blocks = [k * ocpg + oc for k in range(groups) for oc in range(0, oc_main, SIMD_OC_BLOCK)]
+    simd = {"padded_k": 8, "simd": "b", "lane_type": "int8", "row_blocks": row_blocks}
+    weights = np.arange(channels * 8).reshape(channels, 8) % 251 - 125
+    laid_out = simd_weight_layout(weights, channels, simd)
+    sizes = gap8._simd_block_sizes(g)
+    assert sizes and sizes[0] == channels
+    for size in sizes:
+        for c0 in range(0, channels, size):
+            c1 = min(c0 + size, channels)
+            # the block's own layout (its rows, its 4-row blocks rebased) equals the slice
+            local = {"padded_k": 8, "simd": "b", "lane_type": "int8",
+                     "row_blocks": [r - c0 for r in row_blocks if c0 <= r < c1]}
+            assert all(r + SIMD_OC_BLOCK <= c1 for r in row_blocks if c0 <= r < c1)
+            np.testing.assert_array_equal(laid_out[c0:c1], simd_weight_layout(weights[c0:c1], c1 - c0, local))
