@@ -39,7 +39,8 @@ def merge_profile(report: dict, profile: dict) -> dict:
     """Add measured RV32 instruction counts (qemu: instructions per MAC) or cycles (the
     CV32E40P RTL, one core, ideal memory: MACs per cycle), and section sizes (profile.json),
     to a report."""
-    if "cycles" in profile:
+    unit = "cycles" if "cycles" in profile else "instructions"
+    if unit == "cycles":
         _merge_counts(report, profile["cycles"], "rtl_cycles", "macs_per_cycle",
                       lambda count, macs: macs / count)
     else:
@@ -47,7 +48,7 @@ def merge_profile(report: dict, profile: dict) -> dict:
                       lambda count, macs: count / macs)
     report["totals"].update({f"{k}_bytes": v for k, v in profile["sections"].items()})
     if profile.get("gap8") and report.get("gap8_model"):
-        add_estimate(report, profile["gap8"])
+        add_estimate(report, profile["gap8"], unit)
     return report
 
 
@@ -145,13 +146,16 @@ def _table(head, rows) -> list:
 
 
 def _gap8_lines(report) -> list:
-    """GAP8 per layer: where it runs, tiles, L1 and DMA bytes, and (after `simulate --on
-    qemu`) the cycle estimate of the model in mcugen/cycle_model.py."""
+    """GAP8 per layer: where it runs, tiles, L1 and DMA bytes, and (after `simulate --on qemu`
+    or `--on rtl`) the cycle estimate of the model in mcugen/cycle_model.py."""
     t = report["totals"]
-    head = ("GAP8 step", "on", "tiles", "L1 B", "DMA B", "busiest core instr", "est. cycles", "bound",
+    unit = report.get("gap8_counts", "instructions")
+    busiest = f"busiest_core_{unit}"
+    head = ("GAP8 step", "on", "tiles", "L1 B", "DMA B",
+            "busiest core " + ("cycles" if unit == "cycles" else "instr"), "est. cycles", "bound",
             "est. MAC/cycle")
     rows = [(layer["step"][:34], layer.get("runs_on", "-"), _fmt(layer.get("tiles")), _fmt(layer.get("l1_bytes")),
-             _fmt(layer.get("dma_bytes")), _fmt(layer.get("busiest_core_instructions")),
+             _fmt(layer.get("dma_bytes")), _fmt(layer.get(busiest)),
              _fmt(layer.get("est_cycles")), layer.get("bound", "-"), _fmt(layer.get("est_macs_per_cycle"), "float"))
             for layer in report["layers"]]
     lines = [""] + _table(head, rows)
@@ -162,14 +166,25 @@ def _gap8_lines(report) -> list:
                      + (", the next layer's read during the current one" if t["l3_slots"] == 2 else ""))
     if "est_cycles" in t:
         model = report["gap8_model"]
-        lines.append(f"GAP8 estimate (a MODEL, not a measurement: instructions from qemu on plain RV32IMC, "
-                     f"{model['cpi']} cycle each, DMA {model['dma_bytes_per_cycle']} B/cycle): "
-                     f"{t['est_cycles']:,} cycles = {t['est_time_ms']} ms at {model['cluster_hz'] / 1e6:g} MHz, "
+        lines.append(f"GAP8 estimate {_estimate_basis(unit, model)}: {t['est_cycles']:,} cycles = "
+                     f"{t['est_time_ms']} ms at {model['cluster_hz'] / 1e6:g} MHz, "
                      f"{t['est_macs_per_cycle']} MAC/cycle; reference: {model['reference']}: "
                      f"{model['reference_macs_per_cycle']} MAC/cycle")
     else:
-        lines.append("GAP8 cycle estimate: run `mcugen simulate OUT --on qemu` first")
+        lines.append("GAP8 cycle estimate: run `mcugen simulate OUT --on qemu` (instructions) or "
+                     "`--on rtl` (cycles) first")
     return lines
+
+
+def _estimate_basis(unit, model) -> str:
+    """What the GAP8 estimate is built from, said plainly."""
+    dma = f"DMA {model['dma_bytes_per_cycle']} B/cycle"
+    if unit == "cycles":
+        return ("from per-core cycles measured on the CV32E40P RTL (one core at a time, ideal memory) "
+                "+ the model's fork, task and DMA costs: a MODEL for the cluster (no TCDM contention; "
+                f"{dma})")
+    return (f"(a MODEL, not a measurement: instructions from qemu on plain RV32IMC, "
+            f"{model['cpi']} cycle each, {dma})")
 
 
 def _simd_lines(report) -> list:

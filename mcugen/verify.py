@@ -1,7 +1,8 @@
 """Build a generated project, run it on many inputs, compare with the reference bit for bit.
 
-Runs on the host (cc) or on RV32IMC under qemu (`on="qemu"`: the same C cross-compiled with
-picolibc, semihosting for the files, minstret for exact per-step instruction counts). On a
+Runs on the host (cc), on RV32IMC under qemu (`on="qemu"`: the same C cross-compiled with
+picolibc, semihosting for the files, minstret for exact per-step instruction counts) or on the
+CV32E40P RTL (`on="rtl"`, mcugen/targets/rtl.py: mcycle for exact per-step cycles). On a
 difference, the trace build (-DMODEL_TRACE) runs the first failing input again on the host and
 names the first step whose output differs, with the element, expected and actual value.
 """
@@ -33,7 +34,8 @@ FAULT_CAUSES = {0: "misaligned fetch", 1: "instruction access fault", 2: "illega
                 6: "misaligned store", 7: "store access fault", 11: "ecall"}
 
 
-# places that run a cross-compiled RV32 build: the Makefile goal and the ELF it makes
+# places that run a cross-compiled RV32 build: the make goal and the ELF it makes, the same in
+# every target's makefile (rv32: Makefile; gap8: emu.mk, its PMSIS emulation build)
 CROSS_GOALS = {"qemu": ("rv32", "model_test.elf"), "rtl": ("rtl", "model_rtl.elf")}
 
 
@@ -73,7 +75,7 @@ def build_harness(project: Path, variant: str = "", sanitize=False, trace=False,
 class RunResult:
     outputs: np.ndarray
     trace: np.ndarray | None = None
-    profile: dict = field(default_factory=dict)     # "total" and step index -> instructions
+    profile: dict = field(default_factory=dict)     # parse_profile's: instructions or cycles
 
 
 def _command(exe: Path, files, on):
@@ -126,8 +128,8 @@ GAP8_COUNTERS = ("cores_longest", "cores_total", "emulation", "transfers", "fork
 
 
 def parse_profile(text: str) -> dict:
-    """"total" and step index -> instructions; "gap8": step index -> the PMSIS emulation's
-    counters (gap8 projects only)."""
+    """"total" and step index -> instructions (qemu) or cycles (the RTL); "gap8": step index ->
+    the PMSIS emulation's counters in the same unit (gap8 projects only)."""
     profile = {}
     for key, count in re.findall(r"mcugen-profile (\w+) (\d+)", text):
         profile[key if key == "total" else int(key)] = int(count)

@@ -1,18 +1,20 @@
 """The GAP8 target: PMSIS C for the 8-core cluster, tiled L2 -> L1 (mcugen/codegen/gap8.py),
-weights in L2 or streamed from L3, and a host/qemu build of the same sources through a PMSIS
-emulation layer."""
+weights in L2 or streamed from L3, and builds of the same sources through a PMSIS emulation
+layer for the host, RV32IMC under qemu (instructions per core) and the CV32E40P RTL (cycles per
+core, one core at a time)."""
 from __future__ import annotations
 
 from mcugen.codegen.kernel_plan import mac_kernel_plan
 from mcugen.targets.base import Target
+from mcugen.targets.rtl import RtlRuns
 
 
-class Gap8Target(Target):
+class Gap8Target(RtlRuns, Target):
     name = "gap8"
     default_board = "gap8"
     description = "GreenWaves GAP8: PMSIS C for the cluster, GAP SDK Makefile"
     codegen = "gap8"
-    runs_on = ("host", "qemu")
+    runs_on = ("host", "qemu", "rtl")     # rtl: emu.mk's rtl goal on the CV32E40P RTL
     makefile = "emu.mk"          # the PMSIS emulation build (the Makefile is the GAP SDK's)
     product_tables = False       # the cluster kernels read decode tables only (so far)
     packed_weights = False       # they read decoded weights from L2
