@@ -8,7 +8,8 @@ import pytest
 import mcugen
 from mcugen.codegen import gap8
 from mcugen.codegen.kernel_plan import SIMD_OC_BLOCK, simd_weight_layout
-from test_gap8 import small_l1_board
+from mcugen.verify import verify_inputs
+from test_gap8 import small_l1_board, write_gap8
 from test_gap8_kernels import bit_exact, conv_plan, has_band, whole_model_fits
 from test_kernels import CONVS, conv_model, w
 
@@ -87,3 +88,34 @@ def test_gap8_simd_channel_blocks_start_where_the_weight_layouts_blocks_do(chann
                      "row_blocks": [r - c0 for r in row_blocks if c0 <= r < c1]}
             assert all(r + SIMD_OC_BLOCK <= c1 for r in row_blocks if c0 <= r < c1)
             np.testing.assert_array_equal(laid_out[c0:c1], simd_weight_layout(weights[c0:c1], c1 - c0, local))
+
+
+# GAP8's GCC provides these built-ins; host gcc does not. Stand-ins written from their
+# documented meaning (lane-wise products summed onto the accumulator, lane 0 first) let the
+# __pulp__ branch of the ISA layer (its vector types, casts and argument order) compile and run.
+PULP_STAND_INS = """
+#define __builtin_pulp_sdotsp4(x, w, acc) \\
+    ((((acc) + (x)[0] * (w)[0]) + (x)[1] * (w)[1]) + (x)[2] * (w)[2] + (x)[3] * (w)[3])
+#define __builtin_pulp_sdotusp4(x, w, acc) __builtin_pulp_sdotsp4(x, w, acc)
+#define __builtin_pulp_sdotsp2(x, w, acc) (((acc) + (x)[0] * (w)[0]) + (x)[1] * (w)[1])
+"""
+
+
+@pytest.mark.parametrize("decode_bits", ["8", "16"])
+def test_gap8_pulp_branch_of_the_isa_layer_with_stand_in_builtins(decode_bits, tmp_path, host_cc):
+    """The kernels' __pulp__ branch (what GAP8's GCC compiles) gives the reference's outputs."""
+    import subprocess
+    from mcugen.reference.interpreter import quantize_input, run_codes
+    from mcugen.verify import run_harness
+    schedule = gap8_schedule(tmp_path, "kernel_5x2_stride_2x1", decode_bits)
+    project = write_gap8(schedule, tmp_path / "proj")
+    assert "isa_dot4x2_" in (project / "model.c").read_text()
+    (project / "pulp_stand_ins.h").write_text(PULP_STAND_INS)
+    flags = "-O2 -D__pulp__ -include pulp_stand_ins.h"
+    done = subprocess.run(["make", "-s", "-f", "emu.mk", "-C", str(project), "BUILD=build/pulp",
+                           "CC=cc", f"CFLAGS={flags}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    x = verify_inputs(schedule, 30, seed=7)
+    outputs = run_harness(project / "build/pulp/model_test", x, int(np.prod(schedule.output["shape"]))).outputs
+    expected = run_codes(schedule, quantize_input(schedule, x)).reshape(len(x), -1)
+    np.testing.assert_array_equal(outputs, expected)
