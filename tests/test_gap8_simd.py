@@ -119,3 +119,21 @@ def test_gap8_pulp_branch_of_the_isa_layer_with_stand_in_builtins(decode_bits, t
     outputs = run_harness(project / "build/pulp/model_test", x, int(np.prod(schedule.output["shape"]))).outputs
     expected = run_codes(schedule, quantize_input(schedule, x)).reshape(len(x), -1)
     np.testing.assert_array_equal(outputs, expected)
+
+
+def test_gap8_report_names_each_mac_layers_kernel_and_counts_the_simd_layout(tmp_path):
+    """The report's SIMD column says which kernel each MAC layer runs (the tile plan's), and the
+    L2 fit check counts the bytes the SIMD weight layout adds (16-bit lanes for 8-bit weights)."""
+    from mcugen.targets import get_target
+    project = mcugen.build(conv_model(
+        tmp_path, "k", [1, 3, 8, 8], w(8, 3, 3, 3), pads=[1, 1, 1, 1]), target="gap8", out=None,
+        wbits=4, abits=8, input_range=(-2.0, 2.0), first_last_bits="same", decode_bits="16")
+    schedule, board = project.schedule, gap8.get_board("gap8")
+    plans = gap8._plans(schedule, board)
+    conv = next(layer for layer in project.report["layers"] if layer["op"] == "Conv")
+    assert project.report["simd"].startswith("gap8")
+    assert conv["kernel"] == plans[conv["step"]].simd["simd"] == "h"
+    step = next(s for s in schedule.steps if s.name == conv["step"])
+    laid_out = gap8.kernel_consts(step, plans[step.name].simd)["weights"]
+    extra = get_target("gap8").plan(schedule, board)[step.name]["layout_extra_bytes"]
+    assert extra == laid_out.nbytes - step.consts["weights"].nbytes > 0

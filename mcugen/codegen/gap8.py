@@ -398,13 +398,11 @@ def _no_fit(plan, smallest):
 
 
 def _plans(schedule, board):
-    # pi_l1_malloc hands out 8-byte multiples: plan within the largest one that fits
-    budget = int(board["memory"]["l1"].get("usable", board["memory"]["l1"]["bytes"])) // 8 * 8
-    cores = int(board.get("cores", 8))
+    budget = _l1_budget(board)
     plans = {}
     for step in schedule.steps:
-        simd = _simd_plan(step, schedule, board, budget // cores)
-        plan = _Plan(step, schedule, budget, kernel_consts(step, simd), simd, cores)
+        simd = simd_plan(step, schedule, board)
+        plan = _Plan(step, schedule, budget, kernel_consts(step, simd), simd, int(board.get("cores", 8)))
         if step.kind in BAND_KINDS:
             _plan_band(plan)
         elif step.kind == "dense":
@@ -415,12 +413,18 @@ def _plans(schedule, board):
     return plans
 
 
-def _simd_plan(step, schedule, board, column_limit) -> dict:
-    """The SIMD kernel of a conv step on a SIMD board ({} otherwise). Weights streamed from L3
-    keep the band kernel: the L3 image and its staging hold the Schedule's own layout."""
+def _l1_budget(board) -> int:
+    # pi_l1_malloc hands out 8-byte multiples: plan within the largest one that fits
+    return int(board["memory"]["l1"].get("usable", board["memory"]["l1"]["bytes"])) // 8 * 8
+
+
+def simd_plan(step, schedule, board) -> dict:
+    """The SIMD kernel of a conv step on a SIMD board ({} otherwise; the tile plan may still
+    fall back to the band kernel when its tiles do not fit L1). Weights streamed from L3 keep
+    the band kernel: the L3 image and its staging hold the Schedule's own layout."""
     if step.kind != "conv2d" or not board.get("simd") or schedule.meta.get("weights_in") == "l3":
         return {}
-    return simd_kernel_plan(step, column_limit)
+    return simd_kernel_plan(step, _l1_budget(board) // int(board.get("cores", 8)))
 
 
 def kernel_consts(step, simd) -> dict:
@@ -435,7 +439,8 @@ def tile_plan(schedule, board: dict) -> list:
     """Per step: tiles, L1 bytes used (both buffers) and DMA bytes moved per inference. Steps
     that are not tiled (concat, transpose, recode) run on the fabric controller from L2."""
     return [{"step": s.name, "layer": s.layer, "kind": s.kind, "tiles": len(plan.tiles),
-             "l1_bytes": plan.l1_bytes, "dma_bytes": plan.dma_bytes, "on": "cluster" if plan.tiles else "fc"}
+             "l1_bytes": plan.l1_bytes, "dma_bytes": plan.dma_bytes, "on": "cluster" if plan.tiles else "fc",
+             "kernel": plan.simd.get("simd") or ("h" if _sdot_ok(s, schedule) else "plain")}
             for s, plan in zip(schedule.steps, _plans(schedule, board).values())]
 
 

@@ -21,8 +21,12 @@ class Gap8Target(RtlRuns, Target):
 
     def plan(self, schedule, board, options=None) -> dict:
         # The cluster's own tiles come from codegen/gap8.py at render time; the C kernels'
-        # stack buffers still count against L2 (layers the fabric controller runs use them).
-        return {s.name: mac_kernel_plan(s) for s in schedule.steps}
+        # stack buffers still count against L2 (layers the fabric controller runs use them),
+        # and so do the bytes the SIMD conv's weight layout adds.
+        from mcugen.codegen.gap8 import simd_plan
+        return {s.name: {**mac_kernel_plan(s), "layout_extra_bytes":
+                         simd_plan(s, schedule, board or {}).get("layout_extra_bytes", 0)}
+                for s in schedule.steps}
 
     def needs(self, schedule, board, plan, weights_in) -> dict:
         if weights_in != "l3":
@@ -50,6 +54,10 @@ class Gap8Target(RtlRuns, Target):
         for layer, tiles in zip(report["layers"], tile_plan(schedule, board)):
             layer.update(tiles=tiles["tiles"], l1_bytes=tiles["l1_bytes"],
                          dma_bytes=tiles["dma_bytes"], runs_on=tiles["on"])
+            if board.get("simd") and layer["macs"]:
+                layer["kernel"] = tiles["kernel"]        # the SIMD lanes of its conv kernel, or plain
+        if board.get("simd"):
+            report["simd"] = f"{board['name']} ({board['simd']})"
         totals = report["totals"]
         totals["dma_bytes"] = sum(layer["dma_bytes"] for layer in report["layers"])
         totals["l1_bytes_max"] = max(layer["l1_bytes"] for layer in report["layers"])
