@@ -56,7 +56,8 @@ def _region(name, ctype, role, src, per, itemsize):
 class _Plan:
     """One step's L1 layout and tiles. Regions: static (loaded once per step), block (per
     output-channel block, two slots), tile (per tile, two slots), out (per tile, two slots),
-    band (a conv tile's decoded input, filled and read by the cores within the tile: one slot)."""
+    band (a conv tile's decoded input, filled and read by the cores within the tile: one slot),
+    cols (the SIMD conv's per-core im2col columns, likewise one slot)."""
 
     def __init__(self, step, schedule, budget, consts, simd=None, cores=8):
         self.step, self.schedule, self.budget, self.cores = step, schedule, budget, cores
