@@ -128,10 +128,10 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
 @click.option("--n", default=8, show_default=True, help="random inputs when --inputs is not given")
 @click.option("--on", "on", default="host", show_default=True, type=click.Choice(RUN_PLACES),
               help="qemu: RV32IMC under qemu, recording per-layer instruction counts; rtl: the "
-                   "CV32E40P RTL (rv32 projects; SIMD kernels with --board cv32e40p), recording "
-                   "per-layer cycles")
+                   "CV32E40P RTL (rv32 and gap8 projects; SIMD kernels with --board cv32e40p or "
+                   "gap8), recording per-layer cycles (gap8: each core's share, one core at a time)")
 def simulate(project, inputs, output, raw, n, on):
-    """Build the generated C and run it on every input (host cc, or RV32 under qemu)."""
+    """Build the generated C and run it on every input (host cc, RV32 under qemu, or the CV32E40P RTL)."""
     from mcugen.codegen.project import require_project
     from mcugen.ir.schedule import Schedule
     from mcugen.pipeline import load_inputs
@@ -235,6 +235,64 @@ def boards():
                     f"{f['bram_18k']:,}, LUT {f['lut']:,}, FF {f['ff']:,}")
         click.echo(f"{name:14s} targets {','.join(board.get('targets', [])):10s} {mems}\n"
                    f"{'':14s} {board.get('description', '')}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--calib", required=True, type=click.Path(dir_okay=False),
+              help="calibration samples (.npy), as for build")
+@click.option("--eval", "eval_inputs", required=True, type=click.Path(dir_okay=False),
+              help="evaluation inputs (.npy), kept apart from the calibration samples")
+@click.option("--labels", type=click.Path(dir_okay=False),
+              help="their classes (.npy of integers): accuracy is top-1; without, agreement "
+                   "with the float model")
+@click.option("--target", default="rv32", show_default=True, type=click.Choice(list(TARGETS)))
+@click.option("--board", help="a board from `mcugen boards` (default: the target's own); points "
+              "that do not fit it are marked, not dropped")
+@click.option("--space", default="default", show_default=True,
+              help="default | full | FILE.toml (docs/explore.md)")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1),
+              help="points built in parallel processes")
+@click.option("--scheduler", help="tcp://HOST:PORT of a dask.distributed scheduler to run the "
+              "points on (pip install 'mcugen[cluster]'; workers must see the same paths)")
+@click.option("--measure", default="auto", show_default=True,
+              type=click.Choice(["auto", "qemu", "rtl", "none"]),
+              help="how each point's cost is counted: qemu (instructions, RV32IMC), rtl (cycles, "
+                   "CV32E40P), none; auto: qemu for host/rv32, rtl on SIMD boards")
+@click.option("--evaluate", default="auto", show_default=True,
+              type=click.Choice(["auto", "host", "reference"]),
+              help="what computes the integer outputs: the generated C on the host (checked "
+                   "against the reference on 16 inputs; fast) or the Python reference; auto: host "
+                   "for host/rv32")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+              help="explore directory (rerun to resume it)")
+@click.option("--force", is_flag=True, help="replace an explore directory of another sweep")
+def explore(model, calib, eval_inputs, labels, target, board, space, jobs, scheduler, measure,
+            evaluate, seed, out, force):
+    """Build MODEL over a space of configurations; tabulate and plot accuracy, flash, RAM and
+    cost with the Pareto front."""
+    from mcugen.explore import Interrupted, explore as run_explore
+    from mcugen.explore.job import load_array
+    from mcugen.explore.outputs import pareto_table
+    try:
+        sweep = run_explore(model, load_array(calib, "--calib"), load_array(eval_inputs, "--eval"),
+                            load_array(labels, "--labels") if labels else None, target=target,
+                            board=board, space=space, out=out, jobs=jobs, force=force, seed=seed,
+                            measure=measure, evaluate=evaluate, scheduler=scheduler,
+                            calib_path=calib,
+                            progress=_progress("explore, points done"))
+    except Interrupted as exc:
+        click.echo(f"mcugen: {exc}", err=True)
+        sys.exit(130)
+    failed = [r for r in sweep.records if r["status"] == "error"]
+    misfits = sum(r["status"] == "does not fit" for r in sweep.records)
+    click.echo(pareto_table(sweep.meta, sweep.records, sweep.fronts["pareto"]))
+    for record in failed:
+        click.echo(f"failed: {record['id']}: {record['error']}")
+    click.echo(f"explore: {sweep.total} points ({sweep.resumed} from an earlier run, {misfits} do "
+               f"not fit {sweep.meta['board']}, {len(failed)} failed); results in {out} "
+               f"(results.csv, index.html)")
 
 
 def main():

@@ -1,0 +1,96 @@
+"""What a point costs to run, per inference and per layer, and what that figure is.
+
+`qemu`: the project cross-compiled for RV32IMC runs one inference under qemu and minstret
+counts its instructions, exactly (C targets on boards without SIMD instructions, which qemu
+does not run). `rtl`: cycles of the CV32E40P RTL (SIMD boards; about a million cycles a
+second). Without a run, the hls target has its latency estimate (a model). The run's outputs
+are checked against the reference, so a measured point is also a verified one.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mcugen.errors import MCUGenError
+
+MEASURES = ("auto", "qemu", "rtl", "none")
+
+
+def resolve_measure(measure: str, target, board: dict) -> str:
+    """`auto`: qemu for C targets on boards without SIMD, the RTL on SIMD boards, else none
+    (GAP8 and HLS projects are not run: HLS has its estimate, GAP8 only flash and RAM)."""
+    if measure not in MEASURES:
+        raise MCUGenError(f"--measure takes {', '.join(MEASURES)}, not '{measure}'")
+    c_target = target.name in ("host", "rv32")
+    if measure == "auto":
+        if not c_target:
+            return "none"
+        return "rtl" if board.get("simd") else "qemu"
+    if measure != "none":
+        target.check_run_place(measure)
+        if measure == "qemu" and board.get("simd"):
+            raise MCUGenError(f"board '{board['name']}' has SIMD kernels qemu cannot run: "
+                              f"use --measure rtl or --measure none")
+    return measure
+
+
+def cost_spec(target_name: str, measure: str) -> dict | None:
+    """The cost column's name and label, or None when the sweep has no cost figure."""
+    first = "one inference on the first evaluation input"
+    if measure == "qemu" and target_name == "gap8":
+        return {"column": "gap8_est_cycles", "label": "GAP8 cluster cycles, estimated (a model on "
+                "qemu instruction counts, mcugen/cycle_model.py), " + first}
+    if measure == "qemu":
+        return {"column": "instructions", "label": "instructions, measured on qemu RV32IMC "
+                "(minstret), " + first}
+    if measure == "rtl":
+        return {"column": "cycles", "label": "cycles, measured on the CV32E40P RTL (ideal "
+                "memory), " + first}
+    if target_name == "hls":
+        return {"column": "hls_est_cycles", "label": "latency cycles, HLS estimate (a model "
+                "before synthesis)"}
+    return None
+
+
+def measure_point(path: Path, project, measure: str, x1: np.ndarray) -> dict:
+    """{"cost", "layer_costs" (step -> count), "model_o_bytes"} of a built point; {} if none."""
+    report = project.report
+    if measure == "none":
+        if "hls" not in report:
+            return {}
+        return {"cost": report["hls"]["latency_cycles"],
+                "layer_costs": {layer["step"]: layer.get("cycles") for layer in report["layers"]}}
+    profile = _run_profile(path, project.schedule, measure, x1)
+    (path / "profile.json").write_text(json.dumps(profile, indent=1))   # as `mcugen simulate` does
+    from mcugen.report import merge_profile
+    merged = merge_profile(copy.deepcopy(report), profile)
+    key = {"rtl": "rtl_cycles"}.get(measure, "est_cycles" if "gap8_model" in report else "instructions")
+    sections = profile["sections"]
+    return {"cost": merged["totals"].get(key),
+            "layer_costs": {layer["step"]: layer.get(key) for layer in merged["layers"]},
+            "model_o_bytes": sections["text"] + sections["rodata"] + sections["data"]}
+
+
+def _run_profile(path: Path, schedule, measure: str, x1: np.ndarray) -> dict:
+    """One inference on qemu or the RTL, checked against the reference; profile.json's record."""
+    from mcugen.reference.interpreter import quantize_input, run_codes
+    from mcugen.targets import target_of
+    from mcugen.verify import model_sizes
+    target = target_of(schedule)
+    x1 = x1.astype(np.float32)
+    run = target.run(target.build(path, on=measure), schedule, x1, on=measure)
+    expected = run_codes(schedule, quantize_input(schedule, x1)).reshape(len(x1), -1)
+    if not np.array_equal(run.outputs.reshape(len(x1), -1), expected):
+        raise MCUGenError(f"the generated C on {measure} differs from the reference on the first "
+                          f"evaluation input (run `mcugen verify {path} --on {measure}`)")
+    counted = "cycles" if measure == "rtl" else "instructions"
+    profile = run.profile
+    record = {counted: {"total": profile.get("total"),
+                        "steps": {s.name: profile.get(i) for i, s in enumerate(schedule.steps)}},
+              "sections": model_sizes(path)}
+    if "gap8" in profile:
+        record["gap8"] = {s.name: profile["gap8"].get(i) for i, s in enumerate(schedule.steps)}
+    return record
