@@ -4,14 +4,12 @@ runs the generated C), onnxruntime's float model, a brute-force Pareto check, PN
 and the files the HTML links to."""
 import csv
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
 from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pytest
