@@ -201,7 +201,9 @@ def _simd_lines(report) -> list:
                  _fmt(t.get("macs_per_cycle"), "float")))
     lines = [""] + _table(head, rows)
     lines.append(f"{report['simd']}: 8-bit cost = added relative weight reconstruction error of an "
-                 f"8-bit decode table; cycles measured on one core with ideal memory")
+                 f"8-bit decode table; cycles measured on one core with ideal memory"
+                 + ("" if "gap8_model" not in report else " (the emulation build: every core's share "
+                    "in turn and the emulated DMA copies; the cluster's estimate is the GAP8 table's)"))
     return lines
 
 
