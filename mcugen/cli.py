@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import click
 import numpy as np
@@ -97,14 +96,8 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
     """Quantize MODEL, lower it and emit a buildable project in OUT."""
     from mcugen.pipeline import build as run_build
     from mcugen.report import format_report
-    calib_data = None
-    if calib:
-        if not Path(calib).is_file():
-            raise MCUGenError(f"calibration file '{calib}' not found")
-        try:
-            calib_data = np.load(calib, allow_pickle=False)
-        except Exception:
-            raise MCUGenError(f"'{calib}' is not a .npy array (save samples with numpy.save)") from None
+    from mcugen.pipeline import load_array
+    calib_data = load_array(calib, "--calib") if calib else None
     target_options = {k: v for k, v in (("reuse", reuse), ("io", io), ("fit", fit)) if v is not None}
     project = run_build(model, target=target, board=board, out=out, force=force,
                         target_options=target_options,
@@ -148,7 +141,7 @@ def simulate(project, inputs, output, raw, n, on):
     click.echo(f"running {len(x)} inputs ...", err=True)
     run = target.run(exe, schedule, x.astype(np.float32), on=on)
     if on in ("qemu", "rtl"):
-        _record_profile(path, schedule, run.profile, "cycles" if on == "rtl" else "instructions")
+        _record_profile(path, schedule, run.profile, on)
     out = run.outputs.reshape((len(x),) + tuple(schedule.output["shape"][1:]))
     result = out if raw else dequantize_output(schedule, out)
     if output:
@@ -163,17 +156,13 @@ def simulate(project, inputs, output, raw, n, on):
             click.echo(str(result))
 
 
-def _record_profile(path, schedule, profile, counted="instructions"):
+def _record_profile(path, schedule, profile, on):
     """profile.json: per-step instructions (qemu) or cycles (the RTL) of one inference on RV32,
     and the model's sections."""
-    from mcugen.verify import model_sizes
-    record = {counted: {"total": profile.get("total"),
-                        "steps": {s.name: profile.get(i) for i, s in enumerate(schedule.steps)}},
-              "sections": model_sizes(path)}
-    if "gap8" in profile:
-        record["gap8"] = {s.name: profile["gap8"].get(i) for i, s in enumerate(schedule.steps)}
-    (path / "profile.json").write_text(json.dumps(record, indent=1))
-    where = "the CV32E40P RTL" if counted == "cycles" else "RV32IMC"
+    from mcugen.verify import profile_record
+    (path / "profile.json").write_text(json.dumps(profile_record(path, schedule, profile, on), indent=1))
+    counted = "cycles" if on == "rtl" else "instructions"
+    where = "the CV32E40P RTL" if on == "rtl" else "RV32IMC"
     click.echo(f"{counted} per inference on {where}: {profile.get('total'):,} "
                f"(per layer: mcugen report {path})")
 
@@ -273,7 +262,7 @@ def explore(model, calib, eval_inputs, labels, target, board, space, jobs, sched
     """Build MODEL over a space of configurations; tabulate and plot accuracy, flash, RAM and
     cost with the Pareto front."""
     from mcugen.explore import Interrupted, explore as run_explore
-    from mcugen.explore.job import load_array
+    from mcugen.pipeline import load_array
     from mcugen.explore.outputs import pareto_table
     try:
         sweep = run_explore(model, load_array(calib, "--calib"), load_array(eval_inputs, "--eval"),

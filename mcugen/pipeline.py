@@ -44,12 +44,16 @@ class Project:
                                       simulated_run(self.qgraph, x))
 
 
-def check_options(target, options: QuantOptions, board=None, calib_given=False):
-    if target not in TARGETS:
-        raise MCUGenError(f"unknown target '{target}'; known: {', '.join(TARGETS)}")
+def check_board_target(target, board):
     if board is not None and target not in board.get("targets", []):
         raise MCUGenError(f"board '{board['name']}' does not take target '{target}' "
                           f"(it takes: {', '.join(board.get('targets', []))})")
+
+
+def check_options(target, options: QuantOptions, board=None, calib_given=False):
+    if target not in TARGETS:
+        raise MCUGenError(f"unknown target '{target}'; known: {', '.join(TARGETS)}")
+    check_board_target(target, board)
     if options.method not in METHODS:
         raise MCUGenError(f"unknown method '{options.method}'; known: {', '.join(METHODS)}")
     if options.method == "nupes" and not calib_given:
@@ -217,12 +221,15 @@ def _emit(project, target, force):
     write_project(project.out, files, save_extra, force)
 
 
-def load_inputs(path, shape):
-    path = Path(path)
-    if not path.is_file():
-        raise MCUGenError(f"inputs file '{path}' not found")
+def load_array(path, option: str) -> np.ndarray:
+    """A .npy file given on the command line, or a one-line error naming the option."""
+    if not Path(path).is_file():
+        raise MCUGenError(f"{option} file '{path}' not found")
     try:
-        data = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except Exception:
-        raise MCUGenError(f"'{path}' is not a .npy array (save inputs with numpy.save)") from None
-    return coerce_inputs(data, shape)
+        raise MCUGenError(f"{option} '{path}' is not a .npy array (save it with numpy.save)") from None
+
+
+def load_inputs(path, shape):
+    return coerce_inputs(load_array(path, "--inputs"), shape)

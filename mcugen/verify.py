@@ -202,6 +202,18 @@ def locate_mismatch(project: Path, schedule: Schedule, x1: np.ndarray, index: in
     return f"input {index}: every step matches on the host; the difference is specific to the target"
 
 
+def profile_record(project: Path, schedule: Schedule, profile: dict, on: str) -> dict:
+    """What profile.json holds after one inference on qemu (instructions) or the RTL (cycles):
+    per-step counts by step name, the GAP8 emulation's counters if any, the model's sections."""
+    counted = "cycles" if on == "rtl" else "instructions"
+    record = {counted: {"total": profile.get("total"),
+                        "steps": {s.name: profile.get(i) for i, s in enumerate(schedule.steps)}},
+              "sections": model_sizes(project)}
+    if "gap8" in profile:
+        record["gap8"] = {s.name: profile["gap8"].get(i) for i, s in enumerate(schedule.steps)}
+    return record
+
+
 def model_sizes(project: Path) -> dict:
     """text / rodata / data / bss bytes of the model alone (model.c for RV32IMC at -O2; the
     harness and libc excluded), from riscv64-unknown-elf-size -A."""

@@ -234,7 +234,7 @@ def _plan_band(plan):
     plan.mode = "band"
     if plan.simd and _plan_simd_conv(plan, g):
         return
-    plan.simd, plan.consts, plan.regions = {}, dict(step.consts), []
+    plan.simd, plan.consts, plan.regions = {}, kernel_consts(step, {}), []
     if step.kind == "conv2d":
         _conv_const_regions(plan, step.params["weights_per_channel"])
     elif step.kind == "avgpool":

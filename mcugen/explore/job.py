@@ -111,13 +111,11 @@ def _sweep(out, context, meta, config, points, jobs, client, progress) -> Sweep:
 
 
 def _target_and_board(target, board):
-    from mcugen.boards import get_board
+    from mcugen.pipeline import _resolve_board, check_board_target
     from mcugen.targets import get_target
     tgt = get_target(target)
-    board_dict = get_board(board or tgt.default_board)
-    if tgt.name not in board_dict.get("targets", []):
-        raise MCUGenError(f"board '{board_dict['name']}' does not take target '{tgt.name}' "
-                          f"(it takes: {', '.join(board_dict.get('targets', []))})")
+    board_dict = _resolve_board(tgt.name, board)
+    check_board_target(tgt.name, board_dict)
     return tgt, board_dict
 
 
@@ -169,11 +167,3 @@ def _array_digest(array: np.ndarray) -> str:
     return _digest(f"{array.dtype.str}{array.shape}".encode() + array.tobytes())
 
 
-def load_array(path, option: str) -> np.ndarray:
-    """A .npy file given on the command line, or a one-line error naming the option."""
-    if not Path(path).is_file():
-        raise MCUGenError(f"{option} file '{path}' not found")
-    try:
-        return np.load(path, allow_pickle=False)
-    except Exception:
-        raise MCUGenError(f"{option} '{path}' is not a .npy array (save it with numpy.save)") from None

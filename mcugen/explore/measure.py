@@ -40,9 +40,10 @@ def resolve_measure(measure: str, target, board: dict) -> str:
 def cost_spec(target_name: str, measure: str) -> dict | None:
     """The cost column's name and label, or None when the sweep has no cost figure."""
     first = "one inference on the first evaluation input"
-    if measure == "qemu" and target_name == "gap8":
-        return {"column": "gap8_est_cycles", "label": "GAP8 cluster cycles, estimated (a model on "
-                "qemu instruction counts, mcugen/cycle_model.py), " + first}
+    if measure in ("qemu", "rtl") and target_name == "gap8":
+        counts = "qemu instruction counts" if measure == "qemu" else "per-core RTL cycles"
+        return {"column": "gap8_est_cycles", "label": f"GAP8 cluster cycles, estimated (a model on "
+                f"{counts}, mcugen/cycle_model.py), " + first}
     if measure == "qemu":
         return {"column": "instructions", "label": "instructions, measured on qemu RV32IMC "
                 "(minstret), " + first}
@@ -67,7 +68,7 @@ def measure_point(path: Path, project, measure: str, x1: np.ndarray) -> dict:
     (path / "profile.json").write_text(json.dumps(profile, indent=1))   # as `mcugen simulate` does
     from mcugen.report import merge_profile
     merged = merge_profile(copy.deepcopy(report), profile)
-    key = {"rtl": "rtl_cycles"}.get(measure, "est_cycles" if "gap8_model" in report else "instructions")
+    key = "est_cycles" if "gap8_model" in report else {"rtl": "rtl_cycles"}.get(measure, "instructions")
     sections = profile["sections"]
     return {"cost": merged["totals"].get(key),
             "layer_costs": {layer["step"]: layer.get(key) for layer in merged["layers"]},
@@ -76,21 +77,9 @@ def measure_point(path: Path, project, measure: str, x1: np.ndarray) -> dict:
 
 def _run_profile(path: Path, schedule, measure: str, x1: np.ndarray) -> dict:
     """One inference on qemu or the RTL, checked against the reference; profile.json's record."""
-    from mcugen.reference.interpreter import quantize_input, run_codes
-    from mcugen.targets import target_of
-    from mcugen.verify import model_sizes
-    target = target_of(schedule)
-    x1 = x1.astype(np.float32)
-    run = target.run(target.build(path, on=measure), schedule, x1, on=measure)
-    expected = run_codes(schedule, quantize_input(schedule, x1)).reshape(len(x1), -1)
-    if not np.array_equal(run.outputs.reshape(len(x1), -1), expected):
+    from mcugen.verify import compare, profile_record
+    result = compare(path, schedule, x1.astype(np.float32), on=measure)
+    if result.mismatches:
         raise MCUGenError(f"the generated C on {measure} differs from the reference on the first "
                           f"evaluation input (run `mcugen verify {path} --on {measure}`)")
-    counted = "cycles" if measure == "rtl" else "instructions"
-    profile = run.profile
-    record = {counted: {"total": profile.get("total"),
-                        "steps": {s.name: profile.get(i) for i, s in enumerate(schedule.steps)}},
-              "sections": model_sizes(path)}
-    if "gap8" in profile:
-        record["gap8"] = {s.name: profile["gap8"].get(i) for i, s in enumerate(schedule.steps)}
-    return record
+    return profile_record(path, schedule, result.profile, measure)
