@@ -107,7 +107,9 @@ def run_harness(exe: Path, x: np.ndarray, n_out: int, trace_bytes: int = 0, on="
         fin, fout, ftrace = (Path(tmp) / n for n in ("in.f32", "out.i32", "trace.bin"))
         np.ascontiguousarray(x, dtype=np.float32).tofile(fin)
         files = [fin, fout] + ([ftrace] if trace_bytes else [])
-        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="print_stacktrace=1")
+        # use-after-return: a local whose address outlives its function (a device's conf)
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:detect_stack_use_after_return=1",
+                   UBSAN_OPTIONS="print_stacktrace=1")
         try:
             done = subprocess.run(_command(exe, files, on), capture_output=True, text=True,
                                   timeout=timeout, env=env, stdin=subprocess.DEVNULL)

@@ -101,17 +101,27 @@ PULP_STAND_INS = """
 """
 
 
+# What each GAP SDK flavour's makefiles define for GAP8 (PulpOS: __pulp__ and __GAP8__ among
+# others; FreeRTOS: __GAP8__), and the emulation's switch to that flavour's runtime behaviour.
+FLAVOURS = {"pulpos": "-D__pulp__ -D__GAP8__ -D__PULP_OS__", "freertos": "-D__GAP8__ -D__FREERTOS__ -DPI_EMU_FREERTOS"}
+
+
+@pytest.mark.parametrize("flavour", list(FLAVOURS))
 @pytest.mark.parametrize("decode_bits", ["8", "16"])
-def test_gap8_pulp_branch_of_the_isa_layer_with_stand_in_builtins(decode_bits, tmp_path, host_cc):
-    """The kernels' __pulp__ branch (what GAP8's GCC compiles) gives the reference's outputs."""
+def test_gap8_pulp_branch_of_the_isa_layer_with_stand_in_builtins(decode_bits, flavour, tmp_path, host_cc):
+    """Both SDK flavours take the kernels' Xpulp branch (what GAP8's GCC compiles), and it gives
+    the reference's outputs."""
     import subprocess
     from mcugen.reference.interpreter import quantize_input, run_codes
     from mcugen.verify import run_harness
     schedule = gap8_schedule(tmp_path, "kernel_5x2_stride_2x1", decode_bits)
     project = write_gap8(schedule, tmp_path / "proj")
     assert "isa_dot4x2_" in (project / "model.c").read_text()
+    seen = subprocess.run(["cc", "-E", *FLAVOURS[flavour].split(), "-Ipmsis_emu", "model.c"], cwd=project,
+                          capture_output=True, text=True, check=True).stdout
+    assert "__builtin_pulp_sdotsp" in seen, f"{flavour} does not take the Xpulp branch"
     (project / "pulp_stand_ins.h").write_text(PULP_STAND_INS)
-    flags = "-O2 -D__pulp__ -include pulp_stand_ins.h"
+    flags = f"-O2 {FLAVOURS[flavour]} -include pulp_stand_ins.h"
     done = subprocess.run(["make", "-s", "-f", "emu.mk", "-C", str(project), "BUILD=build/pulp",
                            "CC=cc", f"CFLAGS={flags}"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

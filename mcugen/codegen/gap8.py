@@ -414,9 +414,32 @@ def _plans(schedule, board):
     return plans
 
 
-def _l1_budget(board) -> int:
+# The runtimes' cluster stacks when a task leaves their sizes at 0 (PulpOS and FreeRTOS alike)
+DEFAULT_STACK, DEFAULT_SLAVE_STACK = 0x800, 0x400
+
+
+def l1_layout(board) -> dict:
+    """The cluster's L1 as the plan sees it (boards/gap8.toml says where each number comes from):
+    the heap the runtime allocates from (the link script's L1 less what precedes the heap), less
+    a stated reserve for the runtime's own L1 data, holds the cluster stacks the project asks for
+    and the layers' buffer (one pi_l1_malloc); `budget` is what the tiles may use."""
+    l1, cores = board["memory"]["l1"], int(board.get("cores", 8))
+    heap = int(l1.get("heap", l1["bytes"]))
+    reserve = int(l1.get("runtime_reserve", 0))
+    stack = int(l1.get("stack_bytes", DEFAULT_STACK))
+    slave = int(l1.get("slave_stack_bytes", DEFAULT_SLAVE_STACK))
+    stacks = _align8(stack + slave * (cores - 1))
     # pi_l1_malloc hands out 8-byte multiples: plan within the largest one that fits
-    return int(board["memory"]["l1"].get("usable", board["memory"]["l1"]["bytes"])) // 8 * 8
+    return {"heap": heap, "runtime_reserve": reserve, "stack": stack, "slave_stack": slave,
+            "stacks": stacks, "emu_bytes": heap - reserve, "budget": (heap - reserve - stacks) // 8 * 8}
+
+
+def _align8(n: int) -> int:
+    return (n + 7) // 8 * 8
+
+
+def _l1_budget(board) -> int:
+    return l1_layout(board)["budget"]
 
 
 def simd_plan(step, schedule, board) -> dict:
@@ -462,7 +485,7 @@ def template_context(schedule, model_file: str, board: dict) -> dict:
     from mcugen.codegen.gap8_l3 import board_layout
     plans = _plans(schedule, board)
     codes, expected = _board_samples(schedule)
-    l1 = board["memory"]["l1"]
+    l1 = l1_layout(board)
     context = host.template_context(schedule, model_file, {name: p.simd for name, p in plans.items()})
     layout = board_layout(schedule, board) if schedule.meta.get("weights_in") == "l3" else None
     schedule_consts = {s.name: s.consts for s in schedule.steps}
@@ -477,7 +500,8 @@ def template_context(schedule, model_file: str, board: dict) -> dict:
         "uses_tiles": any(p.tiles for p in plans.values()),
         "sdot": {s.name: _sdot_ok(s, schedule) for s in schedule.steps},
         "l1_alloc_bytes": max([ALIGN] + [p.l1_bytes for p in plans.values()]),
-        "l1_emu_bytes": int(l1.get("usable", l1["bytes"])),
+        "l1_emu_bytes": l1["emu_bytes"],
+        "l1": l1,
         "l3_emu_bytes": int(board["memory"].get("l3", {}).get("bytes", 0)),
         "cores": int(board.get("cores", 8)),
         "board": board,

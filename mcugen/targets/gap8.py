@@ -5,6 +5,7 @@ core, one core at a time)."""
 from __future__ import annotations
 
 from mcugen.codegen.kernel_plan import mac_kernel_plan
+from mcugen.errors import MCUGenError
 from mcugen.targets.base import Target
 from mcugen.targets.rtl import RtlRuns
 
@@ -23,10 +24,24 @@ class Gap8Target(RtlRuns, Target):
         # The cluster's own tiles come from codegen/gap8.py at render time; the C kernels'
         # stack buffers still count against L2 (layers the fabric controller runs use them),
         # and so do the bytes the SIMD conv's weight layout adds.
-        from mcugen.codegen.gap8 import simd_plan
-        return {s.name: {**mac_kernel_plan(s), "layout_extra_bytes":
+        # The cluster's L1 (tiles, stacks, the runtime's reserve) is checked with the rest, so a
+        # layer that fits no tiling sends the lowering to its smaller-table fallbacks first.
+        from mcugen.codegen.gap8 import simd_plan, tile_plan
+        plan = {s.name: {**mac_kernel_plan(s), "layout_extra_bytes":
                          simd_plan(s, schedule, board or {}).get("layout_extra_bytes", 0)}
                 for s in schedule.steps}
+        if board:
+            try:
+                tile_plan(schedule, board)
+            except MCUGenError as error:
+                for step_plan in plan.values():
+                    step_plan["l1_error"] = str(error)
+        return plan
+
+    def shortfalls(self, schedule, board, plan, weights_in=None) -> list:
+        short = super().shortfalls(schedule, board, plan, weights_in)
+        errors = {p["l1_error"] for p in plan.values() if "l1_error" in p}
+        return short + [("l1", error) for error in sorted(errors)]
 
     def needs(self, schedule, board, plan, weights_in) -> dict:
         if weights_in != "l3":
