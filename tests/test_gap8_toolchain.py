@@ -200,3 +200,16 @@ def test_the_cluster_configuration_outlives_its_open(tmp_path, host_cc):
     result = compare(tmp_path / "proj", project.schedule, verify_inputs(project.schedule, 5, seed=1),
                      sanitize=True)
     assert result.mismatches == 0 and result.n == 7, result.first
+
+
+def test_a_layer_that_fits_no_l1_tiling_is_a_shortfall_of_the_fit_check(tmp_path):
+    """The L1 check is the target's, with the board's other budgets: the build stops before it
+    writes anything, naming the board, the layer and the budget."""
+    board = get_board("gap8")
+    board["memory"]["l1"] = dict(board["memory"]["l1"], heap=4096 + gap8.l1_layout(board)["stacks"] + 128)
+    with pytest.raises(mcugen.MCUGenError) as error:
+        mcugen.build(shared_model("mnist8"), target="gap8", board=board, out=tmp_path / "proj",
+                     encoder="threshold", input_range=(0.0, 1.0))
+    assert re.search(r"does not fit board 'gap8': layer '.+' \(\w+\) does not fit the GAP8 L1 budget "
+                     r"of 4,096 B", str(error.value)), str(error.value)
+    assert not (tmp_path / "proj").exists()
