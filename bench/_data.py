@@ -21,9 +21,11 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-MODELS = "/work/shared/models"
+MODELS = str(Path(__file__).resolve().parents[1] / "models")
 
 # data-free input ranges (what a user passes as --input-range)
 INPUT_RANGES = {

@@ -526,7 +526,7 @@ def hls4ml_result(model_path, x, labels=None, timeout=400, work_dir=None) -> dic
 
 # ---------------------------------------------------------------- the benchmark table (main)
 
-SHARED = Path("/work/shared/models")
+SHARED = Path(__file__).resolve().parents[1] / "models"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

@@ -35,7 +35,7 @@ from _data import require_rv32_tools
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-MODELS_DIR = REPO.parent / "shared" / "models"
+MODELS_DIR = REPO / "models"
 MODELS = {"mnist8": (0.0, 255.0), "resnet8": (0.0, 255.0), "kws_dscnn": (-30.0, 30.0)}
 ENCODERS = ("threshold", "lut", "pade", "auto")
 ACTIVATIONS = {"Relu": ("Relu", {}), "LeakyRelu(0.1)": ("LeakyRelu", {"alpha": 0.1}),

@@ -2,7 +2,7 @@
 
     python bench/gap8.py [--models resnet8,kws_dscnn,mnist8] [--keep DIR]
 
-For each shared model (../shared/models, input ranges as in tests/conftest.py MODELS), power
+For each model in models/ ( input ranges as in tests/conftest.py MODELS), power
 W4A4 (`--wbits 4 --abits 4`, first/last MAC layers 8-bit weights as by default):
 `mcugen.build(..., target="gap8")`, `mcugen simulate --on qemu --n 1`, then `report --json`.
 Prints one markdown table: MACs; busiest-core instructions per MAC (the busiest core's

@@ -2,7 +2,7 @@
 
     python bench/riscv.py [--models resnet8,mnist8] [--keep DIR]
 
-For each shared model (../shared/models, input ranges as in tests/conftest.py MODELS) and two
+For each model in models/ ( input ranges as in tests/conftest.py MODELS) and two
 configurations, uniform W8A8 (`--scheme uniform --wbits 8 --abits 8`) and power W4A8
 (`--scheme power --wbits 4 --abits 8`, first/last MAC layers 8-bit weights as by default):
 `mcugen build --target rv32`, `mcugen simulate --on qemu --n 1`, then the report. Prints one
@@ -25,7 +25,7 @@ from pathlib import Path
 from _data import require_rv32_tools
 
 REPO = Path(__file__).resolve().parent.parent
-MODELS_DIR = REPO.parent / "shared" / "models"
+MODELS_DIR = REPO / "models"
 MODELS = {"mnist8": (0.0, 255.0), "mnist_mlp_bn": (0.0, 1.0), "sine": (0.0, 6.2832),
           "resnet8": (0.0, 255.0), "kws_dscnn": (-30.0, 30.0)}      # tests/conftest.py MODELS
 CONFIGS = {"uniform W8A8": ["--scheme", "uniform", "--wbits", "8", "--abits", "8"],

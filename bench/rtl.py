@@ -7,7 +7,7 @@ MEASURED: cycles of one inference on one OpenHW CV32E40P core, its RTL v1.8.3 (P
 pythondata-cpu-cv32e40p; its docs name release v1.8.3, its git describe v1.0.1-1764-g360d272:
 printed at start) with COREV_PULP=1 and no FPU, under Verilator, every memory request
 answered in the next cycle (ideal memory: zero wait states; a real SoC adds them). Per shared
-model (../shared/models, input ranges as in bench/riscv.py MODELS) and configuration, uniform
+model (models/, input ranges as in bench/riscv.py MODELS) and configuration, uniform
 W8A8 (`--scheme uniform --wbits 8 --abits 8`), power W4A8 (`--scheme power --wbits 4 --abits 8`)
 and power W4A4 (`--scheme power --wbits 4 --abits 4`), every other option at its default (first
 and last MAC layers at 8-bit weights), two projects are built and each run once on the RTL:

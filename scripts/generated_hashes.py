@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from mcugen.pipeline import build
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
+SHARED = Path(__file__).resolve().parents[1] / "models"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MODELS = sorted(SHARED.glob("*.onnx")) + [EXAMPLES / "digits_cnn.onnx", EXAMPLES / "act_digits.onnx"]
 CONFIGS = {"w8a8": dict(), "w4a4": dict(wbits=4, abits=4), "w4a8codes": dict(wbits=4, abits=8, weight_storage="codes"),

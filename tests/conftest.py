@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_MODELS = Path(os.environ.get("MCUGEN_SHARED", REPO.parent / "shared")) / "models"
+SHARED_MODELS = REPO / "models"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-# the shared models, with the input range each expects (see ../shared/models/README.md)
+# the real models in models/, with the input range each expects (models/README.md)
 MODELS = {
     "mnist8": (0.0, 255.0),
     "mnist_mlp_bn": (0.0, 1.0),
