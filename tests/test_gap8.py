@@ -144,14 +144,29 @@ def test_gap8_emulation_on_rv32_under_qemu(name, tmp_path, host_cc):
     assert build_harness(out, on="qemu", makefile="emu.mk").name == "model_test.elf"
 
 
-def test_gap8_board_main_checks_itself_against_the_reference():
-    schedule = schedule_of("sine")
-    files = gap8.render(schedule, "sine.onnx")
-    from mcugen.reference.interpreter import quantize_input, run_codes
-    lo, hi = schedule.meta["input_range"]
-    x = np.full((1, 1), hi, dtype=np.float32)
-    want = int(run_codes(schedule, quantize_input(schedule, x)).reshape(-1)[0])
-    assert f"{{ {want} }}" in files["main.c"]
+def run_board_main(project, name):
+    """The board's own program (main.c + model.c) built against the PMSIS emulation and run."""
+    exe = project / name
+    subprocess.run(["cc", "-O1", "-Wall", "-Wextra", "-Werror", "-Ipmsis_emu", "-o", name, "main.c",
+                    "model.c", "pmsis_emu/pmsis.c"], cwd=project, check=True, capture_output=True)
+    return subprocess.run([str(exe)], cwd=project, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name", ["sine", "kws_dscnn"])
+def test_gap8_board_main_checks_itself_against_the_reference(name, tmp_path, host_cc):
+    """main.c passes on its baked-in inputs, and reports one corrupted expected value."""
+    project = write_gap8(schedule_of(name), tmp_path / "proj")
+    done = run_board_main(project, "board")
+    assert done.returncode == 0 and done.stdout.rstrip().endswith("PASS"), done.stdout + done.stderr
+    assert len(re.findall(r"sample \d+: \d+ cycles, 0 of \d+ outputs differ", done.stdout)) == gap8.BOARD_SAMPLES
+    main_c = (project / "main.c").read_text()
+    table = main_c.index("expected[N_SAMPLES][MODEL_OUTPUT_SIZE] = {")
+    row = main_c.index("{ ", table + 45) + 2                   # the first expected value
+    value = re.match(r"-?\d+", main_c[row:]).group(0)
+    (project / "main.c").write_text(main_c[:row] + str(int(value) + 1) + main_c[row + len(value):])
+    done = run_board_main(project, "board_corrupt")
+    assert done.returncode != 0 and done.stdout.rstrip().endswith("FAIL"), done.stdout
+    assert re.search(r"sample 0: \d+ cycles, 1 of \d+ outputs differ", done.stdout), done.stdout
 
 
 def test_gap8_untiled_steps_run_on_the_fc_bit_exact(tmp_path, host_cc):

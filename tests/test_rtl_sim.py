@@ -302,10 +302,9 @@ def test_streams_console_and_exit_codes(programs):
 
 
 def test_a_program_that_never_exits_hits_max_cycles(programs):
-    started = time.monotonic()
     with pytest.raises(MCUGenError, match=r"ran past max_cycles=200,000 without writing RTL_EXIT") as error:
         run_program(programs["forever"], b"", max_cycles=200_000)
-    assert "\n" not in str(error.value) and time.monotonic() - started < 10
+    assert "\n" not in str(error.value)
 
 
 def test_a_wfi_that_nothing_can_wake_stops_at_once(programs):
@@ -346,10 +345,13 @@ def test_without_corev_pulp_the_first_simd_instruction_traps(programs):
     print(f"COREV_PULP=0 build and runs: {time.monotonic() - started:.1f} s")
 
 
-def test_the_build_is_cached_and_reused(sim):
-    started = time.monotonic()
-    assert build_simulator() == sim
-    assert time.monotonic() - started < 2
+def test_the_build_is_cached_and_reused(sim, monkeypatch):
+    """A second request verilates nothing: the cached harness is handed back as it is."""
+    def no_second_build(build, corev_pulp, progress):
+        raise AssertionError("the simulator was built again")
+    monkeypatch.setattr(simulator, "_build_into", no_second_build)
+    stamp = sim.stat().st_mtime_ns
+    assert build_simulator() == sim and sim.stat().st_mtime_ns == stamp
     assert sim.is_file() and sim.parent.name.startswith("cv32e40p-pulp1-")
 
 
