@@ -1,7 +1,6 @@
 """mcugen: power-quantized, integer-only code generation from ONNX, bit-exact against its reference."""
 from mcugen.errors import MCUGenError
-
-__version__ = "0.1.0"
+from mcugen.version import __version__
 
 
 def build(model, target="host", out=None, **options):

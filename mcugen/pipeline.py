@@ -15,7 +15,8 @@ from mcugen.lower.lowering import lower
 from mcugen.passes import run_flow
 from mcugen.quant.calibrate import check_calibration, coerce_inputs
 from mcugen.quant.power import SCHEMES
-from mcugen.quant.qgraph import METHODS, QuantOptions, quantize
+from mcugen.quant.methods import quantize
+from mcugen.quant.qgraph import METHODS, QuantOptions
 from mcugen.report import build_report
 from mcugen.targets import TARGETS, get_target
 

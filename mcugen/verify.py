@@ -8,7 +8,6 @@ names the first step whose output differs, with the element, expected and actual
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,127 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mcugen.codegen.project import recording_new_files
 from mcugen.errors import MCUGenError
 from mcugen.ir.schedule import Schedule
+from mcugen.reference.inputs import verify_inputs
 from mcugen.reference.interpreter import quantize_input, run_codes
+from mcugen.runners import INSTALL_HINT, RV_CC
+from mcugen.targets import target_of
 
-HOST_TIMEOUT = 600
-QEMU = "qemu-system-riscv32"
-RV_CC = "riscv64-unknown-elf-gcc"
-INSTALL_HINT = ("apt-get install gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf "
-                "qemu-system-misc")
-# RISC-V mcause codes of the exceptions a generated program may hit (qemu and the RTL)
-FAULT_CAUSES = {0: "misaligned fetch", 1: "instruction access fault", 2: "illegal instruction",
-                3: "breakpoint", 4: "misaligned load", 5: "load access fault",
-                6: "misaligned store", 7: "store access fault", 11: "ecall"}
-
-
-# places that run a cross-compiled RV32 build: the make goal and the ELF it makes, the same in
-# every target's makefile (rv32: Makefile; gap8: emu.mk, its PMSIS emulation build)
-CROSS_GOALS = {"qemu": ("rv32", "model_test.elf"), "rtl": ("rtl", "model_rtl.elf")}
-
-
-def find_cc() -> str:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise MCUGenError("no C compiler found: install gcc (apt-get install gcc) or set CC")
-    return cc
-
-
-def build_harness(project: Path, variant: str = "", sanitize=False, trace=False, on="host",
-                  makefile="Makefile") -> Path:
-    """make in the project; returns the harness executable (an ELF for qemu). `makefile`: the
-    target's (GAP8 projects keep the SDK's Makefile and build the emulation from emu.mk)."""
-    if shutil.which("make") is None:
-        raise MCUGenError("`make` not found: install it (apt-get install make)")
-    build = f"build/{variant or on}"
-    cmd = ["make", "-s", "-f", makefile, "-C", str(project), f"BUILD={build}"]
-    if on in CROSS_GOALS:
-        if shutil.which(RV_CC) is None:
-            raise MCUGenError(f"{RV_CC} not found: {INSTALL_HINT}")
-        cmd.append(CROSS_GOALS[on][0])
-    else:
-        cmd.append(f"CC={find_cc()}")
-    cmd += ["SANITIZE=1"] if sanitize else []
-    cmd += ["TRACE=1"] if trace else []
-    with recording_new_files(project):     # so that `build --force` knows build/ for mcugen's
-        done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        errors = [line for line in lines if "error" in line] or lines or ["make failed"]
-        raise MCUGenError(f"the generated C did not compile: {errors[0]}")
-    return project / build / (CROSS_GOALS[on][1] if on in CROSS_GOALS else "model_test")
-
-
-@dataclass
-class RunResult:
-    outputs: np.ndarray
-    trace: np.ndarray | None = None
-    profile: dict = field(default_factory=dict)     # parse_profile's: instructions or cycles
-
-
-def _command(exe: Path, files, on):
-    if on != "qemu":
-        return [str(exe)] + [str(f) for f in files]
-    if shutil.which(QEMU) is None:
-        raise MCUGenError(f"{QEMU} not found: {INSTALL_HINT}")
-    args = ",".join(f"arg={f}" for f in files)
-    return [QEMU, "-machine", "virt", "-bios", "none", "-nographic", "-icount", "shift=0",
-            "-semihosting-config", f"enable=on,target=native,{args}", "-kernel", str(exe)]
-
-
-def _failure(done, on):
-    text = (done.stdout or "") + (done.stderr or "")
-    if on == "qemu" and "RISCV fault" in text:
-        cause = re.search(r"mcause:\s*0x([0-9a-f]+)", text)
-        pc = re.search(r"mepc:\s*0x([0-9a-f]+)", text)
-        code = int(cause.group(1), 16) if cause else -1
-        return (f"the generated program trapped on RV32: {FAULT_CAUSES.get(code, f'mcause {code}')}"
-                f" at pc 0x{pc.group(1) if pc else '?'}")
-    tail = text.strip().splitlines()[-3:]
-    return f"the generated program failed (exit {done.returncode}): {' | '.join(tail)}"
-
-
-def run_harness(exe: Path, x: np.ndarray, n_out: int, trace_bytes: int = 0, on="host",
-                timeout=HOST_TIMEOUT) -> RunResult:
-    """Float32 inputs (N, ...) -> raw int32 outputs (N, n_out), with trace and profile."""
-    with tempfile.TemporaryDirectory(prefix="mcugen") as tmp:
-        fin, fout, ftrace = (Path(tmp) / n for n in ("in.f32", "out.i32", "trace.bin"))
-        np.ascontiguousarray(x, dtype=np.float32).tofile(fin)
-        files = [fin, fout] + ([ftrace] if trace_bytes else [])
-        # use-after-return: a local whose address outlives its function (a device's conf)
-        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:detect_stack_use_after_return=1",
-                   UBSAN_OPTIONS="print_stacktrace=1")
-        try:
-            done = subprocess.run(_command(exe, files, on), capture_output=True, text=True,
-                                  timeout=timeout, env=env, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise MCUGenError(f"the generated program ran longer than {timeout} s ({on})") from None
-        if done.returncode != 0:
-            raise MCUGenError(_failure(done, on))
-        out = np.fromfile(fout, dtype=np.int32).reshape(-1, n_out)
-        if len(out) != len(x):
-            raise MCUGenError(f"the generated program wrote {len(out)} of {len(x)} outputs ({on})")
-        trace = np.fromfile(ftrace, dtype=np.uint8) if trace_bytes else None
-        fprof = Path(f"{fout}.prof")
-        profile_text = fprof.read_text() if fprof.is_file() else ""
-    return RunResult(out, trace, parse_profile(profile_text))
-
-
-GAP8_COUNTERS = ("cores_longest", "cores_total", "emulation", "transfers", "forks")
-
-
-def parse_profile(text: str) -> dict:
-    """"total" and step index -> instructions (qemu) or cycles (the RTL); "gap8": step index ->
-    the PMSIS emulation's counters in the same unit (gap8 projects only)."""
-    profile = {}
-    for key, count in re.findall(r"mcugen-profile (\w+) (\d+)", text):
-        profile[key if key == "total" else int(key)] = int(count)
-    for line in re.findall(r"mcugen-gap8 ([\d ]+)", text):
-        index, *values = map(int, line.split())
-        profile.setdefault("gap8", {})[index] = dict(zip(GAP8_COUNTERS, values))
-    return profile
+__all__ = ["compare", "verify_inputs", "VerifyResult", "profile_record", "model_sizes"]
 
 
 @dataclass
@@ -149,26 +35,9 @@ class VerifyResult:
     profile: dict = field(default_factory=dict)
 
 
-def verify_inputs(schedule: Schedule, n: int, seed: int, extra=None) -> np.ndarray:
-    lo, hi = schedule.meta["input_range"]
-    rng = np.random.default_rng(seed)
-    shape = tuple(schedule.input["shape"][1:])
-    x = rng.uniform(lo, hi, size=(n,) + shape)
-    edges = np.stack([np.full(shape, lo), np.full(shape, hi)])    # the range's own ends
-    parts = [edges, x] + ([extra] if extra is not None else [])
-    return np.concatenate(parts).astype(np.float32)
-
-
-def qemu_timeout(schedule: Schedule, n: int) -> float:
-    """Generous: qemu runs well over 50 M instructions a second; 200 instructions per MAC."""
-    macs = sum(s.info.get("macs", 0) for s in schedule.steps) + 10_000
-    return 60 + n * macs * 200 / 50e6
-
-
 def compare(project: Path, schedule: Schedule, x: np.ndarray, sanitize=False, on="host") -> VerifyResult:
     """Build the project for its target (mcugen/targets), run it on x, compare with the
     reference; on a difference the target names the first differing layer it can."""
-    from mcugen.targets import target_of
     target = target_of(schedule)
     target.check_run_place(on, schedule)
     exe = target.build(project, "asan" if sanitize else "", sanitize=sanitize, on=on)
@@ -181,27 +50,6 @@ def compare(project: Path, schedule: Schedule, x: np.ndarray, sanitize=False, on
     return VerifyResult(len(x), int(bad.size),
                         target.locate_mismatch(project, schedule, x[first:first + 1], first),
                         run.profile)
-
-
-def locate_mismatch(project: Path, schedule: Schedule, x1: np.ndarray, index: int,
-                    makefile="Makefile") -> str:
-    """Run one failing input through the host trace build and name the first differing step."""
-    exe = build_harness(project, "trace", trace=True, makefile=makefile)
-    total = sum(schedule.buffers[s.output].nbytes for s in schedule.steps)
-    trace = run_harness(exe, x1, int(np.prod(schedule.output["shape"])), trace_bytes=total).trace
-    _, expected = run_codes(schedule, quantize_input(schedule, x1), trace=True)
-    pos = 0
-    for step in schedule.steps:
-        buf = schedule.buffers[step.output]
-        got = trace[pos:pos + buf.nbytes].view(np.dtype(buf.dtype)).astype(np.int64)
-        pos += buf.nbytes
-        want = expected[step.name].reshape(-1)
-        diff = np.nonzero(got != want)[0]
-        if diff.size:
-            e = int(diff[0])
-            return (f"input {index}: layer '{step.layer}' (step {step.name}, {step.kind}) element {e}: "
-                    f"expected {int(want[e])}, got {int(got[e])}")
-    return f"input {index}: every step matches on the host; the difference is specific to the target"
 
 
 def profile_record(project: Path, schedule: Schedule, profile: dict, on: str) -> dict:

@@ -11,7 +11,8 @@ import mcugen
 from conftest import MODELS, shared_model
 from mcugen.codegen import host
 from mcugen.ir.schedule import ITEMSIZE
-from mcugen.verify import compare, find_cc, verify_inputs
+from mcugen.runners import find_cc
+from mcugen.verify import compare, verify_inputs
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-fstrict-aliasing",
           "-Wstrict-aliasing"]

@@ -17,7 +17,7 @@ from mcugen.lower.encoders.base import EncodeRequest
 from mcugen.lower.encoders.exact import float_encoder
 from mcugen.lower.encoders.pade import Pade, negative_slopes
 from mcugen.quant.power import Encoding
-from mcugen.verify import RV_CC, _command, find_cc
+from mcugen.runners import RV_CC, find_cc, harness_command
 
 PADE = Pade()
 RNG = np.random.default_rng(29)
@@ -292,7 +292,7 @@ def test_c_snippet_matches_run_on_rv32_under_qemu(c_program):
     elf = c_program.dir / "harness.elf"
     subprocess.run([RV_CC, *RV_FLAGS, *layout, str(c_program.dir / "harness.c"), "-o", str(elf)], check=True)
     out = c_program.dir / "rv32.i32"
-    done = subprocess.run(_command(elf, [c_program.dir / "in.i32", out], "qemu"), capture_output=True,
+    done = subprocess.run(harness_command(elf, [c_program.dir / "in.i32", out], "qemu"), capture_output=True,
                           text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
     check_outputs(c_program, out)

@@ -16,7 +16,8 @@ from conftest import MODELS, require_tool, shared_model
 from mcugen.boards import get_board
 from mcugen.codegen import gap8
 from mcugen.errors import MCUGenError
-from mcugen.verify import build_harness, compare, verify_inputs
+from mcugen.runners import build_harness
+from mcugen.verify import compare, verify_inputs
 
 _SCHEDULES = {}
 

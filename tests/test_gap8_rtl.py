@@ -14,7 +14,8 @@ import mcugen
 from conftest import MODELS, require_tool, shared_model
 from mcugen.boards import get_board
 from mcugen.rtl.simulator import run_program
-from mcugen.verify import build_harness, compare, parse_profile, verify_inputs
+from mcugen.runners import build_harness, parse_profile
+from mcugen.verify import compare, verify_inputs
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def test_gap8_project_is_bit_exact_on_the_rtl(mnist8_gap8, rtl_tools):
     done = cli("verify", out, "--on", "rtl", "--n", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verify: 3 inputs on rtl, 0 differences (bit-exact)" in done.stdout
-    # the goal and ELF of verify.CROSS_GOALS["rtl"], from emu.mk (the Makefile is the SDK's)
+    # the goal and ELF of runners.CROSS_GOALS["rtl"], from emu.mk (the Makefile is the SDK's)
     assert (out / "build" / "rtl" / "model_rtl.elf").is_file()
     assert build_harness(out, on="rtl", makefile="emu.mk").name == "model_rtl.elf"
 

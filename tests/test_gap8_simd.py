@@ -113,7 +113,7 @@ def test_gap8_pulp_branch_of_the_isa_layer_with_stand_in_builtins(decode_bits, f
     the reference's outputs."""
     import subprocess
     from mcugen.reference.interpreter import quantize_input, run_codes
-    from mcugen.verify import run_harness
+    from mcugen.runners import run_harness
     schedule = gap8_schedule(tmp_path, "kernel_5x2_stride_2x1", decode_bits)
     project = write_gap8(schedule, tmp_path / "proj")
     assert "isa_dot4x2_" in (project / "model.c").read_text()

@@ -14,6 +14,7 @@ import numpy as np
 
 from mcugen.boards import get_board
 from mcugen.codegen import host
+from mcugen.codegen.gap8_l3 import BAND_KINDS, board_layout, l3_image
 from mcugen.codegen.render import render_all
 from mcugen.errors import MCUGenError
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
@@ -28,8 +29,6 @@ FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2"
          "mcugen_isa.h": "mcugen_isa.h.j2",   # the ISA layer the kernels share (templates/common)
          "emu_main_rtl.c": "emu_main_rtl.c.j2"}   # the emulation build on the CV32E40P RTL
 
-BAND_KINDS = ("conv2d", "maxpool", "avgpool")     # tiled over (channel block, output row band)
-TILED_KINDS = BAND_KINDS + ("dense", "add")      # run on the cluster; the rest on the FC
 ALIGN = 4
 BOARD_SAMPLES = 3                                # self-check inputs baked into the board main.c
 ONE_SLOT_ROLES = ("band", "cols")               # filled and consumed within one tile: one slot
@@ -482,7 +481,6 @@ def _board_samples(schedule):
 
 def template_context(schedule, model_file: str, board: dict) -> dict:
     """The host target's context (the same model.c numbers) plus the tile plans."""
-    from mcugen.codegen.gap8_l3 import board_layout
     plans = _plans(schedule, board)
     codes, expected = _board_samples(schedule)
     l1 = l1_layout(board)
@@ -529,7 +527,6 @@ def render(schedule, model_file: str, board: dict | None = None, plan: dict | No
     """file name -> text for a GAP8 project (board: the gap8 board file unless given), plus
     the L3 weights file when they are streamed from HyperRAM. The cluster's tiles are planned
     here from the board (`plan`, the C kernels' plan, serves the fit check only)."""
-    from mcugen.codegen.gap8_l3 import l3_image
     if any(step.params.get("product") for step in schedule.steps):
         raise MCUGenError("this schedule uses product tables, which the GAP8 kernels do not read "
                           "yet; rebuild the model with `mcugen build --target gap8`")

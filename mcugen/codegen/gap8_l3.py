@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcugen.codegen.gap8 import TILED_KINDS
+# The step kinds the cluster runs (gap8.py tiles them L2 -> L1); their constants are what
+# L3 holds. The rest run on the fabric controller and keep their small tables in L2.
+BAND_KINDS = ("conv2d", "maxpool", "avgpool")     # tiled over (channel block, output row band)
+TILED_KINDS = BAND_KINDS + ("dense", "add")      # tiled over output features or elements
 
 ALIGN = 8                       # every array starts 8-byte aligned in the file and in L2
 L3_FILE = "model_l3.bin"

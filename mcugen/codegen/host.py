@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcugen import __version__
+from mcugen.version import __version__
 from mcugen.boards import get_board
 from mcugen.codegen.kernel_plan import mac_kernel_plan, simd_weight_layout
 from mcugen.codegen.render import render_all

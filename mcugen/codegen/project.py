@@ -12,7 +12,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from mcugen import __version__
+from mcugen.version import __version__
 from mcugen.errors import MCUGenError
 
 MANIFEST = ".mcugen"

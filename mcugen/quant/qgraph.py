@@ -128,10 +128,9 @@ def _calibration(graph, options):
     return synthetic_inputs(graph.shapes[graph.input], input_range, options.seed), input_range, notes
 
 
-def quantize(graph, options: QuantOptions, progress=None) -> QGraph:
-    if options.method == "nupes":
-        from mcugen.quant.nupes import quantize_nupes
-        return quantize_nupes(graph, options, progress)
+def quantize_powerquant(graph, options: QuantOptions, progress=None) -> QGraph:
+    """PowerQuant: data-free exponents, weights rounded to the grid, activation ranges from
+    the calibration samples (mcugen/quant/methods.py chooses between it and NUPES)."""
     bits = layer_weight_bits(graph, options)
     exponent, layer_exponents = data_free_exponents(graph, bits, options, progress)
     samples, input_range, notes = _calibration(graph, options)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from mcugen.errors import MCUGenError
-from mcugen.verify import FAULT_CAUSES
+from mcugen.runners import FAULT_CAUSES
 
 HERE = Path(__file__).resolve().parent
 HARNESS = HERE / "harness.cpp"

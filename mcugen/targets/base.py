@@ -89,18 +89,18 @@ class Target:
 
     def build(self, project, variant="", sanitize=False, trace=False, on="host"):
         """Compile the project's harness; returns what `run` executes."""
-        from mcugen.verify import build_harness
+        from mcugen.runners import build_harness
         return build_harness(project, variant, sanitize=sanitize, trace=trace, on=on,
                              makefile=self.makefile)
 
     def run(self, exe, schedule, x: np.ndarray, on="host", timeout=None, trace_bytes=0):
         """Float inputs (N, ...) -> RunResult with the raw int32 outputs (N, n_out)."""
-        from mcugen.verify import HOST_TIMEOUT, qemu_timeout, run_harness
+        from mcugen.runners import HOST_TIMEOUT, qemu_timeout, run_harness
         if timeout is None:
             timeout = qemu_timeout(schedule, len(x)) if on == "qemu" else HOST_TIMEOUT
         n_out = int(np.prod(schedule.output["shape"]))
         return run_harness(exe, x, n_out, trace_bytes=trace_bytes, on=on, timeout=timeout)
 
     def locate_mismatch(self, project, schedule, x1, index) -> str:
-        from mcugen.verify import locate_mismatch
+        from mcugen.runners import locate_mismatch
         return locate_mismatch(project, schedule, x1, index, makefile=self.makefile)

@@ -92,7 +92,7 @@ class HlsTarget(Target):
 
     def run(self, exe, schedule, x, on="host", timeout=None, trace_bytes=0):
         from mcugen.reference.interpreter import quantize_input
-        from mcugen.verify import HOST_TIMEOUT, RunResult
+        from mcugen.runners import HOST_TIMEOUT, RunResult
         codes = quantize_input(schedule, x).reshape(len(x), -1)
         n_out = int(np.prod(schedule.output["shape"]))
         with tempfile.TemporaryDirectory(prefix="mcugen") as tmp:

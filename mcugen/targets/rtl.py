@@ -1,6 +1,6 @@
 """`--on rtl` for the targets whose projects build a program for mcugen's CV32E40P RTL harness
 (rv32: the Makefile's `rtl` goal; gap8: emu.mk's, the PMSIS emulation counting cycles). The
-goal and the ELF it makes are verify.CROSS_GOALS["rtl"]; this mixin adds the simulator build
+goal and the ELF it makes are runners.CROSS_GOALS["rtl"]; this mixin adds the simulator build
 and the run, and leaves every other place to the target's own build and run."""
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def run_on_rtl(elf, schedule, x: np.ndarray, timeout=None):
     """Float inputs (N, ...) streamed to the program on the RTL -> RunResult with the raw int32
     outputs and the profile channel's counts (cycles)."""
     from mcugen.rtl.simulator import run_program
-    from mcugen.verify import RunResult, parse_profile
+    from mcugen.runners import RunResult, parse_profile
     n_out = int(np.prod(schedule.output["shape"]))
     done = run_program(elf, np.ascontiguousarray(x, dtype=np.float32).tobytes(),
                        max_cycles=rtl_cycle_budget(schedule, len(x)), timeout=timeout)
