@@ -139,6 +139,11 @@ def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", en
         if not short:
             break
     placement = target.weights_placement(schedule, board, plan)
+    if placement != board.get("weights_in", "flash"):
+        # where the weights live can change the kernels (GAP8 streams them from L3 to the band
+        # kernel): the build's plan is the one made for its placement
+        schedule.meta["weights_in"] = placement
+        plan = target.plan(schedule, board, target_options)
     check_fit(target, schedule, board, plan, placement)
     return schedule, plan, placement
 

@@ -224,3 +224,18 @@ def test_gap8_cycle_estimate_from_qemu_counts(tmp_path, host_cc):
     assert totals["reference_macs_per_cycle"] == 15.5
     text = subprocess.run(cmd + ["report", str(out)], capture_output=True, text=True, check=True).stdout
     assert "a MODEL, not a measurement" in text and "15.5 MAC/cycle" in text
+
+
+def test_gap8_tiles_are_planned_once_per_build(tmp_path, monkeypatch):
+    """The build's plan (Gap8Target.plan) carries each step's tiles; the report shows them and
+    the render lays them out without planning again, in the C struct the Tile type describes."""
+    project = mcugen.build(shared_model("kws_dscnn"), target="gap8", out=None, input_range=MODELS["kws_dscnn"])
+    plans = {name: p["tiles"] for name, p in project.plan.items()}
+    for layer in project.report["layers"]:
+        assert layer["tiles"] == len(plans[layer["step"]].tiles)
+    monkeypatch.setattr(gap8, "plan_tiles", lambda *a: pytest.fail("the render planned the tiles again"))
+    files = gap8.render(project.schedule, "kws.onnx", project.board, project.plan)
+    assert f"int32_t {', '.join(gap8.Tile._fields)};\n}} model_tile_t;" in files["model.c"]
+    conv = max(plans, key=lambda name: len(plans[name].tiles))
+    rows = re.search(rf"{conv}_tiles\[\d+\] = {{\n(.*?)\n}};", files["model.c"], re.S).group(1).splitlines()
+    assert [tuple(map(int, re.findall(r"-?\d+", row))) for row in rows] == [tuple(t) for t in plans[conv].tiles]

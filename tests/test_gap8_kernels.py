@@ -33,7 +33,7 @@ def conv_plan(schedule, board):
     step = next(s for s in schedule.steps if s.kind == "conv2d")
     only = copy.copy(schedule)
     only.steps = [step]
-    return gap8._plans(only, board)[step.name]
+    return gap8.plan_tiles(only, board)[step.name]
 
 
 def has_band(plan):
@@ -48,7 +48,7 @@ def bit_exact(schedule, directory, board=None):
 
 def whole_model_fits(schedule, budget):
     try:
-        gap8._plans(schedule, small_l1_board(budget))
+        gap8.plan_tiles(schedule, small_l1_board(budget))
         return True
     except MCUGenError:
         return False
@@ -108,7 +108,7 @@ def test_gap8_band_is_one_l1_slot_counted_in_the_plan(tmp_path):
     rows = band["kernel"]["band_c"] // band["kernel"]["band_w"]
     for tile, work in zip(plan.tiles, band["work"]):
         counts = dict(zip(band["work_fields"], work))
-        assert counts["band_h"] <= rows and counts["n_rows"] == tile[5] * counts["band_h"]
+        assert counts["band_h"] <= rows and counts["n_rows"] == tile.nic * counts["band_h"]
 
 
 @pytest.mark.parametrize("ocpg,icpg,oc_block", [(5, 2, 4), (1, 1, 1), (8, 3, 4), (3, 2, 1)])

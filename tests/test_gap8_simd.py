@@ -139,7 +139,7 @@ def test_gap8_report_names_each_mac_layers_kernel_and_counts_the_simd_layout(tmp
         tmp_path, "k", [1, 3, 8, 8], w(8, 3, 3, 3), pads=[1, 1, 1, 1]), target="gap8", out=None,
         wbits=4, abits=8, input_range=(-2.0, 2.0), first_last_bits="same", decode_bits="16")
     schedule, board = project.schedule, gap8.get_board("gap8")
-    plans = gap8._plans(schedule, board)
+    plans = gap8.plan_tiles(schedule, board)
     conv = next(layer for layer in project.report["layers"] if layer["op"] == "Conv")
     assert project.report["simd"].startswith("gap8")
     assert conv["kernel"] == plans[conv["step"]].simd["simd"] == "h"

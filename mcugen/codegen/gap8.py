@@ -9,6 +9,7 @@ templates only lay the numbers out. The integer semantics of each step are the h
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from mcugen.codegen import host
 from mcugen.codegen.gap8_l3 import BAND_KINDS, board_layout, l3_image
 from mcugen.codegen.render import render_all
 from mcugen.errors import MCUGenError
+from mcugen.reference.interpreter import quantize_input, run_codes
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
 from mcugen.codegen.kernel_plan import (SIMD_OC_BLOCK, register_blocking, simd_kernel_plan,
                                        simd_weight_layout, window)
@@ -36,6 +38,21 @@ ONE_SLOT_ROLES = ("band", "cols")               # filled and consumed within one
 # band row its first loaded input row goes to, (register block, output row) work items, the
 # tile's first register block and its output channel plane
 WORK_FIELDS = ("n_rows", "band_h", "top", "n_items", "rb0", "out_plane")
+
+
+class Tile(NamedTuple):
+    """One tile of a cluster step: output channels [c0, c0+nc) (or features, elements), output
+    rows [y0, y0+ny), the input channels [ic0, ic0+nic) and rows [iy0, iy0+niy) it reads, and
+    its channel block. The fields, in this order, are also the C struct's (model_tile_t)."""
+    c0: int
+    nc: int
+    y0: int
+    ny: int
+    ic0: int
+    nic: int
+    iy0: int
+    niy: int
+    blk: int
 
 
 def _align(n: int) -> int:
@@ -104,7 +121,7 @@ class _Plan:
         """Offsets: static regions first, then slot 0 and slot 1 of every slotted region (one
         slot where one_slot says so: both offsets then name it)."""
         off = 0
-        n_tiles, n_blocks = len(self.tiles), len({tile[-1] for tile in self.tiles})
+        n_tiles, n_blocks = len(self.tiles), len({tile.blk for tile in self.tiles})
         for index, region in enumerate(self.regions):
             region["index"] = index
         for region in self.regions:
@@ -181,16 +198,16 @@ def _conv_kernel(plan, g, band, oht):
     band_c = _band_rows(g, oht) * band["band_w"]
     kernel = dict(band, **register_blocking(p, band["band_w"], band_c, g["icpg"], p["out_w"]))
     rblocks, span = [], {}
-    for c0, nc, _, _, ic0, _, _, _, b in plan.tiles:
-        if b not in span:
+    for tile in plan.tiles:
+        if tile.blk not in span:
             first = len(rblocks)
-            rblocks += _register_blocks(g, c0, c0 + nc, ic0, kernel["oc_block"])
-            span[b] = (first, len(rblocks))
+            rblocks += _register_blocks(g, tile.c0, tile.c0 + tile.nc, tile.ic0, kernel["oc_block"])
+            span[tile.blk] = (first, len(rblocks))
     work = []
-    for _, _, y0, ny, _, nic, iy0, _, b in plan.tiles:
-        rows, (first, last) = _band_rows(g, ny), span[b]
-        work.append((nic * rows, rows, iy0 - (y0 * g["sh"] - g["pt"]), (last - first) * ny, first,
-                     ny * p["out_w"]))
+    for tile in plan.tiles:
+        rows, (first, last) = _band_rows(g, tile.ny), span[tile.blk]
+        work.append((tile.nic * rows, rows, tile.iy0 - (tile.y0 * g["sh"] - g["pt"]),
+                     (last - first) * tile.ny, first, tile.ny * p["out_w"]))
     widths = {n for _, _, n in rblocks}
     return dict(kernel=kernel, rblocks=rblocks, work=work, work_fields=WORK_FIELDS,
                 wide=kernel["oc_block"] if kernel["oc_block"] > 1 and kernel["oc_block"] in widths else 0,
@@ -326,7 +343,7 @@ def _band_tiles(plan, g, best):
         ic0, ic1 = _channel_span(g, c0, c1)
         for y0, y1 in bands:
             iy0, iy1 = _row_span(g, y0, y1)
-            plan.tiles.append((c0, c1 - c0, y0, y1 - y0, ic0, ic1 - ic0, iy0, iy1 - iy0, b))
+            plan.tiles.append(Tile(c0, c1 - c0, y0, y1 - y0, ic0, ic1 - ic0, iy0, iy1 - iy0, b))
 
 
 def _band_layout(plan, g, static, per, slot):
@@ -336,10 +353,11 @@ def _band_layout(plan, g, static, per, slot):
     osz = ITEMSIZE[plan.buf(step.output).dtype]
     plan.layout(static, slot)
     plan.dma_bytes = sum(static[r["name"]] * r["itemsize"] for r in plan.regions if r["role"] == "static")
-    for c0, nc, y0, ny, ic0, nic, iy0, niy, b in plan.tiles:
-        plan.dma_bytes += nic * niy * g["in_w"] * isz + nc * ny * step.params["out_w"] * osz
-        if y0 == 0:
-            plan.dma_bytes += sum(nc * v for v in per.values())
+    for tile in plan.tiles:
+        plan.dma_bytes += (tile.nic * tile.niy * g["in_w"] * isz
+                           + tile.nc * tile.ny * step.params["out_w"] * osz)
+        if tile.y0 == 0:
+            plan.dma_bytes += sum(tile.nc * v for v in per.values())
 
 
 def _plan_dense(plan):
@@ -385,7 +403,7 @@ def _plan_linear(plan, static, per, n, smallest):
             break
     else:
         raise MCUGenError(_no_fit(plan, smallest))
-    plan.tiles = [(c, min(size, n - c), 0, 0, 0, 0, 0, 0, t) for t, c in enumerate(range(0, n, size))]
+    plan.tiles = [Tile(c, min(size, n - c), 0, 0, 0, 0, 0, 0, t) for t, c in enumerate(range(0, n, size))]
     plan.layout(static, slot)
     plan.dma_bytes = sum(static[r["name"]] * r["itemsize"] for r in plan.regions if r["role"] == "static")
     plan.dma_bytes += sum(per.values()) * n
@@ -397,7 +415,10 @@ def _no_fit(plan, smallest):
             f"more L1 or a smaller layer")
 
 
-def _plans(schedule, board):
+def plan_tiles(schedule, board) -> dict:
+    """Step name -> its _Plan (tiles, L1 regions and offsets, DMA bytes) for the board: the one
+    plan of a build (Gap8Target.plan), which the fit check, the render and the report read.
+    Raises MCUGenError naming the first layer that fits no tiling."""
     budget = _l1_budget(board)
     plans = {}
     for step in schedule.steps:
@@ -458,19 +479,20 @@ def kernel_consts(step, simd) -> dict:
     return consts
 
 
-def tile_plan(schedule, board: dict) -> list:
-    """Per step: tiles, L1 bytes used (both buffers) and DMA bytes moved per inference. Steps
-    that are not tiled (concat, transpose, recode) run on the fabric controller from L2."""
+def tile_plan(schedule, board: dict, plans: dict | None = None) -> list:
+    """Per step: tiles, L1 bytes used (both buffers) and DMA bytes moved per inference, from
+    `plans` (plan_tiles'; planned here when not given). Steps that are not tiled (concat,
+    transpose, recode) run on the fabric controller from L2."""
+    plans = plans or plan_tiles(schedule, board)
     return [{"step": s.name, "layer": s.layer, "kind": s.kind, "tiles": len(plan.tiles),
              "l1_bytes": plan.l1_bytes, "dma_bytes": plan.dma_bytes, "on": "cluster" if plan.tiles else "fc",
              "kernel": plan.simd.get("simd") or ("h" if _sdot_ok(s, schedule) else "plain")}
-            for s, plan in zip(schedule.steps, _plans(schedule, board).values())]
+            for s, plan in zip(schedule.steps, plans.values())]
 
 
 def _board_samples(schedule):
     """A few inputs (the range's ends and its middle) and the reference's outputs for them: the
     board's main.c checks itself against these."""
-    from mcugen.reference.interpreter import quantize_input, run_codes
     lo, hi = schedule.meta.get("input_range", (0.0, 1.0))
     shape = tuple(schedule.input["shape"][1:])
     x = np.stack([np.full(shape, v, dtype=np.float32) for v in np.linspace(lo, hi, BOARD_SAMPLES)])
@@ -479,9 +501,8 @@ def _board_samples(schedule):
     return codes.reshape(len(x), -1), np.asarray(outputs, dtype=np.int64).reshape(len(x), -1)
 
 
-def template_context(schedule, model_file: str, board: dict) -> dict:
+def template_context(schedule, model_file: str, board: dict, plans: dict) -> dict:
     """The host target's context (the same model.c numbers) plus the tile plans."""
-    plans = _plans(schedule, board)
     codes, expected = _board_samples(schedule)
     l1 = l1_layout(board)
     context = host.template_context(schedule, model_file, {name: p.simd for name, p in plans.items()})
@@ -496,6 +517,7 @@ def template_context(schedule, model_file: str, board: dict) -> dict:
         "uses_1d": any(r["role"] in ("static", "block") or p.mode != "band"
                        for p in plans.values() if p.tiles for r in p.regions),
         "uses_tiles": any(p.tiles for p in plans.values()),
+        "tile_fields": Tile._fields,
         "sdot": {s.name: _sdot_ok(s, schedule) for s in schedule.steps},
         "l1_alloc_bytes": max([ALIGN] + [p.l1_bytes for p in plans.values()]),
         "l1_emu_bytes": l1["emu_bytes"],
@@ -526,11 +548,17 @@ def _sdot_ok(step, schedule):
 def render(schedule, model_file: str, board: dict | None = None, plan: dict | None = None) -> dict:
     """file name -> text for a GAP8 project (board: the gap8 board file unless given), plus
     the L3 weights file when they are streamed from HyperRAM. The cluster's tiles are planned
-    here from the board (`plan`, the C kernels' plan, serves the fit check only)."""
+    from the build's plan (Gap8Target.plan: each step's `tiles`), or planned here from the
+    board when no plan is given."""
     if any(step.params.get("product") for step in schedule.steps):
         raise MCUGenError("this schedule uses product tables, which the GAP8 kernels do not read "
                           "yet; rebuild the model with `mcugen build --target gap8`")
-    context = template_context(schedule, model_file, board or get_board("gap8"))
+    board = board or get_board("gap8")
+    if plan and all("tiles" in p for p in plan.values()):
+        plans = {name: p["tiles"] for name, p in plan.items()}
+    else:
+        plans = plan_tiles(schedule, board)
+    context = template_context(schedule, model_file, board, plans)
     context["rtl"] = host.rtl_make_flags()
     files = {**render_all("gap8", FILES, context), **host.rtl_program_files()}
     if context["l3"]:

@@ -4,7 +4,10 @@ layer for the host, RV32IMC under qemu (instructions per core) and the CV32E40P 
 core, one core at a time)."""
 from __future__ import annotations
 
+from mcugen.codegen.gap8 import plan_tiles, simd_plan, tile_plan
+from mcugen.codegen.gap8_l3 import board_layout, kept_in_l2, staging_need
 from mcugen.codegen.kernel_plan import mac_kernel_plan
+from mcugen.cycle_model import model_constants
 from mcugen.errors import MCUGenError
 from mcugen.targets.base import Target
 from mcugen.targets.rtl import RtlRuns
@@ -21,18 +24,18 @@ class Gap8Target(RtlRuns, Target):
     packed_weights = False       # they read decoded weights from L2
 
     def plan(self, schedule, board, options=None) -> dict:
-        # The cluster's own tiles come from codegen/gap8.py at render time; the C kernels'
-        # stack buffers still count against L2 (layers the fabric controller runs use them),
-        # and so do the bytes the SIMD conv's weight layout adds.
-        # The cluster's L1 (tiles, stacks, the runtime's reserve) is checked with the rest, so a
-        # layer that fits no tiling sends the lowering to its smaller-table fallbacks first.
-        from mcugen.codegen.gap8 import simd_plan, tile_plan
+        # The C kernels' stack buffers count against L2 (layers the fabric controller runs use
+        # them), and so do the bytes the SIMD conv's weight layout adds. The cluster's tiles are
+        # planned once, here: the fit check reads their L1 (a layer that fits no tiling sends
+        # the lowering to its smaller-table fallbacks first), the render and the report the
+        # tiles themselves.
         plan = {s.name: {**mac_kernel_plan(s), "layout_extra_bytes":
                          simd_plan(s, schedule, board or {}).get("layout_extra_bytes", 0)}
                 for s in schedule.steps}
         if board:
             try:
-                tile_plan(schedule, board)
+                for name, tiles in plan_tiles(schedule, board).items():
+                    plan[name]["tiles"] = tiles
             except MCUGenError as error:
                 for step_plan in plan.values():
                     step_plan["l1_error"] = str(error)
@@ -46,7 +49,6 @@ class Gap8Target(RtlRuns, Target):
     def needs(self, schedule, board, plan, weights_in) -> dict:
         if weights_in != "l3":
             return super().needs(schedule, board, plan, weights_in)
-        from mcugen.codegen.gap8_l3 import kept_in_l2, staging_need
         needs = super().needs(schedule, board, plan, "flash")
         ram, holds = needs["ram"]
         needs["ram"] = (ram + kept_in_l2(schedule) + staging_need(schedule)[1],
@@ -63,10 +65,8 @@ class Gap8Target(RtlRuns, Target):
     def report_extras(self, report, schedule, board, plan) -> None:
         """Per layer, the L2->L1 tiles, L1 bytes and DMA bytes of the generated code."""
         super().report_extras(report, schedule, board, plan)
-        from mcugen.codegen.gap8 import tile_plan
-        from mcugen.codegen.gap8_l3 import board_layout
-        from mcugen.cycle_model import model_constants
-        for layer, tiles in zip(report["layers"], tile_plan(schedule, board)):
+        plans = {name: p["tiles"] for name, p in plan.items()}
+        for layer, tiles in zip(report["layers"], tile_plan(schedule, board, plans)):
             layer.update(tiles=tiles["tiles"], l1_bytes=tiles["l1_bytes"],
                          dma_bytes=tiles["dma_bytes"], runs_on=tiles["on"])
             if board.get("simd") and layer["macs"]:
