@@ -14,6 +14,9 @@ command -v riscv64-unknown-elf-gcc >/dev/null || missing+=(gcc-riscv64-unknown-e
 command -v qemu-system-riscv32 >/dev/null || missing+=(qemu-system-misc)
 # the cv32e40p board: the CORE-V CV32E40P RTL (a PyPI package) simulated by Verilator
 command -v verilator >/dev/null || missing+=(verilator)
+# explore's index.html, opened in a real headless browser (driven by playwright, which
+# downloads no browser of its own)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"

@@ -1,6 +1,8 @@
 """The sweep's PNG plots (matplotlib, drawn off-screen without pyplot, so no global state):
 accuracy against flash and against the cost (instructions or cycles), the Pareto front
-highlighted, and the best point's flash and cost per layer."""
+highlighted, and the best point's flash and cost per layer. An accuracy axis (a percentage)
+never runs past 100 % nor below 0 %: matplotlib's margins would (one point at 99 % alone
+gives 94-104); points on the clamped edge are drawn unclipped, so they stay whole."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,9 +31,9 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def tradeoff_plot(records: list[dict], meta: dict, x_key: str, x_label: str, scale: float,
-                  front_ids: list[str], path: Path) -> None:
+                  front_ids: list[str], path: Path) -> Figure:
     """Quality against x_key/scale: every point, those that do not fit marked, the front
-    joined and numbered, with the numbers' key beside the axes."""
+    joined and numbered, with the numbers' key beside the axes. Returns the saved figure."""
     fig = Figure(figsize=(12, 5.5))
     ax = fig.add_axes((0.07, 0.1, 0.55, 0.82))
     usable = [r for r in records if r.get(meta["quality"]) is not None and r.get(x_key) is not None]
@@ -39,18 +41,20 @@ def tradeoff_plot(records: list[dict], meta: dict, x_key: str, x_label: str, sca
     def xy(rs):
         return [r[x_key] / scale for r in rs], [quality_value(r, meta) for r in rs]
     fits = [r for r in usable if r["fits"] and r["id"] not in front_ids]
-    ax.scatter(*xy(fits), c="0.6", s=22, label="point")
+    ax.scatter(*xy(fits), c="0.6", s=22, label="point", clip_on=False)
     misfits = [r for r in usable if not r["fits"]]
     if misfits:
         ax.scatter(*xy(misfits), c="tab:orange", marker="x", s=30,
-                   label=f"does not fit {meta['board']}")
+                   label=f"does not fit {meta['board']}", clip_on=False)
     front = sorted((r for r in usable if r["id"] in front_ids), key=lambda r: r[x_key])
     if front:
         ax.plot(*xy(front), c="tab:red", lw=1, drawstyle="steps-post")
-        ax.scatter(*xy(front), c="tab:red", s=40, zorder=3, label="Pareto front")
+        ax.scatter(*xy(front), c="tab:red", s=40, zorder=3, label="Pareto front", clip_on=False)
         _number_front(fig, ax, front, meta, x_key, scale)
     if meta.get("float_quality") is not None:
         ax.axhline(100 * meta["float_quality"], ls="--", c="tab:blue", lw=0.8, label="float model")
+    if meta["higher_is_better"]:
+        clamp_percent_axis(ax)
     ax.set_xlabel(x_label)
     ax.set_ylabel(QUALITY_LABELS[meta["quality"]])
     ax.set_title(f"{meta['model']} on {meta['board']} ({meta['target']}): {len(records)} points",
@@ -58,6 +62,15 @@ def tradeoff_plot(records: list[dict], meta: dict, x_key: str, x_label: str, sca
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     _save(fig, path)
+    return fig
+
+
+def clamp_percent_axis(ax) -> None:
+    """The y axis (a percentage) kept within 0-100 %: matplotlib's autoscaled limits (the data
+    and a 5 % margin, or +-5 % of a single value) cut at the ends, so a point below 100 %
+    keeps its margin under the top and a point at 100 % sits on the top edge."""
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(max(bottom, 0.0), min(top, 100.0))
 
 
 def _number_front(fig: Figure, ax, front: list[dict], meta: dict, x_key: str, scale: float) -> None:
@@ -66,7 +79,7 @@ def _number_front(fig: Figure, ax, front: list[dict], meta: dict, x_key: str, sc
     for i, r in enumerate(front, 1):
         x, y = r[x_key] / scale, quality_value(r, meta)
         ax.annotate(str(i), (x, y), xytext=(6, 2) if i % 2 else (-13, 2), textcoords="offset points",
-                    fontsize=8, color="tab:red", weight="bold")
+                    fontsize=8, color="tab:red", weight="bold", annotation_clip=False)
         key.append(f"{i:2d}  {short_label(r['options'])}  ({y:.4g}, {x:.4g})")
     fig.text(0.64, 0.92, "Pareto front (accuracy, x):\n" + "\n".join(key), va="top", fontsize=7.5,
              family="monospace")
