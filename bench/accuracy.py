@@ -22,6 +22,7 @@ from _markdown import emit, emit_list, save, table  # noqa: E402
 import mcugen  # noqa: E402
 from mcugen.quant.power import Grid, reconstruction_error  # noqa: E402
 from mcugen.quant.qgraph import mac_nodes  # noqa: E402
+from mcugen.reference.float_ir import run_float  # noqa: E402
 
 MODELS = ("mnist8", "mnist_mlp_bn", "sine", "resnet8", "kws_dscnn")
 CONFIGS = {"W8A8": (8, 8), "W4A8": (4, 8), "W4A4": (4, 4)}
@@ -55,7 +56,7 @@ def batched(fn, x):
 
 def float_outputs(p, x):
     g = p.qgraph.graph
-    return batched(lambda b: g.run_float(b)[g.output], x)
+    return batched(lambda b: run_float(g, b)[g.output], x)
 
 
 def predictions(p, x, what, label):

@@ -32,6 +32,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from _data import require_rv32_tools
+from mcugen.reference.float_ir import run_float
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -221,7 +222,7 @@ def section_c(root):
                 print(f"| W{wbits}A{abits} | {name} | n/a: {str(exc).split(': ', 1)[-1].split(' (')[0]} | | | |")
                 continue
             if float_pred is None:
-                float_pred = project.qgraph.graph.run_float(test)[project.qgraph.graph.output].reshape(len(test), -1).argmax(1)
+                float_pred = run_float(project.qgraph.graph, test)[project.qgraph.graph.output].reshape(len(test), -1).argmax(1)
                 print(f"| float | - | {np.mean(float_pred == test_labels):.2%} | 100% | - | - |")
             pred = np.asarray(run(project.schedule, test)).reshape(len(test), -1).argmax(1)
             layers = [l for l in project.report["layers"] if l.get("encoder_max_code_error") is not None]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import fuzz_graphs  # noqa: E402
+from mcugen.reference.float_ir import run_float  # noqa: E402
 
 
 def run_seed(args):
@@ -106,7 +107,7 @@ def explain(seed, save=None):
     project = mcugen.build(path, scheme=case.scheme, wbits=8, abits=8, input_range=case.input_range)
     qgraph, graph = project.qgraph, project.qgraph.graph
     x = fuzz_graphs.calibration_inputs(case)
-    real = graph.run_float(x)
+    real = run_float(graph, x)
     simulated = {}
 
     def hook(tensor, value):
@@ -118,7 +119,7 @@ def explain(seed, save=None):
     for node in quantized.nodes:
         if node.name in qgraph.weights:
             node.params = dict(node.params, weight=qgraph.weights[node.name].w_hat)
-    quantized.run_float(x, hook)
+    run_float(quantized, x, hook)
     for node in graph.nodes:
         f, s = real[node.output], simulated[node.output]
         scale = float(np.abs(f).max()) or 1.0

@@ -70,6 +70,7 @@ import _data  # noqa: E402
 from _markdown import emit, save, table  # noqa: E402
 
 import mcugen  # noqa: E402
+from mcugen.reference.float_ir import run_float  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet8", "mnist8", "kws_dscnn", "digits_cnn", "act_digits")
@@ -173,7 +174,7 @@ def batched_argmax(fn, x):
 
 def float_predictions(p, x):
     graph = p.qgraph.graph
-    return batched_argmax(lambda b: graph.run_float(b)[graph.output], x)
+    return batched_argmax(lambda b: run_float(graph, b)[graph.output], x)
 
 
 def score(pred, data, ref):

@@ -14,9 +14,10 @@ from mcugen.lower.decode_width import check_decode_bits
 from mcugen.lower.lowering import lower
 from mcugen.passes import run_flow
 from mcugen.quant.calibrate import check_calibration, coerce_inputs
-from mcugen.quant.power import SCHEMES
 from mcugen.quant.methods import quantize
+from mcugen.quant.power import SCHEMES
 from mcugen.quant.qgraph import METHODS, QuantOptions
+from mcugen.reference.float_ir import run_float
 from mcugen.report import build_report
 from mcugen.targets import TARGETS, get_target
 
@@ -198,7 +199,7 @@ def realization_cost(project, n=32) -> dict:
     x = qgraph.options.calib[:n] if qgraph.options.calib is not None else \
         synthetic_inputs(graph.shapes[graph.input], qgraph.input_range, qgraph.options.seed + 1, n)
     from mcugen.ops.softmax import apply_output_transform
-    real = apply_output_transform(graph.output_transform, graph.run_float(x)[graph.output]).reshape(len(x), -1)
+    real = apply_output_transform(graph.output_transform, run_float(graph, x)[graph.output]).reshape(len(x), -1)
     sim = project.run_simulated(x).reshape(len(x), -1)
     integer = project.run(x).reshape(len(x), -1)
     scale = float(np.abs(real).max()) or 1.0

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from mcugen.reference.float_ir import run_float
 
 OPSETS = tuple(range(11, 18))
 MAX_SPATIAL = 16
@@ -1026,7 +1027,7 @@ def check_float_ir(path, x, ref):
     scale = max(float(np.abs(ref).max()), 1e-6)
     for stage, passes in (("import", False), ("passes", True)):
         graph = float_graph(path, passes)
-        y = apply_output_transform(graph.output_transform, graph.run_float(x)[graph.output])
+        y = apply_output_transform(graph.output_transform, run_float(graph, x)[graph.output])
         y = y.reshape(len(x), -1)
         if y.shape != ref.shape:
             return Outcome("wrong", f"float IR ({stage}) output shape differs from onnxruntime",
@@ -1068,8 +1069,8 @@ def noise_budget(case, graph, x):
     the graph's own sensitivity to W8A8, as a fraction of max |output| (worst of a few draws)."""
     import copy
     steps = {t: float(np.abs(v).max()) / (255 if v.min() >= 0 else 127)
-             for t, v in graph.run_float(calibration_inputs(case, 64)).items()}
-    clean = graph.run_float(x)[graph.output].reshape(len(x), -1)
+             for t, v in run_float(graph, calibration_inputs(case, 64)).items()}
+    clean = run_float(graph, x)[graph.output].reshape(len(x), -1)
     clean = centered(clean, case.softmax_size)
     rng = np.random.default_rng(case.seed)
     worst = 0.0
@@ -1083,7 +1084,7 @@ def noise_budget(case, graph, x):
                 node.params = dict(node.params, weight=w + rng.uniform(-0.5, 0.5, w.shape)
                                    * step.reshape((-1,) + (1,) * (w.ndim - 1)))
         # zero is on every grid: nothing rounds farther than to it (ReLU outputs, dead inputs)
-        y = noisy.run_float(x, lambda t, v: v + rng.uniform(-1, 1, v.shape)
+        y = run_float(noisy, x, lambda t, v: v + rng.uniform(-1, 1, v.shape)
                             * np.minimum(steps[t] / 2, np.abs(v)))
         y = y[graph.output].reshape(len(x), -1)
         worst = max(worst, float(np.abs(centered(y, case.softmax_size) - clean).max()))
@@ -1159,7 +1160,7 @@ def error_bound(qgraph, x, codes_off):
     quantization), with mcugen's own grids and quantized weights: sound when every value lies
     inside its tensor's range (check_ranges)."""
     graph = qgraph.graph
-    values = graph.run_float(x)
+    values = run_float(graph, x)
     errors = {graph.input: np.full(values[graph.input].shape,
                                    rounding_error(qgraph.encodings.get(graph.input), codes_off))}
     for node in graph.nodes:
@@ -1230,7 +1231,7 @@ def check_weights(qgraph, values):
 def check_quantizer(case, qgraph):
     """What simulated quantization rests on, each against its definition; with the float IR
     checked against onnxruntime, this is what makes simulated quantization right."""
-    values = qgraph.graph.run_float(calibration_inputs(case, 64))
+    values = run_float(qgraph.graph, calibration_inputs(case, 64))
     return check_grids(qgraph, values) or check_weights(qgraph, values)
 
 

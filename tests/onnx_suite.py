@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from mcugen.reference.float_ir import run_float
+
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
 # Ops whose integer test cases are pure selection or data movement: the same values as float32
@@ -221,7 +223,7 @@ def float_ir_output(model: onnx.ModelProto, x):
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     graph = run_flow(import_model(copy))
-    return graph, apply_output_transform(graph.output_transform, graph.run_float(x)[graph.output])
+    return graph, apply_output_transform(graph.output_transform, run_float(graph, x)[graph.output])
 
 
 def outcome(fn):

@@ -21,6 +21,7 @@ from mcugen.ops._common import (activation_fn, activation_is_monotone, activatio
                                 activation_per_channel, activation_turning_points)
 from mcugen.passes import run_flow
 from mcugen.verify import compare, verify_inputs
+from mcugen.reference.float_ir import run_float
 from onnx_factory import make_model, save, tensor
 
 RNG = np.random.default_rng(9)
@@ -46,7 +47,7 @@ def float_matches_onnxruntime(model, tmp_path, in_shape=IN_SHAPE):
     session = ort.InferenceSession(str(path))
     want = np.concatenate([session.run(None, {"x": xi[None]})[0] for xi in x])
     graph = run_flow(import_model(onnx.load(str(path))))
-    got = graph.run_float(x.astype(np.float64))[graph.output]
+    got = run_float(graph, x.astype(np.float64))[graph.output]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     return graph
 
@@ -442,6 +443,6 @@ def test_torch_exported_example_fuses_every_activation_and_matches_onnxruntime()
     labels = np.load(EXAMPLES / "act_digits_labels.npy")
     session = ort.InferenceSession(str(path))
     want = np.concatenate([session.run(None, {"pixels": xi[None]})[0] for xi in x])
-    got = graph.run_float(x.astype(np.float64))[graph.output]
+    got = run_float(graph, x.astype(np.float64))[graph.output]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert (got.argmax(1) == labels).mean() >= 0.95

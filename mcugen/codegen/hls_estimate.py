@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from mcugen.codegen.hls_plan import type_bits
+from mcugen.ops import step_op
 
 LUTRAM_BITS = 1024
 # true dual-port aspect ratios of an 18 Kb block (512 x 36 has one read port: not for a bank
@@ -112,9 +113,7 @@ def mac_cycles(step, plan) -> int:
 
 def stream_cost(step, schedule, acc_bits: int = 32) -> dict:
     """A layer without multiplies: one element read per cycle, its encoder, its tables."""
-    reads = sum(schedule.buffers[name].size for name in step.inputs)
-    if step.kind in ("maxpool", "avgpool"):
-        reads = schedule.buffers[step.output].size * step.params["k_h"] * step.params["k_w"]
+    reads = step_op(step.kind).elements_read(step, schedule)
     cost = {"dsp": 0, "lut": 64, "ff": 64, "bram_18k": 0, "cycles": reads + 8}
     _add(cost, encoder_cost(step, acc_bits))
     for key, table in step.consts.items():

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mcugen.lower.fixedpoint import smallest_int_dtype, unpack_codes
+from mcugen.ops import step_op
 from mcugen.ops._mac import PRODUCT_ENTRY_BYTES
 
 MAX_UNROLL = 4096         # Vitis HLS gives up on loop nests that unroll beyond about this
@@ -67,16 +68,8 @@ def step_output_range(step, input_ranges, dtype) -> tuple:
         return (-bound, bound)
     if "encoder" in p and "code_max" in p:
         return (p["code_min"], p["code_max"])
-    if step.kind == "recode":
-        return (int(step.consts["lut"].min()), int(step.consts["lut"].max()))
-    values = list(input_ranges)
-    if step.kind == "concat":
-        values += [(int(v.min()), int(v.max())) for k, v in step.consts.items() if k.startswith("lut_")]
-    if step.kind == "pad":
-        values.append((p["fill"], p["fill"]))
-    if step.kind in ("maxpool", "pad", "transpose", "concat") and values:
-        return (min(lo for lo, _ in values), max(hi for _, hi in values))
-    return dtype_range(dtype)                # what the C targets assume: the whole type
+    known = step_op(step.kind).step_value_range(step, list(input_ranges))
+    return known or dtype_range(dtype)      # what the C targets assume: the whole type
 
 
 def dtype_range(dtype: str) -> tuple:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from mcugen.errors import MCUGenError
 
 
@@ -58,14 +56,3 @@ class Graph:
             other.inputs = [replacement_tensor if t == node.output else t for t in other.inputs]
         if self.output == node.output:
             self.output = replacement_tensor
-
-    def run_float(self, x: np.ndarray, hook=None) -> dict[str, np.ndarray]:
-        """Run the float IR on a batch x of shape (N, *input_shape[1:]); returns every tensor.
-
-        `hook(tensor_name, value) -> value` lets simulated quantization replace activations."""
-        from mcugen.ops import get_op
-        values = {self.input: hook(self.input, x) if hook else x}
-        for node in self.nodes:
-            out = get_op(node.op).run_float(node, [values[t] for t in node.inputs])
-            values[node.output] = hook(node.output, out) if hook else out
-        return values

@@ -10,6 +10,7 @@ import importlib
 import pkgutil
 
 from mcugen.errors import MCUGenError
+from mcugen.ops._common import activation_is_nonnegative
 
 _BY_KIND: dict[str, "OpDef"] = {}
 _BY_ONNX: dict[str, "OpDef"] = {}
@@ -19,6 +20,29 @@ class OpDef:
     kind: str = ""                 # the IR op name
     onnx_types: tuple = ()         # ONNX op types this definition imports
     step_kinds: tuple = ()         # Schedule step kinds it lowers to (each needs a template)
+    is_mac = False                 # multiply-accumulates weights (quantized per output channel)
+    preserves_codes = False        # moves codes without changing them (shares its input's encoding)
+    applies_activation = False     # applies its `activation` attribute to its output
+    # which Activation nodes fuse into it as its output encoder: "" none, "elementwise" the
+    # same function on every element, "per_channel" also those with a parameter per channel
+    # (PRelu: the encoder's rows must be the output channels)
+    fuses_activation = ""
+
+    def output_nonnegative(self, node, inputs_nonnegative) -> bool:
+        """Whether every value of the node's output is >= 0, given the same of its inputs (an
+        iterable, evaluated on demand; the quantizer gives such a tensor unsigned codes)."""
+        if self.applies_activation:
+            return activation_is_nonnegative(node.attrs.get("activation"))
+        return all(inputs_nonnegative)
+
+    def step_value_range(self, step, input_ranges: list):
+        """(lo, hi) of the values a step of this op writes, when it knows them better than its
+        output type does (an FPGA sizes its buffers from it); None: the whole type."""
+        return None
+
+    def elements_read(self, step, schedule) -> int:
+        """Input elements one run of the step reads (a streaming kernel reads one a cycle)."""
+        return sum(schedule.buffers[name].size for name in step.inputs)
 
     def from_onnx(self, node, ctx):
         """ONNX NodeProto -> IR Node (or None when the node disappears)."""
@@ -39,8 +63,22 @@ class OpDef:
         raise NotImplementedError
 
 
+def value_span(ranges) -> tuple | None:
+    """The (lo, hi) that covers every (lo, hi) of `ranges`; None for none."""
+    ranges = list(ranges)
+    return (min(lo for lo, _ in ranges), max(hi for _, hi in ranges)) if ranges else None
+
+
 def register(cls):
+    """Add an op family to the registry. An IR kind, ONNX op type or step kind has one owner:
+    a second registration is a programming error, raised when the op modules are imported."""
     op = cls()
+    taken = [f"kind {op.kind}"] if op.kind in _BY_KIND else []
+    taken += [f"ONNX op {t} ({_BY_ONNX[t].kind})" for t in op.onnx_types if t in _BY_ONNX]
+    taken += [f"step kind {k} ({owner.kind})" for owner in _BY_KIND.values() for k in op.step_kinds
+              if k in owner.step_kinds]
+    if taken:
+        raise RuntimeError(f"op {cls.__name__} registers what another op owns: {', '.join(taken)}")
     _BY_KIND[op.kind] = op
     for t in op.onnx_types:
         _BY_ONNX[t] = op

@@ -86,6 +86,10 @@ class Activation(OpDef):
     kind = "Activation"
     onnx_types = tuple(SPECS)
     step_kinds = ("recode",)
+    applies_activation = True
+
+    def step_value_range(self, step, input_ranges):
+        return (int(step.consts["lut"].min()), int(step.consts["lut"].max()))
 
     def from_onnx(self, node, ctx):
         return Node(name=node.name, op=self.kind, inputs=[node.input[0]], output=node.output[0],

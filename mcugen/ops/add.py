@@ -19,6 +19,8 @@ class Add(OpDef):
     kind = "Add"
     onnx_types = ("Add", "Sub", "Mul", "Div", "Sum")
     step_kinds = ("add",)
+    applies_activation = True
+    fuses_activation = "elementwise"
 
     def from_onnx(self, node, ctx):
         if node.op_type == "Sum" and len(node.input) != 2:

@@ -60,6 +60,8 @@ def _affine_node(node, x, scale, shift):
 class Affine(OpDef):
     kind = "Affine"
     onnx_types = ("BatchNormalization",)
+    applies_activation = True
+    fuses_activation = "elementwise"
 
     def from_onnx(self, node, ctx):
         gamma, beta, mean, var = (ctx.require_const(node, i, n) for i, n in

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.ir.graph import Node
-from mcugen.ops import OpDef, register
+from mcugen.ops import OpDef, register, value_span
 
 
 @register
@@ -13,6 +13,11 @@ class Concat(OpDef):
     kind = "Concat"
     onnx_types = ("Concat",)
     step_kinds = ("concat",)
+
+    def step_value_range(self, step, input_ranges):
+        """Its inputs' codes, or their recoded values (lut_*)."""
+        return value_span(list(input_ranges) + [(int(v.min()), int(v.max()))
+                                                for k, v in step.consts.items() if k.startswith("lut_")])
 
     def from_onnx(self, node, ctx):
         rank = len(ctx.shape(node.output[0]))

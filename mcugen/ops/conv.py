@@ -16,6 +16,8 @@ class Conv(OpDef):
     onnx_types = ("Conv",)
     step_kinds = ("conv2d",)
     is_mac = True
+    applies_activation = True
+    fuses_activation = "per_channel"
 
     def from_onnx(self, node, ctx):
         x = node.input[0]

@@ -16,6 +16,8 @@ class Gemm(OpDef):
     onnx_types = ("Gemm", "MatMul")
     step_kinds = ("dense",)
     is_mac = True
+    applies_activation = True
+    fuses_activation = "per_channel"
 
     def from_onnx(self, node, ctx):
         x = node.input[0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.ir.graph import Node
-from mcugen.ops import OpDef, register
+from mcugen.ops import OpDef, register, value_span
 
 MAX_RANK = 4          # dimensions after the batch
 MODES = ("constant", "edge", "reflect", "wrap")
@@ -41,6 +41,13 @@ class Pad(OpDef):
     onnx_types = ("Pad",)
     step_kinds = ("pad",)
     preserves_codes = True
+
+    def output_nonnegative(self, node, inputs_nonnegative):
+        negative_fill = node.attrs["mode"] == "constant" and node.attrs["value"] < 0
+        return not negative_fill and all(inputs_nonnegative)
+
+    def step_value_range(self, step, input_ranges):
+        return value_span(list(input_ranges) + [(step.params["fill"], step.params["fill"])])
 
     def from_onnx(self, node, ctx):
         mode = _text(ctx.attrs(node).get("mode", "constant"))

@@ -8,7 +8,7 @@ from mcugen.ir.graph import Node
 from mcugen.lower.encoders import encode
 from mcugen.lower.fixedpoint import (ACC_LIMIT, WIDE_TABLE_LIMIT, decode_table, default_frac_bits,
                                      table_scale)
-from mcugen.ops import OpDef, register
+from mcugen.ops import OpDef, register, value_span
 from mcugen.ops._common import out_size, windows
 
 
@@ -79,6 +79,11 @@ def _out_shape(node, in_shape):
             out_size(w, a["kernel"][1], a["strides"][1], a["pads"][1], a["pads"][3], d[1]))
 
 
+def _window_reads(step, schedule) -> int:
+    """A pool reads its window once per output element."""
+    return schedule.buffers[step.output].size * step.params["k_h"] * step.params["k_w"]
+
+
 def _window_args(p):
     return ((p["k_h"], p["k_w"]), (p["stride_h"], p["stride_w"]),
             (p["pad_top"], p["pad_left"], p["pad_bottom"], p["pad_right"]), (p["dil_h"], p["dil_w"]))
@@ -90,6 +95,12 @@ class MaxPool(OpDef):
     onnx_types = ("MaxPool",)
     step_kinds = ("maxpool",)
     preserves_codes = True
+
+    def step_value_range(self, step, input_ranges):
+        return value_span(input_ranges)         # a maximum of its input's codes
+
+    def elements_read(self, step, schedule):
+        return _window_reads(step, schedule)
 
     def from_onnx(self, node, ctx):
         if len(node.output) > 1 and node.output[1]:
@@ -133,6 +144,9 @@ class AveragePool(OpDef):
     kind = "AveragePool"
     onnx_types = ("AveragePool", "GlobalAveragePool")
     step_kinds = ("avgpool",)
+
+    def elements_read(self, step, schedule):
+        return _window_reads(step, schedule)
 
     def from_onnx(self, node, ctx):
         in_shape = ctx.shape(node.input[0])

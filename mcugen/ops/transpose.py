@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.ir.graph import Node
-from mcugen.ops import OpDef, register
+from mcugen.ops import OpDef, register, value_span
 
 MAX_RANK = 4   # dimensions after the batch
 
@@ -16,6 +16,9 @@ class Transpose(OpDef):
     onnx_types = ("Transpose",)
     step_kinds = ("transpose",)
     preserves_codes = True
+
+    def step_value_range(self, step, input_ranges):
+        return value_span(input_ranges)         # its inputs' codes, moved
 
     def from_onnx(self, node, ctx):
         rank = len(ctx.shape(node.input[0]))

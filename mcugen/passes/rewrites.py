@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mcugen.ops import get_op
 from mcugen.ops._common import activation_is_monotone, activation_per_channel
 
-MAC_OPS = ("Conv", "Gemm")
 
 
 def _sole_reader(graph, node):
@@ -54,7 +54,7 @@ def fold_affine(graph) -> bool:
         if node.op != "Affine":
             continue
         producer = _sole_reader(graph, node)
-        if producer is None or producer.op not in MAC_OPS or producer.attrs.get("activation"):
+        if producer is None or not get_op(producer.op).is_mac or producer.attrs.get("activation"):
             continue
         scale, shift = node.params["scale"], node.params["shift"]
         w = producer.params["weight"]
@@ -112,9 +112,10 @@ def fuse_activation(graph, monotone_only=False) -> bool:
         if monotone_only and not activation_is_monotone(node.attrs["activation"]):
             continue
         producer = _sole_reader(graph, node)
-        if producer is None or producer.op not in MAC_OPS + ("Add", "Affine") or producer.attrs.get("activation"):
+        if producer is None or producer.attrs.get("activation"):
             continue
-        if activation_per_channel(node.attrs["activation"]) and producer.op not in MAC_OPS:
+        takes = get_op(producer.op).fuses_activation
+        if not takes or (activation_per_channel(node.attrs["activation"]) and takes != "per_channel"):
             continue
         producer.attrs["activation"] = node.attrs["activation"]
         out = node.output

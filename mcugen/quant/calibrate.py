@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.errors import MCUGenError
+from mcugen.reference.float_ir import run_float
 
 SYNTHETIC_SAMPLES = 64
 NUPES_MIN_SAMPLES = 32
@@ -55,7 +56,7 @@ def check_calibration(samples, method) -> np.ndarray:
 
 def activation_ranges(graph, samples, percentile=None) -> dict:
     """tensor -> (range R > 0, observed minimum)."""
-    return tensor_ranges(graph.run_float(samples), percentile)
+    return tensor_ranges(run_float(graph, samples), percentile)
 
 
 def tensor_ranges(values: dict, percentile=None) -> dict:

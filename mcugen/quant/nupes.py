@@ -34,6 +34,7 @@ from mcugen.quant.power import (Encoding, Grid, constant_channels, quantize_weig
                                 relative_error)
 from mcugen.quant.qgraph import (QGraph, QWeights, data_free_exponents, layer_weight_bits,
                                  mac_nodes, tensor_encodings, weight_scheme)
+from mcugen.reference.float_ir import run_float
 
 MAX_SAMPLES = 1024           # more adds time, not accuracy (a seeded subset is used)
 COARSE = np.round(np.arange(0.40, 1.2001, 0.10), 4)     # exponents tried first
@@ -53,7 +54,7 @@ def quantize_nupes(graph, options, progress=None) -> QGraph:
     data_free, _ = data_free_exponents(graph, bits, dataclasses.replace(options, exponent="auto")
                                        if options.exponent == "per-layer" else options, None)
     input_range = (float(samples.min()), float(samples.max()))
-    float_values = graph.run_float(samples)
+    float_values = run_float(graph, samples)
     ranges = tensor_ranges(float_values, None)
 
     def activation_encoding(root, abits, signed, value_range):
@@ -163,7 +164,7 @@ def consumer_weights(graph, tensor):
     when a reader is not a MAC layer (an Add, a pool: every channel weighs the same there)."""
     total = None
     for node in graph.consumers(tensor):
-        if node.op not in ("Conv", "Gemm"):
+        if not get_op(node.op).is_mac:
             return None
         w = node.params["weight"]
         group = node.attrs.get("group", 1)

@@ -13,11 +13,11 @@ import numpy as np
 
 from mcugen.errors import MCUGenError
 from mcugen.ops import get_op
-from mcugen.ops._common import activation_is_nonnegative
 from mcugen.quant.calibrate import activation_ranges, synthetic_inputs
 from mcugen.quant.power import (Encoding, Grid, constant_channels, quantize_weights,
                                 reconstruction_error)
 from mcugen.quant.search import search_exponent
+from mcugen.reference.float_ir import run_float
 
 
 METHODS = ("powerquant", "nupes")
@@ -107,12 +107,9 @@ def _nonnegative(graph, tensor, input_lo):
     producer = graph.producer(tensor)
     if producer is None:
         return input_lo >= 0
-    act = producer.attrs.get("activation")
-    if producer.op in ("Conv", "Gemm", "Add", "Activation", "Affine"):
-        return activation_is_nonnegative(act)
-    if producer.op == "Pad" and producer.attrs["mode"] == "constant" and producer.attrs["value"] < 0:
-        return False
-    return all(_nonnegative(graph, t, input_lo) for t in producer.inputs)
+    # lazily: an op that knows from its activation never walks up its inputs
+    return get_op(producer.op).output_nonnegative(
+        producer, (_nonnegative(graph, t, input_lo) for t in producer.inputs))
 
 
 def _calibration(graph, options):
@@ -201,4 +198,4 @@ def simulated_run(qgraph, x):
     def hook(tensor, value):
         enc = qgraph.encodings.get(tensor)
         return enc.decode(enc.encode(value)) if enc is not None else value
-    return graph.run_float(np.asarray(x, dtype=np.float64), hook)[graph.output]
+    return run_float(graph, np.asarray(x, dtype=np.float64), hook)[graph.output]

@@ -1,0 +1,52 @@
+"""Every step kind the op registry lowers to renders on every target: a small graph that lowers
+to all of them, built for host, rv32, gap8 and hls. A new op whose step kind has no template on
+a target (or that this graph does not reach) fails here."""
+import numpy as np
+import pytest
+from onnx import helper, numpy_helper
+
+import mcugen
+from mcugen.ops import all_ops
+from mcugen.targets import TARGETS
+from onnx_factory import make_model, save, tensor
+
+STEP_KINDS = sorted({kind for op in all_ops().values() for kind in op.step_kinds})
+
+
+def every_kind_model(path):
+    """conv2d, add, pad, maxpool, avgpool, concat, recode, transpose and dense, in one graph."""
+    rng = np.random.default_rng(1)
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             node("Relu", ["c1"], ["r1"], name="relu1"),
+             node("Conv", ["x", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             node("Add", ["r1", "c2"], ["a"], name="add"),
+             node("Pad", ["a", "pads"], ["p"], name="pad", mode="constant"),
+             node("MaxPool", ["p"], ["m"], name="maxpool", kernel_shape=[2, 2], strides=[2, 2]),
+             node("AveragePool", ["m"], ["v1"], name="avgpool1", kernel_shape=[2, 2]),
+             node("Conv", ["m", "w3", "b3"], ["c3"], name="conv3", kernel_shape=[1, 1]),
+             node("AveragePool", ["c3"], ["v2"], name="avgpool2", kernel_shape=[2, 2]),
+             node("Concat", ["v1", "v2"], ["cat"], name="concat", axis=1),
+             node("Tanh", ["cat"], ["t"], name="tanh"),
+             node("Transpose", ["t"], ["tr"], name="transpose", perm=[0, 2, 3, 1]),
+             node("Flatten", ["tr"], ["f"], name="flatten"),
+             node("Gemm", ["f", "gw", "gb"], ["y"], name="fc", transB=1)]
+    inits = [("w1", rng.normal(size=(4, 2, 3, 3))), ("b1", rng.normal(size=4) * 0.1),
+             ("w2", rng.normal(size=(4, 2, 3, 3))), ("b2", rng.normal(size=4) * 0.1),
+             ("w3", rng.normal(size=(2, 4, 1, 1))), ("b3", rng.normal(size=2) * 0.1),
+             ("gw", rng.normal(size=(3, 6 * 3 * 3))), ("gb", rng.normal(size=3))]
+    model = make_model(nodes, [tensor("x", [1, 2, 6, 6])], [tensor("y", [1, 3])], inits)
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1]), "pads"))
+    return save(model, path)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_step_kind_renders_on_every_target(target, tmp_path):
+    model = every_kind_model(tmp_path / "kinds.onnx")
+    project = mcugen.build(model, target=target, out=tmp_path / "proj", input_range=(-1.0, 1.0))
+    kinds = sorted({step.kind for step in project.schedule.steps})
+    assert kinds == STEP_KINDS, f"the graph reaches {kinds}, the registry lowers to {STEP_KINDS}"
+    sources = "".join(path.read_text() for path in (tmp_path / "proj").rglob("*")
+                      if path.suffix in (".c", ".cpp", ".h") and "pmsis_emu" not in path.parts)
+    for step in project.schedule.steps:
+        assert step.name in sources, f"{target}: step {step.name} ({step.kind}) is not in the code"
