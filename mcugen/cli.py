@@ -9,8 +9,17 @@ import sys
 import click
 import numpy as np
 
+from mcugen.boards import all_boards
+from mcugen.codegen.project import require_project
 from mcugen.errors import MCUGenError
-from mcugen.targets import TARGETS
+from mcugen.explore import Interrupted, explore as run_explore
+from mcugen.explore.outputs import pareto_table
+from mcugen.ir.schedule import Schedule
+from mcugen.pipeline import build as run_build, load_array, load_inputs
+from mcugen.reference.interpreter import dequantize_output
+from mcugen.report import format_report, merge_profile
+from mcugen.targets import TARGETS, target_of
+from mcugen.verify import compare, profile_record, verify_inputs
 
 # where a built project can run, over every target (each target checks its own)
 RTL_VERIFY_INPUTS = 4
@@ -94,9 +103,6 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
           method, calib, percentile, input_range, seed, weight_storage, mac_tables, decode_bits,
           encoder, max_code_error, reuse, io, fit, force):
     """Quantize MODEL, lower it and emit a buildable project in OUT."""
-    from mcugen.pipeline import build as run_build
-    from mcugen.report import format_report
-    from mcugen.pipeline import load_array
     calib_data = load_array(calib, "--calib") if calib else None
     target_options = {k: v for k, v in (("reuse", reuse), ("io", io), ("fit", fit)) if v is not None}
     project = run_build(model, target=target, board=board, out=out, force=force,
@@ -125,12 +131,6 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
                    "gap8), recording per-layer cycles (gap8: each core's share, one core at a time)")
 def simulate(project, inputs, output, raw, n, on):
     """Build the generated C and run it on every input (host cc, RV32 under qemu, or the CV32E40P RTL)."""
-    from mcugen.codegen.project import require_project
-    from mcugen.ir.schedule import Schedule
-    from mcugen.pipeline import load_inputs
-    from mcugen.reference.interpreter import dequantize_output
-    from mcugen.targets import target_of
-    from mcugen.verify import verify_inputs
     path = require_project(project)
     schedule = Schedule.load(path)
     target = target_of(schedule)
@@ -159,7 +159,6 @@ def simulate(project, inputs, output, raw, n, on):
 def _record_profile(path, schedule, profile, on):
     """profile.json: per-step instructions (qemu) or cycles (the RTL) of one inference on RV32,
     and the model's sections."""
-    from mcugen.verify import profile_record
     (path / "profile.json").write_text(json.dumps(profile_record(path, schedule, profile, on), indent=1))
     counted = "cycles" if on == "rtl" else "instructions"
     where = "the CV32E40P RTL" if on == "rtl" else "RV32IMC"
@@ -177,10 +176,6 @@ def _record_profile(path, schedule, profile, on):
 @click.option("--on", "on", default="host", show_default=True, type=click.Choice(RUN_PLACES))
 def verify(project, n, inputs, seed, sanitize, on):
     """Generated code == reference, bit for bit (exit 1 on the first difference)."""
-    from mcugen.codegen.project import require_project
-    from mcugen.ir.schedule import Schedule
-    from mcugen.pipeline import load_inputs
-    from mcugen.verify import compare, verify_inputs
     path = require_project(project)
     schedule = Schedule.load(path)
     extra = load_inputs(inputs, schedule.input["shape"]) if inputs else None
@@ -202,9 +197,6 @@ def verify(project, n, inputs, seed, sanitize, on):
 @click.option("--json", "as_json", is_flag=True, help="machine-readable")
 def report(project, as_json):
     """The per-layer table of a generated project."""
-    from mcugen.codegen.project import require_project
-    from mcugen.report import format_report
-    from mcugen.report import merge_profile
     path = require_project(project)
     data = json.loads((path / "report.json").read_text())
     if (path / "profile.json").is_file():
@@ -215,7 +207,6 @@ def report(project, as_json):
 @cli.command()
 def boards():
     """The boards mcugen knows, with their memories."""
-    from mcugen.boards import all_boards
     for name, board in all_boards().items():
         mems = ", ".join(f"{k} {v['bytes']:,} B" for k, v in board.get("memory", {}).items())
         if "fpga" in board:
@@ -261,9 +252,6 @@ def explore(model, calib, eval_inputs, labels, target, board, space, jobs, sched
             evaluate, seed, out, force):
     """Build MODEL over a space of configurations; tabulate and plot accuracy, flash, RAM and
     cost with the Pareto front."""
-    from mcugen.explore import Interrupted, explore as run_explore
-    from mcugen.pipeline import load_array
-    from mcugen.explore.outputs import pareto_table
     try:
         sweep = run_explore(model, load_array(calib, "--calib"), load_array(eval_inputs, "--eval"),
                             load_array(labels, "--labels") if labels else None, target=target,

@@ -8,16 +8,20 @@ from pathlib import Path
 
 import numpy as np
 
+from mcugen.boards import get_board
+from mcugen.codegen.project import check_destination, write_project
 from mcugen.errors import MCUGenError
 from mcugen.frontend.onnx_reader import import_model, read_model
 from mcugen.lower.decode_width import check_decode_bits
 from mcugen.lower.lowering import lower
+from mcugen.ops.softmax import apply_output_transform
 from mcugen.passes import run_flow
-from mcugen.quant.calibrate import check_calibration, coerce_inputs
+from mcugen.quant.calibrate import check_calibration, coerce_inputs, synthetic_inputs
 from mcugen.quant.methods import quantize
 from mcugen.quant.power import SCHEMES
-from mcugen.quant.qgraph import METHODS, QuantOptions
+from mcugen.quant.qgraph import METHODS, QuantOptions, simulated_run
 from mcugen.reference.float_ir import run_float
+from mcugen.reference.interpreter import run
 from mcugen.report import build_report
 from mcugen.targets import TARGETS, get_target
 
@@ -34,13 +38,10 @@ class Project:
 
     def run(self, x, raw=False):
         """The bit-exact reference on float inputs (N, ...) -> outputs."""
-        from mcugen.reference.interpreter import run
         return run(self.schedule, x, raw=raw)
 
     def run_simulated(self, x):
         """Simulated quantization in float (dequantized weights and activations)."""
-        from mcugen.ops.softmax import apply_output_transform
-        from mcugen.quant.qgraph import simulated_run
         x = coerce_inputs(x, self.schedule.input["shape"])
         return apply_output_transform(self.qgraph.graph.output_transform,
                                       simulated_run(self.qgraph, x))
@@ -86,7 +87,6 @@ def check_fit(target, schedule, board, plan, weights_in=None) -> None:
 
 
 def _resolve_board(target, board):
-    from mcugen.boards import get_board
     if isinstance(board, dict):                 # a board description given directly
         return board
     return get_board(board or TARGETS[target].default_board) if target in TARGETS else None
@@ -161,7 +161,6 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
     target_options = chosen.check_options(target_options or {})
     decode_bits = check_decode_bits(decode_bits)
     if out is not None:
-        from mcugen.codegen.project import check_destination
         check_destination(Path(out), force)
     # no index encoder follows a log2 grid's 2^-B steps, and an exact build has only thresholds
     graph = run_flow(import_model(read_model(model)),
@@ -193,12 +192,10 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
 def realization_cost(project, n=32) -> dict:
     """How far the integer realization is from simulated quantization, and both from float,
     on the calibration (or synthetic) inputs: the loss from the integers themselves."""
-    from mcugen.quant.calibrate import synthetic_inputs
     qgraph = project.qgraph
     graph = qgraph.graph
     x = qgraph.options.calib[:n] if qgraph.options.calib is not None else \
         synthetic_inputs(graph.shapes[graph.input], qgraph.input_range, qgraph.options.seed + 1, n)
-    from mcugen.ops.softmax import apply_output_transform
     real = apply_output_transform(graph.output_transform, run_float(graph, x)[graph.output]).reshape(len(x), -1)
     sim = project.run_simulated(x).reshape(len(x), -1)
     integer = project.run(x).reshape(len(x), -1)
@@ -218,7 +215,6 @@ def _options_record(options):
 
 
 def _emit(project, target, force):
-    from mcugen.codegen.project import write_project
     files = target.render(project.schedule, project.schedule.meta["model"], project.board,
                           project.plan)
     files["report.json"] = json.dumps(project.report, indent=1)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcugen.version import __version__
 from mcugen.codegen.hls_plan import MAC_KINDS, copy_name
 from mcugen.codegen.render import environment, render_all
+from mcugen.reference.inputs import verify_inputs
+from mcugen.reference.interpreter import quantize_input, run_codes
+from mcugen.version import __version__
 
 FILES = {"firmware/model.cpp": "firmware/model.cpp.j2", "firmware/model.h": "firmware/model.h.j2",
          "firmware/constants.h": "firmware/constants.h.j2", "tb/tb_model.cpp": "tb/tb_model.cpp.j2",
@@ -63,8 +65,6 @@ def template_context(schedule, model_file, board, plan) -> dict:
 
 def golden_vectors(schedule, n=TB_SAMPLES, seed=7):
     """Input codes and the reference's outputs for the testbench (one line per input)."""
-    from mcugen.reference.interpreter import quantize_input, run_codes
-    from mcugen.reference.inputs import verify_inputs
     x = verify_inputs(schedule, n - 2, seed)
     codes = quantize_input(schedule, x)
     expected = run_codes(schedule, codes)

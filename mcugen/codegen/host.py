@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcugen.version import __version__
 from mcugen.boards import get_board
 from mcugen.codegen.kernel_plan import mac_kernel_plan, simd_weight_layout
 from mcugen.codegen.render import render_all
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
+from mcugen.rtl.simulator import PROGRAM_FILES, compile_flags, link_flags
+from mcugen.version import __version__
 
 # the members of a typed union (the arena, GAP8's L3 staging): one array per element type, so
 # every array placed in it is read and written through an lvalue of its own type
@@ -111,11 +112,9 @@ RTL_FILES = {"main_rtl.c": "main_rtl.c.j2"}
 
 def rtl_make_flags() -> dict:
     """The Makefile's rtl rule: mcugen's CV32E40P harness contract, from the project's rtl/."""
-    from mcugen.rtl.simulator import compile_flags, link_flags
     return {"cflags": " ".join(compile_flags("rtl")), "ldflags": " ".join(link_flags("rtl"))}
 
 
 def rtl_program_files() -> dict:
     """rtl/: the startup, I/O header and console of programs run by the RTL harness."""
-    from mcugen.rtl.simulator import PROGRAM_FILES
     return {f"rtl/{path.name}": path.read_text() for path in PROGRAM_FILES}

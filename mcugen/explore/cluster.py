@@ -18,6 +18,7 @@ CONNECT_TIMEOUT = "10s"
 def connect(address: str):
     """A dask Client on the scheduler at `address` (before the sweep touches its directory)."""
     try:
+        # deferred: an optional dependency (pip install 'mcugen[cluster]')
         from distributed import Client
     except ImportError:
         raise MCUGenError("--scheduler needs dask.distributed: pip install 'mcugen[cluster]'") from None
@@ -29,6 +30,7 @@ def connect(address: str):
 
 
 def run_on_cluster(client, context: Context, points: list[dict], on_done) -> None:
+    # deferred: an optional dependency, present when a client was made
     from distributed import as_completed
     shared = client.scatter(context, broadcast=True)
     run = uuid.uuid4().hex[:12]       # keys unique on a scheduler other sweeps share

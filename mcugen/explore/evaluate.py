@@ -14,6 +14,8 @@ import numpy as np
 
 from mcugen.errors import MCUGenError
 from mcugen.explore.metrics import batched
+from mcugen.reference.interpreter import dequantize_output, quantize_input, run_codes
+from mcugen.targets import target_of
 
 EVALUATIONS = ("auto", "host", "reference")
 CHECKED = 16            # evaluation inputs whose C outputs are compared with the reference
@@ -35,8 +37,6 @@ def integer_outputs(path: Path, project, how: str, x: np.ndarray) -> np.ndarray:
     """(N, outputs per input) floats, as the integer model computes them."""
     if how == "reference":
         return batched(project.run, x)
-    from mcugen.reference.interpreter import dequantize_output, quantize_input, run_codes
-    from mcugen.targets import target_of
     schedule = project.schedule
     target = target_of(schedule)
     x32 = np.ascontiguousarray(x, dtype=np.float32)

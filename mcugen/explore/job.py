@@ -7,17 +7,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from mcugen.codegen.project import resolve_out
 from mcugen.errors import MCUGenError
+from mcugen.explore.cluster import connect
 from mcugen.explore.evaluate import resolve_evaluation
 from mcugen.explore.measure import cost_spec, resolve_measure
 from mcugen.explore.metrics import float_outputs, quality_metric
+from mcugen.explore.outputs import write_outputs
 from mcugen.explore.point import Context
 from mcugen.explore.results import write_results
 from mcugen.explore.space import load_space, point_id
 from mcugen.explore.store import (FINISHED, PROJECTS, append_record, finished_records,
                                   logged_records, open_directory)
 from mcugen.explore.sweep import run_points
+from mcugen.frontend.onnx_reader import import_model, read_model
+from mcugen.passes import run_flow
+from mcugen.pipeline import _resolve_board, check_board_target
+from mcugen.quant.calibrate import coerce_inputs
+from mcugen.targets import get_target
 
 
 @dataclass
@@ -43,7 +52,6 @@ def explore(model, calib, eval_x, labels=None, target="rv32", board=None, space=
             scheduler=None, progress=None, calib_path=None) -> Sweep:
     """calib, eval_x, labels: arrays. progress(done, total) after each point. Every check of
     the inputs comes before the directory is touched."""
-    from mcugen.codegen.project import resolve_out
     points = load_space(space)
     out = resolve_out(out)
     context, meta, config = _prepare(model, calib, eval_x, labels, target, board, seed, measure,
@@ -51,7 +59,6 @@ def explore(model, calib, eval_x, labels=None, target="rv32", board=None, space=
     meta["calib_path"] = calib_path
     if jobs < 1:
         raise MCUGenError(f"--jobs takes a positive number of processes, not {jobs}")
-    from mcugen.explore.cluster import connect
     client = connect(scheduler) if scheduler else None
     try:
         open_directory(out, config, force)
@@ -63,7 +70,6 @@ def explore(model, calib, eval_x, labels=None, target="rv32", board=None, space=
 
 def _prepare(model, calib, eval_x, labels, target, board, seed, measure, evaluate, out, points):
     """The points' shared Context, the results' meta, and the config a rerun must match."""
-    from threadpoolctl import threadpool_limits
     tgt, board_dict = _target_and_board(target, board)
     how = resolve_measure(measure, tgt, board_dict)
     evaluation = resolve_evaluation(evaluate, tgt)
@@ -105,14 +111,11 @@ def _sweep(out, context, meta, config, points, jobs, client, progress) -> Sweep:
         write_results(out, config, meta, points, kept)
         raise Interrupted(out, sum(r["status"] in FINISHED for r in kept.values()),
                           len(points)) from None
-    from mcugen.explore.outputs import write_outputs
     plots = write_outputs(out, meta, written["records"], written["fronts"])
     return Sweep(out, meta, written["records"], written["fronts"], len(points), resumed, plots)
 
 
 def _target_and_board(target, board):
-    from mcugen.pipeline import _resolve_board, check_board_target
-    from mcugen.targets import get_target
     tgt = get_target(target)
     board_dict = _resolve_board(tgt.name, board)
     check_board_target(tgt.name, board_dict)
@@ -120,15 +123,12 @@ def _target_and_board(target, board):
 
 
 def _float_graph(model):
-    from mcugen.frontend.onnx_reader import import_model, read_model
-    from mcugen.passes import run_flow
     if not Path(model).is_file():
         raise MCUGenError(f"model file '{model}' not found")
     return run_flow(import_model(read_model(model)))
 
 
 def _check_data(graph, calib, eval_x, labels):
-    from mcugen.quant.calibrate import coerce_inputs
     shape = graph.shapes[graph.input]
     calib = coerce_inputs(calib, shape, "calibration samples")
     eval_x = coerce_inputs(eval_x, shape, "evaluation inputs")

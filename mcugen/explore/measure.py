@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from mcugen.errors import MCUGenError
+from mcugen.report import merge_profile
+from mcugen.verify import compare, profile_record
 
 MEASURES = ("auto", "qemu", "rtl", "none")
 
@@ -66,7 +68,6 @@ def measure_point(path: Path, project, measure: str, x1: np.ndarray) -> dict:
                 "layer_costs": {layer["step"]: layer.get("cycles") for layer in report["layers"]}}
     profile = _run_profile(path, project.schedule, measure, x1)
     (path / "profile.json").write_text(json.dumps(profile, indent=1))   # as `mcugen simulate` does
-    from mcugen.report import merge_profile
     merged = merge_profile(copy.deepcopy(report), profile)
     key = "est_cycles" if "gap8_model" in report else {"rtl": "rtl_cycles"}.get(measure, "instructions")
     sections = profile["sections"]
@@ -77,7 +78,6 @@ def measure_point(path: Path, project, measure: str, x1: np.ndarray) -> dict:
 
 def _run_profile(path: Path, schedule, measure: str, x1: np.ndarray) -> dict:
     """One inference on qemu or the RTL, checked against the reference; profile.json's record."""
-    from mcugen.verify import compare, profile_record
     result = compare(path, schedule, x1.astype(np.float32), on=measure)
     if result.mismatches:
         raise MCUGenError(f"the generated C on {measure} differs from the reference on the first "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mcugen.ops.softmax import apply_output_transform
 from mcugen.reference.float_ir import run_float
 
 BATCH = 256     # evaluation inputs per reference call: bounds the reference's memory
@@ -19,7 +20,6 @@ def batched(fn, x: np.ndarray) -> np.ndarray:
 
 def float_outputs(graph, x: np.ndarray) -> np.ndarray:
     """The float model's outputs, with its host-side Softmax/LogSoftmax like the reference's."""
-    from mcugen.ops.softmax import apply_output_transform
     return batched(lambda b: apply_output_transform(graph.output_transform,
                                                     run_float(graph, b)[graph.output]), x)
 

@@ -13,12 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+import mcugen
+from mcugen.boards import get_board
 from mcugen.errors import MCUGenError
-from mcugen.explore.measure import measure_point
 from mcugen.explore.evaluate import integer_outputs
+from mcugen.explore.measure import measure_point
 from mcugen.explore.metrics import accuracy_figures
 from mcugen.explore.space import point_id
+from mcugen.targets import get_target
 
 UNBOUNDED = 1 << 40     # bytes: more than any budget a board states
 
@@ -43,7 +47,6 @@ def run_point(context: Context, point: dict) -> dict:
     """The point's record: its options, status (ok, does not fit, error) and figures. BLAS runs
     on one thread: the exponent search moves with the thread count (bench/nupes.py), and a
     point must come out the same in any worker, local or on a cluster."""
-    from threadpoolctl import threadpool_limits
     start = time.perf_counter()
     record = {"id": point_id(point), "options": point}
     try:
@@ -86,9 +89,6 @@ def _measured(context: Context, point: dict, out: Path) -> dict:
 
 def build_point(context: Context, point: dict, out: Path):
     """(project, shortfall phrases); the project is written to `out` either way."""
-    import mcugen
-    from mcugen.boards import get_board
-    from mcugen.targets import get_target
     board = get_board(context.board)
     options = dict(point, calib=context.calib, seed=context.seed)
     project = mcugen.build(context.model, target=context.target, board=unbounded(board),

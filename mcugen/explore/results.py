@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from mcugen.explore.pareto import front
-from mcugen.explore.space import AXES, EXTRA_OPTIONS
+from mcugen.explore.space import AXES, EXTRA_OPTIONS, point_id
 from mcugen.explore.store import MARKER, RESULTS_CSV, RESULTS_JSON, write_atomic
 
 FIGURES = ("top1", "float_agreement", "output_error", "flash_bytes", "ram_bytes", "cost",
@@ -26,7 +26,6 @@ def fronts(records: list[dict], meta: dict) -> dict:
 
 
 def ordered(space: list[dict], finished: dict) -> list[dict]:
-    from mcugen.explore.space import point_id
     return [finished[point_id(p)] for p in space if point_id(p) in finished]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 
+from mcugen.explore.cluster import run_on_cluster
 from mcugen.explore.point import Context, run_point
 
 _CONTEXT: Context | None = None     # a worker process's copy of the sweep's shared inputs
@@ -15,7 +16,6 @@ _CONTEXT: Context | None = None     # a worker process's copy of the sweep's sha
 def run_points(context: Context, points: list[dict], on_done, jobs: int = 1, client=None) -> None:
     """client: a dask Client (cluster.connect) to run the points on instead of here."""
     if client is not None:
-        from mcugen.explore.cluster import run_on_cluster
         run_on_cluster(client, context, points, on_done)
     elif jobs == 1 or len(points) <= 1:
         for point in points:

@@ -150,6 +150,7 @@ class ImportContext:
 def _fold_constants(model, ctx) -> list:
     """Evaluate nodes whose inputs are all constants (Constant nodes included) with onnx's
     reference evaluator; returns the nodes that remain."""
+    # deferred: onnx.reference takes a second to import; most models have no constant nodes
     from onnx.reference import ReferenceEvaluator
     remaining = []
     for node in model.graph.node:

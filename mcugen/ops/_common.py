@@ -210,6 +210,7 @@ _SLOPE_SIGN = {
 @functools.lru_cache(maxsize=None)
 def _smooth_turning_point(name):
     """The one root of the derivative: each of these dips to its minimum in (-5, 0)."""
+    # deferred: scipy.optimize is slow to import and only smooth activations need it
     from scipy.optimize import brentq
     slope = _SLOPE_SIGN[name]
     return float(brentq(lambda y: float(slope(y)), -5.0, 0.0,

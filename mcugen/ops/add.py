@@ -8,6 +8,7 @@ from mcugen.lower.encoders import encode
 from mcugen.lower.fixedpoint import common_point_table
 from mcugen.ops import OpDef, register
 from mcugen.ops._common import activation_fn
+from mcugen.ops.affine import affine_from_onnx
 
 # the common unit is max(R_a, R_b) / 2^29: both tables stay within 2^29, so their sum within
 # 2^30 < int32; 2^16 rounded the finest steps of an 8-bit power grid (near 0) by ~5%
@@ -27,7 +28,6 @@ class Add(OpDef):
             ctx.fail(node, f"Sum of {len(node.input)} inputs is not supported; a Sum of two is an Add")
         consts = [ctx.const(name) for name in node.input]
         if consts[0] is not None or consts[1] is not None:
-            from mcugen.ops.affine import affine_from_onnx
             return affine_from_onnx(node, ctx, consts)
         if node.op_type in ("Mul", "Div"):
             ctx.fail(node, f"{node.op_type} of two activations is not supported "

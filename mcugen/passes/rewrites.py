@@ -68,7 +68,6 @@ def fold_affine(graph) -> bool:
 def fold_pad(graph) -> bool:
     """Zero Pad of H and W -> into the pads of the Conv or AveragePool that alone reads it (an
     average counts the padded zeros, as it would have read them)."""
-    from mcugen.ops import get_op
     for node in graph.nodes:
         if node.op != "Pad":
             continue

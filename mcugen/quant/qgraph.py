@@ -7,6 +7,7 @@ first_last_bits=8 the first and last MAC layers keep 8-bit weights and the last 
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -185,7 +186,6 @@ def tensor_encodings(graph, ranges, input_range, options, activation_encoding) -
 
 def simulated_run(qgraph, x):
     """The float model with dequantized weights and activations (simulated quantization)."""
-    import copy
     graph = copy.copy(qgraph.graph)
     graph.nodes = []
     for node in qgraph.graph.nodes:

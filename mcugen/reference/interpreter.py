@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.ops import step_op
+from mcugen.ops._common import activation_fn
 from mcugen.ops.softmax import apply_output_transform
 from mcugen.quant.calibrate import coerce_inputs
 
@@ -48,7 +49,6 @@ def dequantize_output(schedule, raw):
         scales = np.asarray(spec["scales"], dtype=np.float64)      # one per output element
         y = raw * scales.reshape((1,) + raw.shape[1:])
         if spec.get("activation"):
-            from mcugen.ops._common import activation_fn
             y = activation_fn(tuple(spec["activation"]))(y)
     else:
         y = np.asarray(spec["values"])[raw + spec["offset"]]

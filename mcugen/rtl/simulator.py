@@ -90,6 +90,7 @@ def rtl_version() -> str:
 
 def _rtl_package():
     try:
+        # deferred: an optional dependency (pip install 'mcugen[rtl]'), needed by --on rtl only
         import pythondata_cpu_cv32e40p
     except ImportError:
         raise MCUGenError(f"the CV32E40P RTL is not installed: {INSTALL_RTL}") from None

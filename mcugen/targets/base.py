@@ -7,7 +7,12 @@ registry (mcugen/targets/__init__.py) lists the targets.
 """
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
+
+from mcugen.errors import MCUGenError
+from mcugen.runners import HOST_TIMEOUT, build_harness, locate_mismatch, qemu_timeout, run_harness
 
 
 class Target:
@@ -24,7 +29,6 @@ class Target:
     def check_options(self, options: dict) -> dict:
         """The target's own options, checked, with defaults filled in (none for most)."""
         if options:
-            from mcugen.errors import MCUGenError
             raise MCUGenError(f"the {self.name} target takes no option "
                               f"{', '.join('--' + k for k in options)}")
         return {}
@@ -71,7 +75,6 @@ class Target:
 
     # ---- emit -----------------------------------------------------------------------------------
     def render(self, schedule, model_file, board, plan) -> dict:
-        import importlib
         return importlib.import_module(f"mcugen.codegen.{self.codegen}").render(
             schedule, model_file, board, plan)
 
@@ -82,25 +85,21 @@ class Target:
 
     # ---- build and run (verify, simulate) ------------------------------------------------------
     def check_run_place(self, on, schedule=None):
-        from mcugen.errors import MCUGenError
         if on not in self.runs_on:
             raise MCUGenError(f"a project for the {self.name} target runs on "
                               f"{' or '.join(self.runs_on)}, not '{on}'")
 
     def build(self, project, variant="", sanitize=False, trace=False, on="host"):
         """Compile the project's harness; returns what `run` executes."""
-        from mcugen.runners import build_harness
         return build_harness(project, variant, sanitize=sanitize, trace=trace, on=on,
                              makefile=self.makefile)
 
     def run(self, exe, schedule, x: np.ndarray, on="host", timeout=None, trace_bytes=0):
         """Float inputs (N, ...) -> RunResult with the raw int32 outputs (N, n_out)."""
-        from mcugen.runners import HOST_TIMEOUT, qemu_timeout, run_harness
         if timeout is None:
             timeout = qemu_timeout(schedule, len(x)) if on == "qemu" else HOST_TIMEOUT
         n_out = int(np.prod(schedule.output["shape"]))
         return run_harness(exe, x, n_out, trace_bytes=trace_bytes, on=on, timeout=timeout)
 
     def locate_mismatch(self, project, schedule, x1, index) -> str:
-        from mcugen.runners import locate_mismatch
         return locate_mismatch(project, schedule, x1, index, makefile=self.makefile)

@@ -6,6 +6,7 @@ arrays on ap_memory ports; stream: AXI-Stream), `fit` (raise reuse until the est
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,7 +17,10 @@ import numpy as np
 
 from mcugen.codegen import hls_estimate as estimate
 from mcugen.codegen.hls_plan import MAC_KINDS, ap_type, buffer_ranges, mac_plan, readers, type_bits
+from mcugen.codegen.project import recording_new_files
 from mcugen.errors import MCUGenError
+from mcugen.reference.interpreter import quantize_input, run_codes
+from mcugen.runners import HOST_TIMEOUT, RunResult
 from mcugen.targets.base import Target
 
 RESOURCES = {"dsp": "DSP", "bram_18k": "BRAM_18K", "lut": "LUT", "ff": "FF"}
@@ -91,8 +95,6 @@ class HlsTarget(Target):
         return build_csim(Path(project), variant or ("asan" if sanitize else "csim"), sanitize)
 
     def run(self, exe, schedule, x, on="host", timeout=None, trace_bytes=0):
-        from mcugen.reference.interpreter import quantize_input
-        from mcugen.runners import HOST_TIMEOUT, RunResult
         codes = quantize_input(schedule, x).reshape(len(x), -1)
         n_out = int(np.prod(schedule.output["shape"]))
         with tempfile.TemporaryDirectory(prefix="mcugen") as tmp:
@@ -113,7 +115,6 @@ class HlsTarget(Target):
         return RunResult(out)
 
     def locate_mismatch(self, project, schedule, x1, index) -> str:
-        from mcugen.reference.interpreter import quantize_input, run_codes
         got = self.run(self.build(project), schedule, x1).outputs.reshape(-1)
         want = run_codes(schedule, quantize_input(schedule, x1)).reshape(-1)
         e = int(np.nonzero(got != want)[0][0])
@@ -158,7 +159,6 @@ def ap_types_dir() -> Path:
     if given:
         path = Path(given)
     else:
-        import importlib.util
         spec = importlib.util.find_spec("hls4ml")
         if spec is None or not spec.submodule_search_locations:
             raise MCUGenError(f"the ap_types headers were not found: {AP_TYPES_HINT}")
@@ -188,7 +188,6 @@ def csim_command(project: Path, exe: Path, sanitize: bool) -> list:
 
 def build_csim(project: Path, variant: str, sanitize: bool) -> Path:
     """g++ the firmware and the testbench into build/<variant>/csim."""
-    from mcugen.codegen.project import recording_new_files
     exe = project / "build" / variant / "csim"
     with recording_new_files(project):
         exe.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from mcugen.errors import MCUGenError
+from mcugen.rtl.simulator import build_simulator, run_program
+from mcugen.runners import RunResult, parse_profile
 
 
 class RtlRuns:
@@ -22,7 +24,6 @@ class RtlRuns:
             if not (Path(project) / "rtl" / "rtl_io.h").is_file():
                 raise MCUGenError(f"{project} has no rtl/ program files (an older mcugen made it): "
                                   f"build it again with `mcugen build ... --force`")
-            from mcugen.rtl.simulator import build_simulator
             build_simulator(progress=lambda text: print(text, file=sys.stderr, flush=True))
         return super().build(project, variant, sanitize, trace, on)
 
@@ -35,8 +36,6 @@ class RtlRuns:
 def run_on_rtl(elf, schedule, x: np.ndarray, timeout=None):
     """Float inputs (N, ...) streamed to the program on the RTL -> RunResult with the raw int32
     outputs and the profile channel's counts (cycles)."""
-    from mcugen.rtl.simulator import run_program
-    from mcugen.runners import RunResult, parse_profile
     n_out = int(np.prod(schedule.output["shape"]))
     done = run_program(elf, np.ascontiguousarray(x, dtype=np.float32).tobytes(),
                        max_cycles=rtl_cycle_budget(schedule, len(x)), timeout=timeout)
