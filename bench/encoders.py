@@ -106,7 +106,7 @@ def step_instructions(model, out, encoder):
 def section_a(root):
     from mcugen.lower.encoders import ENCODERS as REGISTRY, EncodeRequest
     from mcugen.quant.power import Encoding
-    from mcugen.ops._common import activation_is_nonnegative
+    from mcugen.numerics import activation_is_nonnegative
     layer = real_layer()
     enc, scale, bound = layer.encoding, layer.scale, layer.bound
     base_model = root / "micro_base.onnx"
@@ -140,7 +140,7 @@ def section_a(root):
 
 def activation_range(spec, y_range):
     """R of the activation's output when its input spans +-y_range (the layer's own range)."""
-    from mcugen.ops._common import activation_fn
+    from mcugen.numerics import activation_fn
     y = np.linspace(-y_range, y_range, 100_001)
     return float(np.abs(activation_fn(spec)(y)).max())
 

@@ -17,8 +17,8 @@ import mcugen
 from mcugen.errors import MCUGenError
 from mcugen.frontend.onnx_reader import ImportContext, import_model, read_model
 from mcugen.frontend.patterns import fuse_activation_patterns
-from mcugen.ops._common import (activation_fn, activation_is_monotone, activation_is_nonnegative,
-                                activation_per_channel, activation_turning_points)
+from mcugen.numerics import (activation_fn, activation_is_monotone, activation_is_nonnegative,
+                             activation_per_channel, activation_turning_points)
 from mcugen.passes import run_flow
 from mcugen.verify import compare, verify_inputs
 from mcugen.reference.float_ir import run_float

@@ -17,7 +17,7 @@ ACTIVATIONS = [None, ("Relu",), ("Clip", 0.0, 2.0), ("LeakyRelu", 0.1), ("LeakyR
 
 
 def encoding_for(activation, bits=8, exponent=0.75, scheme="power", rng=3.0):
-    from mcugen.ops._common import activation_is_nonnegative
+    from mcugen.numerics import activation_is_nonnegative
     return Encoding(bits, not activation_is_nonnegative(activation), exponent, scheme, rng)
 
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from mcugen.ops._common import round_half_away
+from mcugen.numerics import round_half_away
 from mcugen.quant.power import Encoding, Grid, quantize_weights, reconstruction_error
 
 

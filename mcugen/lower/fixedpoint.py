@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mcugen.errors import MCUGenError
-from mcugen.ops._common import round_half_away
+from mcugen.numerics import round_half_away
 
 TABLE_LIMIT = (1 << 15) - 1      # decoded values stay within int16 ...
 WIDE_TABLE_LIMIT = (1 << 31) - 1  # ... or int32, for a weight table that is the only precision

@@ -20,7 +20,7 @@ import numpy as np
 
 from mcugen.errors import MCUGenError
 from mcugen.lower.fixedpoint import ACC_LIMIT, CONSTANT_BITS, is_identity, range_bound
-from mcugen.ops._common import round_half_away
+from mcugen.numerics import round_half_away
 
 PRODUCT_TABLE_MAX = 256     # entries; 8-bit grids would need 64 K
 FRAC_MAX = 30               # |P| <= 2^30: every entry is an int32

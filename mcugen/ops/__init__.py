@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 
 from mcugen.errors import MCUGenError
-from mcugen.ops._common import activation_is_nonnegative
+from mcugen.numerics import activation_is_nonnegative
 
 _BY_KIND: dict[str, "OpDef"] = {}
 _BY_ONNX: dict[str, "OpDef"] = {}

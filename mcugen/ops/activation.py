@@ -9,7 +9,7 @@ import numpy as np
 
 from mcugen.ir.graph import Node
 from mcugen.ops import OpDef, register
-from mcugen.ops._common import activation_fn, activation_per_channel
+from mcugen.numerics import activation_fn, activation_per_channel
 
 # ONNX's default Selu constants (the float32 values the operator schema states)
 SELU_ALPHA = 1.67326319217681884765625

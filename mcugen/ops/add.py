@@ -7,7 +7,7 @@ from mcugen.ir.graph import Node
 from mcugen.lower.encoders import encode
 from mcugen.lower.fixedpoint import common_point_table
 from mcugen.ops import OpDef, register
-from mcugen.ops._common import activation_fn
+from mcugen.numerics import activation_fn
 from mcugen.ops.affine import affine_from_onnx
 
 # the common unit is max(R_a, R_b) / 2^29: both tables stay within 2^29, so their sum within

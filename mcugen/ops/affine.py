@@ -8,7 +8,7 @@ import numpy as np
 
 from mcugen.ir.graph import Node
 from mcugen.ops import OpDef, register
-from mcugen.ops._common import activation_fn
+from mcugen.numerics import activation_fn
 from mcugen.ops.activation import lower_recode
 
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from mcugen.ir.graph import Node
 from mcugen.ops import OpDef, register
-from mcugen.ops._common import activation_fn
+from mcugen.numerics import activation_fn
 from mcugen.ops._mac import (check_bias, decoded_weights, encode_output,
                              lower_mac, mac_accumulate)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.ops import get_op
-from mcugen.ops._common import activation_is_monotone, activation_per_channel
+from mcugen.numerics import activation_is_monotone, activation_per_channel
 
 
 

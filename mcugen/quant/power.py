@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcugen.ops._common import round_half_away
+from mcugen.numerics import round_half_away
 
 SCHEMES = ("power", "uniform", "log2")
 

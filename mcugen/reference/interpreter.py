@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.ops import step_op
-from mcugen.ops._common import activation_fn
+from mcugen.numerics import activation_fn
 from mcugen.ops.softmax import apply_output_transform
 from mcugen.quant.calibrate import coerce_inputs
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcugen.ops._common import activation_fn, activation_turning_points
+from mcugen.numerics import activation_fn, activation_turning_points
 
 
 def float_encoder(encoding, activation, scale):

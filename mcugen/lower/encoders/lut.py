@@ -14,7 +14,8 @@ import numpy as np
 
 from mcugen.lower.encoders.base import Encoder, EncoderParts, base_params
 from mcugen.lower.encoders.index import high_word_params, index_segments, multipliers, requantize
-from mcugen.ops._common import activation_fn, activation_is_piecewise_linear, activation_per_channel
+from mcugen.numerics import (activation_fn, activation_is_piecewise_linear,
+                             activation_per_channel)
 
 MIN_BITS, MAX_BITS = 4, 16
 STEPS_PER_BIT = 4        # table sizes grow by 2^(1/4), then a bisection

@@ -27,7 +27,7 @@ from mcugen.errors import MCUGenError
 from mcugen.lower.encoders.base import Encoder, EncoderParts, base_params
 from mcugen.lower.encoders.exact import Segments, least_reaching
 from mcugen.lower.encoders.index import MULT_BITS, high_word_params, multipliers, requantize
-from mcugen.ops._common import activation_is_piecewise_linear, round_half_away
+from mcugen.numerics import activation_is_piecewise_linear, round_half_away
 
 FRAC = 15                    # fixed-point bits of the mantissa m and of N, D
 CENTER = 0.75                # t = m - 3/4: |t| <= 1/4 keeps the Horner products small

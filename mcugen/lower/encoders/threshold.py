@@ -8,7 +8,7 @@ import numpy as np
 
 from mcugen.lower.encoders.base import Encoder, EncoderParts, base_params
 from mcugen.lower.encoders.exact import Segments, float_encoder, least_reaching
-from mcugen.ops._common import activation_is_monotone
+from mcugen.numerics import activation_is_monotone
 
 
 def threshold_table(encoding, activation, scale, bound: int) -> np.ndarray:
