@@ -2,7 +2,8 @@
 
 An OpDef carries an op's whole lifecycle: its ONNX mapping (frontend), shape inference, the
 float kernel (float IR), the lowering to a Schedule step, and the integer reference kernel.
-The C for a step kind lives in templates/<target>/ops/<kind>.c.j2.
+The C for a step kind lives in templates/common/ops/<kind>.c.j2, or in a target's own
+templates/<target>/ops/ where it has a kernel of its own (docs/adding-an-op.md).
 """
 from __future__ import annotations
 
