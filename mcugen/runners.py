@@ -33,9 +33,26 @@ FAULT_CAUSES = {0: "misaligned fetch", 1: "instruction access fault", 2: "illega
                 6: "misaligned store", 7: "store access fault", 11: "ecall"}
 
 
-# places that run a cross-compiled RV32 build: the make goal and the ELF it makes, the same in
-# every target's makefile (rv32: Makefile; gap8: emu.mk, its PMSIS emulation build)
-CROSS_GOALS = {"qemu": ("rv32", "model_test.elf"), "rtl": ("rtl", "model_rtl.elf")}
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    """Where a built project runs: the make goal that builds for it (the same in every target's
+    makefile: rv32's Makefile, gap8's emu.mk), the program that goal makes, the compiler it
+    needs, and the emulator that runs the program (none: it runs itself, or its target runs it,
+    as the RTL harness of targets/rtl.py)."""
+    name: str
+    goal: str | None                # None: the makefile's default goal, the host harness
+    program: str
+    compiler: str | None            # None: the host's (find_cc)
+    emulator: str | None = None
+
+
+RUN_PLACES = {place.name: place for place in (
+    RunPlace("host", None, "model_test", None),
+    RunPlace("qemu", "rv32", "model_test.elf", RV_CC, QEMU),
+    RunPlace("rtl", "rtl", "model_rtl.elf", RV_CC),
+)}
 
 
 def find_cc() -> str:
@@ -53,10 +70,11 @@ def build_harness(project: Path, variant: str = "", sanitize=False, trace=False,
         raise MCUGenError("`make` not found: install it (apt-get install make)")
     build = f"build/{variant or on}"
     cmd = ["make", "-s", "-f", makefile, "-C", str(project), f"BUILD={build}"]
-    if on in CROSS_GOALS:
-        if shutil.which(RV_CC) is None:
-            raise MCUGenError(f"{RV_CC} not found: {INSTALL_HINT}")
-        cmd.append(CROSS_GOALS[on][0])
+    place = RUN_PLACES[on]
+    if place.compiler:
+        if shutil.which(place.compiler) is None:
+            raise MCUGenError(f"{place.compiler} not found: {INSTALL_HINT}")
+        cmd.append(place.goal)
     else:
         cmd.append(f"CC={find_cc()}")
     cmd += ["SANITIZE=1"] if sanitize else []
@@ -67,7 +85,7 @@ def build_harness(project: Path, variant: str = "", sanitize=False, trace=False,
         lines = (done.stderr or done.stdout).strip().splitlines()
         errors = [line for line in lines if "error" in line] or lines or ["make failed"]
         raise MCUGenError(f"the generated C did not compile: {errors[0]}")
-    return project / build / (CROSS_GOALS[on][1] if on in CROSS_GOALS else "model_test")
+    return project / build / place.program
 
 
 @dataclass
@@ -78,12 +96,15 @@ class RunResult:
 
 
 def harness_command(exe: Path, files, on):
-    if on != "qemu":
+    """The command that runs a harness on its files (input, output, trace) at run place `on`:
+    the program itself, or qemu's virt machine with the files as semihosting arguments."""
+    emulator = RUN_PLACES[on].emulator
+    if emulator is None:
         return [str(exe)] + [str(f) for f in files]
-    if shutil.which(QEMU) is None:
-        raise MCUGenError(f"{QEMU} not found: {INSTALL_HINT}")
+    if shutil.which(emulator) is None:
+        raise MCUGenError(f"{emulator} not found: {INSTALL_HINT}")
     args = ",".join(f"arg={f}" for f in files)
-    return [QEMU, "-machine", "virt", "-bios", "none", "-nographic", "-icount", "shift=0",
+    return [emulator, "-machine", "virt", "-bios", "none", "-nographic", "-icount", "shift=0",
             "-semihosting-config", f"enable=on,target=native,{args}", "-kernel", str(exe)]
 
 

@@ -49,7 +49,7 @@ def test_gap8_project_is_bit_exact_on_the_rtl(mnist8_gap8, rtl_tools):
     done = cli("verify", out, "--on", "rtl", "--n", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verify: 3 inputs on rtl, 0 differences (bit-exact)" in done.stdout
-    # the goal and ELF of runners.CROSS_GOALS["rtl"], from emu.mk (the Makefile is the SDK's)
+    # the goal and ELF of runners.RUN_PLACES["rtl"], from emu.mk (the Makefile is the SDK's)
     assert (out / "build" / "rtl" / "model_rtl.elf").is_file()
     assert build_harness(out, on="rtl", makefile="emu.mk").name == "model_rtl.elf"
 

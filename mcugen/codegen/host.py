@@ -96,11 +96,12 @@ def qemu_memory():
             "ram_origin": hex(memory["ram"]["origin"]), "ram_bytes": memory["ram"]["bytes"]}
 
 
-def render(schedule, model_file: str, board: dict | None = None, plan: dict | None = None) -> dict:
-    """The board does not change the host C (the rv32 rule always targets qemu's layout)."""
+def render(schedule, model_file: str, board: dict | None = None, plan: dict | None = None,
+           rtl: bool = False) -> dict:
+    """The board does not change the host C (the rv32 rule always targets qemu's layout).
+    `rtl`: the project also builds for the CV32E40P RTL (a target that runs there: rv32, whose
+    plain kernels are RV32IMC)."""
     context = template_context(schedule, model_file, plan)
-    # every rv32 project also builds for the CV32E40P RTL (its plain kernels are RV32IMC)
-    rtl = schedule.meta.get("target") == "rv32"
     context["rtl"] = rtl_make_flags() if rtl else None
     files = render_all("host", {**FILES, **(ISA_FILES if context["simd"] else {}),
                                 **(RTL_FILES if rtl else {})}, context)

@@ -22,12 +22,13 @@ CHECKED = 16            # evaluation inputs whose C outputs are compared with th
 
 
 def resolve_evaluation(evaluate: str, target) -> str:
-    """`auto`: the C on the host for the C targets (host, rv32), else the reference."""
+    """`auto`: the generated C on the host for a target whose harness is a host program (host,
+    rv32), else the reference."""
     if evaluate not in EVALUATIONS:
         raise MCUGenError(f"--evaluate takes {', '.join(EVALUATIONS)}, not '{evaluate}'")
     if evaluate == "auto":
-        return "host" if target.name in ("host", "rv32") else "reference"
-    if evaluate == "host" and target.name not in ("host", "rv32"):
+        return "host" if target.host_harness else "reference"
+    if evaluate == "host" and not target.host_harness:
         raise MCUGenError(f"--evaluate host runs the C of the host and rv32 targets; use "
                           f"--evaluate reference for the {target.name} target")
     return evaluate

@@ -13,7 +13,7 @@ from mcugen.codegen.project import resolve_out
 from mcugen.errors import MCUGenError
 from mcugen.explore.cluster import connect
 from mcugen.explore.evaluate import resolve_evaluation
-from mcugen.explore.measure import cost_spec, resolve_measure
+from mcugen.explore.measure import resolve_measure
 from mcugen.explore.metrics import float_outputs, quality_metric
 from mcugen.explore.outputs import write_outputs
 from mcugen.explore.point import Context
@@ -144,7 +144,7 @@ def _check_data(graph, calib, eval_x, labels):
 
 def _meta(model, target, board, seed, how, reference, labels) -> dict:
     quality, higher = quality_metric(labels, reference.shape[1])
-    cost = cost_spec(target, how)
+    cost = get_target(target).cost_spec(how)
     figures = [quality] + (["float_agreement"] if reference.shape[1] > 1 else [])
     figures = list(dict.fromkeys(figures + ["output_error", "flash_bytes", "ram_bytes", "exponent",
                                             "weight_storage_used", "macs"]))

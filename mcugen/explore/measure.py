@@ -26,9 +26,8 @@ def resolve_measure(measure: str, target, board: dict) -> str:
     (GAP8 and HLS projects are not run: HLS has its estimate, GAP8 only flash and RAM)."""
     if measure not in MEASURES:
         raise MCUGenError(f"--measure takes {', '.join(MEASURES)}, not '{measure}'")
-    c_target = target.name in ("host", "rv32")
     if measure == "auto":
-        if not c_target:
+        if not target.host_harness:
             return "none"
         return "rtl" if board.get("simd") else "qemu"
     if measure != "none":
@@ -37,25 +36,6 @@ def resolve_measure(measure: str, target, board: dict) -> str:
             raise MCUGenError(f"board '{board['name']}' has SIMD kernels qemu cannot run: "
                               f"use --measure rtl or --measure none")
     return measure
-
-
-def cost_spec(target_name: str, measure: str) -> dict | None:
-    """The cost column's name and label, or None when the sweep has no cost figure."""
-    first = "one inference on the first evaluation input"
-    if measure in ("qemu", "rtl") and target_name == "gap8":
-        counts = "qemu instruction counts" if measure == "qemu" else "per-core RTL cycles"
-        return {"column": "gap8_est_cycles", "label": f"GAP8 cluster cycles, estimated (a model on "
-                f"{counts}, mcugen/cycle_model.py), " + first}
-    if measure == "qemu":
-        return {"column": "instructions", "label": "instructions, measured on qemu RV32IMC "
-                "(minstret), " + first}
-    if measure == "rtl":
-        return {"column": "cycles", "label": "cycles, measured on the CV32E40P RTL (ideal "
-                "memory), " + first}
-    if target_name == "hls":
-        return {"column": "hls_est_cycles", "label": "latency cycles, HLS estimate (a model "
-                "before synthesis)"}
-    return None
 
 
 def measure_point(path: Path, project, measure: str, x1: np.ndarray) -> dict:

@@ -21,6 +21,9 @@ class Target:
     description = ""
     codegen = ""                     # the mcugen.codegen module that renders the project
     runs_on = ("host",)              # where verify and simulate can run the built project
+    # its C harness is a host program (model_test) whose raw outputs a caller can read: explore
+    # then evaluates and measures points by running the generated code itself
+    host_harness = False
     product_tables = True            # may the lowering realize MACs with product tables
     packed_weights = True            # may weights be stored as packed codes
     storage_first = "decoded"        # the weight storage `auto` tries first
@@ -68,6 +71,18 @@ class Target:
 
     def weights_placement(self, schedule, board, plan) -> str:
         return board.get("weights_in", "flash")
+
+    def cost_spec(self, measure: str) -> dict | None:
+        """The cost a run `measure` (qemu, rtl, none) gives a point of this target: the column
+        and its label, or None. The counters the C harness reads by default."""
+        first = "one inference on the first evaluation input"
+        if measure == "qemu":
+            return {"column": "instructions", "label": "instructions, measured on qemu RV32IMC "
+                    "(minstret), " + first}
+        if measure == "rtl":
+            return {"column": "cycles", "label": "cycles, measured on the CV32E40P RTL (ideal "
+                    "memory), " + first}
+        return None
 
     def fit_advice(self) -> str:
         return ("code adds a few KB more. Try a smaller model, lower --wbits, or a bigger board "

@@ -3,6 +3,7 @@ or on the CV32E40P RTL). One codegen (mcugen/codegen/host.py); the plan is the C
 structure, with the SIMD kernels on boards that have dot-product instructions."""
 from __future__ import annotations
 
+from mcugen.codegen.host import render as render_c99
 from mcugen.codegen.kernel_plan import c_kernel_plan
 from mcugen.targets.base import Target
 from mcugen.targets.rtl import RtlRuns
@@ -11,6 +12,10 @@ from mcugen.targets.rtl import RtlRuns
 class C99Target(Target):
     codegen = "host"
     runs_on = ("host", "qemu")       # the same portable C, with a rule for RV32 under qemu
+    host_harness = True
+
+    def render(self, schedule, model_file, board, plan) -> dict:
+        return render_c99(schedule, model_file, board, plan, rtl="rtl" in self.runs_on)
 
     def plan(self, schedule, board, options=None) -> dict:
         simd = bool(board and board.get("simd"))

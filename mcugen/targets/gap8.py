@@ -41,6 +41,14 @@ class Gap8Target(RtlRuns, Target):
                     step_plan["l1_error"] = str(error)
         return plan
 
+    def cost_spec(self, measure: str) -> dict | None:
+        """A run on qemu or the RTL counts each core's share: the cost is the cluster's estimate."""
+        if measure not in ("qemu", "rtl"):
+            return None
+        counts = "qemu instruction counts" if measure == "qemu" else "per-core RTL cycles"
+        return {"column": "gap8_est_cycles", "label": f"GAP8 cluster cycles, estimated (a model on "
+                f"{counts}, mcugen/cycle_model.py), one inference on the first evaluation input"}
+
     def shortfalls(self, schedule, board, plan, weights_in=None) -> list:
         short = super().shortfalls(schedule, board, plan, weights_in)
         errors = {p["l1_error"] for p in plan.values() if "l1_error" in p}

@@ -1,6 +1,6 @@
 """`--on rtl` for the targets whose projects build a program for mcugen's CV32E40P RTL harness
 (rv32: the Makefile's `rtl` goal; gap8: emu.mk's, the PMSIS emulation counting cycles). The
-goal and the ELF it makes are runners.CROSS_GOALS["rtl"]; this mixin adds the simulator build
+goal and the ELF it makes are runners.RUN_PLACES["rtl"]; this mixin adds the simulator build
 and the run, and leaves every other place to the target's own build and run."""
 from __future__ import annotations
 
