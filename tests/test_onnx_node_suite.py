@@ -2,9 +2,12 @@
 outputs) as golden data, for every op type mcugen imports.
 
 Each case either goes through (float IR equal to onnx's expected output; the quantized build
-close to it; one lowering case per op bit-exact in C) or is refused with one MCUGenError line.
+close to it; one lowering case per op bit-exact in C) or is refused with one MCUGenError line
+for the reason tests/expected_refusals.toml pins for it ([[onnx_node]]): a refusal not listed,
+one whose message no longer matches its reason and a listed case that now goes through all fail.
 Any other exception is an internal error. `python3 tests/onnx_suite.py` prints the summary
-(refusals grouped by reason).
+(refusals grouped by reason); `python3 tests/test_onnx_node_suite.py` prints the current
+refusals in the form of tests/expected_refusals.toml.
 
 Case ids are onnx's test names, with suffixes for the readings built from them (onnx_suite):
 `+as_float` (integer data of Pad/MaxPool/Clip as float32), `+per_sample` (a leading dimension
@@ -13,12 +16,15 @@ output), `+identity_conv` (behind a 1x1 identity Conv, for the quantized build).
 """
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
 import mcugen
+from refusals import check_pinned, check_pinned_names, pinned_refusals, refusal_groups
 from onnx_suite import float_ir_output, node_cases, outcome, quantized_cases
 
 CASES = node_cases()
@@ -34,6 +40,16 @@ QUANT_TOLERANCE = 0.03
 
 def names(cases):
     return [case.name for case in cases]
+
+
+TESTS = {"float_ir": names(CASES), "quantized": names(QUANTIZED)}
+
+
+PINNED, UNKNOWN = pinned_refusals("onnx_node", TESTS)
+
+
+def test_pinned_refusals_name_cases_of_these_tests_with_valid_reasons():
+    check_pinned_names(PINNED, UNKNOWN)
 
 
 def model_names(model):
@@ -62,6 +78,7 @@ def build(case, tmp_path, out=None):
 def test_float_ir_equals_onnx_expected_output(case, record_property):
     kind, value = outcome(lambda: float_ir_output(case.model, case.x)[1])
     assert kind != "internal", f"{case.name}: internal error, not an MCUGenError: {value}"
+    check_pinned(PINNED, "float_ir", case.name, kind, value)
     if kind == "refused":
         record_property("refused", value)
         assert_clean_refusal(value, case.model)
@@ -77,6 +94,7 @@ def test_quantized_build_is_close_or_refused(case, tmp_path, record_property):
     quantized model needs, without changing the expected output."""
     kind, project = build(case, tmp_path)
     assert kind != "internal", f"{case.name}: internal error in build, not an MCUGenError: {project}"
+    check_pinned(PINNED, "quantized", case.name, kind, project)
     if kind == "refused":
         record_property("refused", project)
         assert_clean_refusal(project, case.model, must_name=False)
@@ -139,3 +157,22 @@ def test_generated_c_is_bit_exact_for_pool_and_pad_variants(name, tmp_path, host
     kind, value = build(case, tmp_path)
     assert kind == "ok", f"{name}: {value}"
     verify_in_c(case, tmp_path)
+
+
+def print_refusals():
+    """Every case's refusals now, as the [[onnx_node]] groups of tests/expected_refusals.toml."""
+    refused = {test: {} for test in TESTS}
+    for case in CASES:
+        kind, value = outcome(lambda: float_ir_output(case.model, case.x)[1])
+        if kind == "refused":
+            refused["float_ir"][case.name] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in QUANTIZED:
+            kind, value = build(case, Path(tmp))
+            if kind == "refused":
+                refused["quantized"][case.name] = value
+    print(refusal_groups("onnx_node", refused, PINNED, TESTS))
+
+
+if __name__ == "__main__":
+    print_refusals()

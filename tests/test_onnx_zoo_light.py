@@ -4,17 +4,23 @@ constant) with their stored expected output.
 
 Each model either imports, with the float IR equal to the stored output and, with its weights
 redrawn at random (so channels differ), to onnxruntime; or is refused with one MCUGenError
-line naming the node and op. The quantized build takes 30-60 s for the big models (224x224
+line naming the node and op, for the reason tests/expected_refusals.toml pins for the model
+([[onnx_zoo_light]]; `python3 tests/test_onnx_zoo_light.py` prints the current refusals in that
+form): a refusal not listed, one whose message no longer matches its reason and a listed model
+that now goes through all fail. The quantized build takes 30-60 s for the big models (224x224
 inputs through numpy): CI builds SqueezeNet, MCUGEN_SLOW=1 builds every model.
 """
 import os
 import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
 import mcugen
+from refusals import check_pinned, check_pinned_names, pinned_refusals, refusal_groups
 from onnx_suite import (float_ir_output, light_expected, light_input, light_input_value,
                         light_models, light_with_random_weights, outcome)
 
@@ -27,6 +33,20 @@ REFUSAL = re.compile(r"^node '[^']+' \((\w+)\): \S")
 
 def ids(paths):
     return [p.stem for p in paths]
+
+
+# the quantized build takes 30-60 s for the big ones: CI builds the fast one, and
+# `MCUGEN_SLOW=1 python3 -m pytest tests/test_onnx_zoo_light.py` (bench/README.md) builds all
+QUANTIZED = MODELS if SLOW else [p for p in MODELS if p.stem == "light_squeezenet"]
+# the models each test may run (the quantized one runs every model with MCUGEN_SLOW=1)
+TESTS = {"float_ir": ids(MODELS), "quantized": ids(MODELS)}
+
+
+PINNED, UNKNOWN = pinned_refusals("onnx_zoo_light", TESTS)
+
+
+def test_pinned_refusals_name_light_models_with_valid_reasons():
+    check_pinned_names(PINNED, UNKNOWN)
 
 
 def assert_names_node_and_op(message, model):
@@ -58,6 +78,7 @@ def test_light_model_float_ir_or_clean_refusal(path, record_property):
     x = light_input(model)
     kind, value = outcome(lambda: float_ir_output(model, x)[1])
     assert kind != "internal", f"{path.stem}: internal error, not an MCUGenError: {value}"
+    check_pinned(PINNED, "float_ir", path.stem, kind, value)
     if kind == "refused":
         record_property("refused", value)
         assert_names_node_and_op(value, model)
@@ -75,21 +96,23 @@ def test_light_model_float_ir_or_clean_refusal(path, record_property):
                                atol=1e-5 * float(np.abs(theirs).max()))
 
 
-# the quantized build takes 30-60 s for the big ones: CI builds the fast one, and
-# `MCUGEN_SLOW=1 python3 -m pytest tests/test_onnx_zoo_light.py` (bench/README.md) builds all
-QUANTIZED = MODELS if SLOW else [p for p in MODELS if p.stem == "light_squeezenet"]
+def quantized_build(path, tmp_path):
+    """(the model with redrawn weights, outcome of its uniform W8A8 build calibrated on two
+    random inputs)."""
+    redrawn = light_with_random_weights(onnx.load(str(path)))
+    onnx.save(redrawn, str(tmp_path / "m.onnx"))
+    calib = random_inputs(redrawn, 2, seed=2)
+    return (redrawn,) + outcome(lambda: mcugen.build(tmp_path / "m.onnx", scheme="uniform",
+                                                     wbits=8, abits=8, calib=calib))
 
 
 @pytest.mark.parametrize("path", QUANTIZED, ids=ids(QUANTIZED))
 def test_light_model_quantized_agrees_with_float(path, tmp_path, record_property):
     """Uniform W8A8 of the model with redrawn weights, calibrated on two random inputs: the
     integer reference picks the float model's class on most of four other inputs."""
-    redrawn = light_with_random_weights(onnx.load(str(path)))
-    onnx.save(redrawn, str(tmp_path / "m.onnx"))
-    calib = random_inputs(redrawn, 2, seed=2)
-    kind, project = outcome(lambda: mcugen.build(tmp_path / "m.onnx", scheme="uniform",
-                                                 wbits=8, abits=8, calib=calib))
+    redrawn, kind, project = quantized_build(path, tmp_path)
     assert kind != "internal", f"{path.stem}: internal error, not an MCUGenError: {project}"
+    check_pinned(PINNED, "quantized", path.stem, kind, project)
     if kind == "refused":
         record_property("refused", project)
         assert_names_node_and_op(project, redrawn)
@@ -103,3 +126,22 @@ def test_light_model_quantized_agrees_with_float(path, tmp_path, record_property
     record_property("max_error_relative", error)
     print(f"{path.stem}: integer vs float top-1 agreement {agreement:.2f}, max error {error:.3g}")
     assert agreement >= 0.75, f"{path.stem}: top-1 agreement {agreement:.2f}, max error {error:.3g}"
+
+
+def print_refusals():
+    """Every model's refusals now (the quantized build of every model, as MCUGEN_SLOW=1 runs
+    it), as the [[onnx_zoo_light]] groups of tests/expected_refusals.toml."""
+    refused = {test: {} for test in TESTS}
+    for path in MODELS:
+        model = onnx.load(str(path))
+        found = {"float_ir": outcome(lambda: float_ir_output(model, light_input(model))[1])}
+        with tempfile.TemporaryDirectory() as tmp:
+            found["quantized"] = quantized_build(path, Path(tmp))[1:]
+        for test, (kind, value) in found.items():
+            if kind == "refused":
+                refused[test][path.stem] = value
+    print(refusal_groups("onnx_zoo_light", refused, PINNED, TESTS))
+
+
+if __name__ == "__main__":
+    print_refusals()

@@ -1,13 +1,16 @@
 """Per op: a small ONNX model through the float IR (vs onnxruntime) and through the generated C
-(bit-exact vs the reference), so every step template is compiled and checked."""
+(bit-exact vs the reference), so every step template is compiled and checked. Which ops and step
+kinds the cases must reach comes from the op registry (mcugen/ops): a new op fails the coverage
+test until a case here lowers it."""
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx import helper
 
 import mcugen
 from mcugen.frontend.onnx_reader import import_model
-from mcugen.ops import all_ops
+from mcugen.ops import OpDef, all_ops
 from mcugen.passes import run_flow
 from mcugen.reference.float_ir import run_float
 from mcugen.resources import data_dir
@@ -124,7 +127,6 @@ def test_op_float_matches_onnxruntime_and_c_is_bit_exact(name, tmp_path, host_cc
     x = RNG.uniform(-2, 2, size=(5,) + tuple(CASES[name]()[2][1:])).astype(np.float32)
     session = ort.InferenceSession(str(path))
     want = np.concatenate([session.run(None, {"x": xi[None]})[0] for xi in x])
-    import onnx
     graph = run_flow(import_model(onnx.load(str(path))))
     np.testing.assert_allclose(run_float(graph, x.astype(np.float64))[graph.output], want, rtol=1e-4, atol=1e-4)
     for scheme, wbits, abits in (("power", 4, 4), ("uniform", 8, 8), ("log2", 4, 8)):
@@ -135,13 +137,32 @@ def test_op_float_matches_onnxruntime_and_c_is_bit_exact(name, tmp_path, host_cc
         assert result.mismatches == 0, f"{scheme}: {result.first}"
 
 
-def test_every_step_kind_has_a_host_template_and_a_conformance_case():
+def lowering_ops():
+    """The registered ops that lower to a step or an alias (their own OpDef.lower): every op but
+    those the frontend removes or the host runs (Softmax)."""
+    return {kind for kind, op in all_ops().items() if type(op).lower is not OpDef.lower}
+
+
+def covered_by_cases(tmp_path):
+    """(IR ops, step kinds) the cases reach: the nodes their builds lower and the steps those
+    become."""
+    ops, kinds = set(), set()
+    for name in CASES:
+        project = mcugen.build(build_case(name, tmp_path), scheme="uniform", wbits=8, abits=8,
+                               input_range=(-2.0, 2.0), first_last_bits="same")
+        ops |= {node.op for node in project.qgraph.graph.nodes}
+        kinds |= {step.kind for step in project.schedule.steps}
+    return ops, kinds
+
+
+def test_every_op_and_step_kind_has_a_host_template_and_a_conformance_case(tmp_path):
     kinds = {k for op in all_ops().values() for k in op.step_kinds}
     templates = {p.name.split(".")[0] for target in ("host", "common")
                  for p in (data_dir("templates") / target / "ops").glob("*.c.j2")}
     assert kinds <= templates, f"step kinds without a host template: {kinds - templates}"
-    covered = {"conv2d", "dense", "add", "maxpool", "avgpool", "recode", "concat", "transpose", "pad"}
+    ops, covered = covered_by_cases(tmp_path)
     assert kinds <= covered, f"step kinds without a conformance case: {kinds - covered}"
+    assert lowering_ops() <= ops, f"ops without a conformance case: {lowering_ops() - ops}"
 
 
 GAP8_CASES = ["maxpool_dilated_ceil", "avgpool_exclude_pad_ceil_and_maxpool_ceil",

@@ -49,15 +49,17 @@ def test_eight_bit_lanes_are_bit_exact_on_the_rtl(scheme, wbits, abits, tmp_path
     kinds = {project.plan[s.name].get("simd") for s in project.schedule.steps}
     assert kinds & {"b", "ub"}
     result = compare(out, project.schedule, verify_inputs(project.schedule, 1, seed=2), on="rtl")
-    assert result.mismatches == 0, result.first
+    assert result.n == 3 and result.mismatches == 0, result.first
 
 
 def test_the_simd_instructions_really_run(tmp_path, rtl_tools):
     """The same ELF on a core built with COREV_PULP=0 stops at its first CORE-V instruction."""
     out = tmp_path / "proj"
     project = simd_project("mnist8", out, "uniform", 8, 8)
-    x = verify_inputs(project.schedule, 1, seed=1)[:1].astype(np.float32).tobytes()
-    compare(out, project.schedule, verify_inputs(project.schedule, 1, seed=1), on="rtl")
+    inputs = verify_inputs(project.schedule, 1, seed=1)          # the range's two ends and one
+    result = compare(out, project.schedule, inputs, on="rtl")
+    assert result.n == len(inputs) == 3 and result.mismatches == 0, result.first
+    x = inputs[:1].astype(np.float32).tobytes()
     elf = out / "build" / "rtl" / "model_rtl.elf"
     assert run_program(elf, x).output
     with pytest.raises(MCUGenError, match=r"mcause 0x2 \(illegal instruction\)"):
