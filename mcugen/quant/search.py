@@ -13,19 +13,25 @@ from mcugen.quant.power import Grid, quantize_weights
 GRID = np.round(np.arange(0.30, 1.2001, 0.05), 4)
 
 
-def _layer_error(w, grid, objective):
+def _layer_error(w, grid, objective, norm=None):
+    """`norm`: np.linalg.norm(w), when the caller has it already."""
     _, _, w_hat = quantize_weights(w, grid)
     err = np.linalg.norm(w - w_hat)
     if objective == "normalized":
-        norm = np.linalg.norm(w)
+        norm = np.linalg.norm(w) if norm is None else norm
         return err / norm if norm > 0 else 0.0
     return err
 
 
 def objective_fn(layers, objective="normalized"):
-    """layers: list of (weight array, bits) -> f(a)."""
+    """layers: list of (weight array, bits) -> f(a). Each layer's norm is computed once, not
+    at each of the search's ~30 evaluations: the same value, and on a multi-threaded BLAS a
+    norm of a large layer costs a thread hand-off, a large part of a small model's build."""
+    norms = [np.linalg.norm(w) for w, _ in layers] if objective == "normalized" else [None] * len(layers)
+
     def f(a):
-        return sum(_layer_error(w, Grid(bits, True, float(a)), objective) for w, bits in layers)
+        return sum(_layer_error(w, Grid(bits, True, float(a)), objective, norm)
+                   for (w, bits), norm in zip(layers, norms))
     return f
 
 

@@ -12,10 +12,12 @@ least table bytes, then the fewest instructions.
 """
 from __future__ import annotations
 
+import copy
+
 from mcugen.errors import MCUGenError
-from mcugen.lower.encoders.base import EncodeRequest, EncoderParts
+from mcugen.lower.encoders.base import FLOAT_CACHE, BoundedCache, EncodeRequest, EncoderParts
 from mcugen.lower.encoders.lut import Lut
-from mcugen.lower.encoders.pade import Pade
+from mcugen.lower.encoders.pade import MAGNITUDES, Pade, fitted_rational, fixed_coefficients, power_table
 from mcugen.lower.encoders.threshold import Threshold
 
 ENCODERS = {e.name: e for e in (Threshold(), Lut(), Pade())}
@@ -25,11 +27,17 @@ BYTES_PER_INSTRUCTION = 1.0      # auto's exchange rate between flash and run ti
 EXACT_BELOW_BITS = 7             # auto keeps exact encoders on coarser grids
 
 
-def choose(candidates: list, elements: int, small=False) -> EncoderParts:
+def choice_key(elements: int, small=False):
+    """(table bytes, instructions per element) -> what `choose` minimizes; it never decreases
+    when either grows, so a lower bound of both bounds the key."""
     if small:
-        return min(candidates, key=lambda p: (p.table_bytes, p.ops_per_element))
-    return min(candidates, key=lambda p: (p.table_bytes + BYTES_PER_INSTRUCTION * elements
-                                          * p.ops_per_element, p.table_bytes))
+        return lambda table_bytes, ops: (table_bytes, ops)
+    return lambda table_bytes, ops: (table_bytes + BYTES_PER_INSTRUCTION * elements * ops, table_bytes)
+
+
+def choose(candidates: list, elements: int, small=False) -> EncoderParts:
+    key = choice_key(elements, small)
+    return min(candidates, key=lambda p: key(p.table_bytes, p.ops_per_element))
 
 
 def encoder_step_parts(request: EncodeRequest, choice: str = "auto", where: str = "this layer"):
@@ -45,13 +53,74 @@ def encoder_step_parts(request: EncodeRequest, choice: str = "auto", where: str 
     if not supported:
         raise MCUGenError(f"{where}: the {choice} encoder cannot realize activation {act} "
                           f"({ENCODERS[choice].realizes}); use --encoder lut or auto")
-    built = [p for p in (e.build(request) for e in supported) if p is not None]
+    built = build_all(request, supported, choice == "auto-small" if choice in AUTO else None)
     if not built:
         raise MCUGenError(f"{where}: no {'' if choice in AUTO else choice + ' '}encoder realizes "
                           f"activation {act} within a code error of {request.max_code_error}; "
                           f"allow --max-code-error 1 or use --encoder threshold for a monotone one")
     parts = choose(built, request.elements, small=choice == "auto-small")
     return parts.consts, parts.params, parts.info
+
+
+def build_all(request, encoders, small=None) -> list:
+    """The parts of every encoder within budget, in registry order (choose's tie-break). For
+    auto (`small` False) and auto-small (True), the encoders whose search is cheap are built
+    first, and the others get a bar, the best key so far: they may stop as soon as they
+    cannot beat it (Encoder.build's `beaten`)."""
+    key = None if small is None else choice_key(request.elements, small)
+    parts = {}
+    for encoder in sorted(encoders, key=lambda e: e.search_cost(request)):
+        bar = None
+        if key is not None and parts:
+            bar = (small, request.elements, min(key(p.table_bytes, p.ops_per_element)
+                                                for p in parts.values()))
+        built = cached_build(encoder, request, bar)
+        if built is not None:
+            parts[encoder.name] = built
+    return [parts[e.name] for e in encoders if e.name in parts]
+
+
+def beaten_by(bar):
+    """Encoder.build's `beaten` for a bar (small, elements, best key): bytes and instructions
+    lose when their key is strictly greater (`choose` keeps the first of equal keys)."""
+    small, elements, best = bar
+    key = choice_key(elements, small)
+    return lambda table_bytes, ops: key(table_bytes, ops) > best
+
+
+# Built parts by (encoder, request): a model that does not fit its board is lowered again with
+# the same requests. A search a bar stopped is kept under that bar only. Bounded by tables.
+PARTS_CACHE = BoundedCache(64 << 20, lambda parts: parts.table_bytes if parts is not None else 0)
+
+
+def cached_build(encoder, request, bar=None):
+    """encoder.build(request, beaten_by(bar)), as a fresh copy (callers extend its consts and
+    params)."""
+    full = (encoder.name, request.key())
+    found, parts = PARTS_CACHE.lookup(full)
+    if not found and bar is not None:
+        found, parts = PARTS_CACHE.lookup(full + (bar,))
+    if not found:
+        parts = encoder.build(request, beaten_by(bar) if bar is not None else None)
+        PARTS_CACHE.store(full if parts is not None or bar is None else full + (bar,), parts)
+    return _copy(parts)
+
+
+def clear_cache():
+    """Forget built encoders (bench/compile_time.py times every build from scratch)."""
+    PARTS_CACHE.clear()
+    FLOAT_CACHE.clear()
+    fitted_rational.cache_clear()
+    fixed_coefficients.cache_clear()
+    power_table.cache_clear()
+    MAGNITUDES.clear()
+
+
+def _copy(parts):
+    if parts is None:
+        return None
+    return EncoderParts({k: v.copy() for k, v in parts.consts.items()}, copy.deepcopy(parts.params),
+                        parts.error, parts.ops_per_element, dict(parts.extra_info))
 
 
 def encode(step, acc, rows):

@@ -12,11 +12,13 @@ params["enc_row_consts"] are indexed by row (their first axis); the others are s
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from mcugen.lower.encoders.exact import CodeError, Segments, compare, float_segments
+from mcugen.lower.encoders.exact import (CodeError, Segments, compare, float_segments, float_thresholds,
+                                         merge)
 from mcugen.lower.fixedpoint import ACC_LIMIT
 
 MAX_OFF_SHARE = 0.02      # approximate encoders: at most 2% of accumulator values off (by one)
@@ -36,6 +38,8 @@ class EncodeRequest:
         if self.bound > ACC_LIMIT:   # callers prove their bound; an unproven one is a lowering bug
             raise AssertionError(f"accumulator bound {self.bound} exceeds int32")
         self._reference = None
+        self._thresholds = None
+        self._probe = None
 
     @property
     def rows(self) -> int:
@@ -47,11 +51,43 @@ class EncodeRequest:
         smallest table within one code leaves up to half the values off by one on small layers."""
         return error.worst <= self.max_code_error and (error.worst == 0 or error.off_share <= MAX_OFF_SHARE)
 
+    def probe(self):
+        """(rows, their reference): a few rows to screen candidates with (probe_rows)."""
+        if self._probe is None:
+            rows = probe_rows(self.scale)
+            self._probe = rows, self.reference().subset(rows)
+        return self._probe
+
+    def refused_by(self, realized: Segments) -> bool:
+        """Whether a realization is outside budget already on the probe rows (`realized` holds
+        theirs only): neither its worst error nor its count of values off can shrink when the
+        other rows are measured too."""
+        merged = merge(self.probe()[1], realized, self.bound)
+        error = np.abs(merged.code_b - merged.code_a)
+        off = int(merged.length[error > 0].sum())
+        return int(error.max(initial=0)) > self.max_code_error or \
+            off / (self.rows * (2 * self.bound + 1)) > MAX_OFF_SHARE
+
     def reference(self) -> Segments:
-        """The float encoder as exact segments (computed once per request)."""
+        """The float encoder as exact segments (computed once per request, and kept for
+        requests of the same float encoder: FLOAT_CACHE)."""
         if self._reference is None:
-            self._reference = float_segments(self.encoding, self.activation, self.scale, self.bound)
+            self._reference = FLOAT_CACHE.get(("segments",) + self.key()[:-1], lambda: float_segments(
+                self.encoding, self.activation, self.scale, self.bound, self.thresholds))
         return self._reference
+
+    def thresholds(self) -> np.ndarray:
+        """exact.float_thresholds of this request (computed once, kept like reference)."""
+        if self._thresholds is None:
+            self._thresholds = FLOAT_CACHE.get(("thresholds",) + self.key()[:-1], lambda: read_only(
+                float_thresholds(self.encoding, self.activation, self.scale, self.bound)))
+        return self._thresholds
+
+    def key(self) -> tuple:
+        """What an encoder's build depends on (`elements` only weighs the choice between them);
+        all but the last entry (the budget) is what the float encoder depends on."""
+        return (self.encoding, frozen(self.activation), self.scale.shape, self.scale.tobytes(),
+                self.bound, self.max_code_error)
 
 
 @dataclass
@@ -81,12 +117,19 @@ class Encoder:
     name = ""
     realizes = "any activation"      # what supports() accepts, for error messages
 
+    def search_cost(self, request) -> float:
+        """How costly build's search is, relative to the other encoders': auto builds the
+        cheaper ones first, so that the costlier can stop early (build's `beaten`)."""
+        return 0.0
+
     def supports(self, activation) -> bool:
         """Whether this realization can encode the activation at all."""
         return True
 
-    def build(self, request: EncodeRequest) -> EncoderParts | None:
-        """The step's parts, or None when the error budget cannot be met."""
+    def build(self, request: EncodeRequest, beaten=None) -> EncoderParts | None:
+        """The step's parts, or None when the error budget cannot be met. `beaten(table_bytes,
+        ops)`, when given, says whether parts with at least these bytes and instructions would
+        lose auto's choice anyway: the build may then stop early and return None."""
         raise NotImplementedError
 
     def run(self, params, consts, acc, rows):
@@ -99,6 +142,68 @@ class Encoder:
 
     def segments(self, request, params, consts) -> Segments:
         raise NotImplementedError
+
+
+class BoundedCache:
+    """A least-recently-used dict of at most `limit` units of size (size_of(value) each): a
+    model that does not fit its board is lowered again, with the same encoder requests."""
+
+    def __init__(self, limit, size_of):
+        self.limit, self.size_of, self.items, self.used = limit, size_of, OrderedDict(), 0
+
+    def lookup(self, key):
+        """(found, value)."""
+        if key not in self.items:
+            return False, None
+        self.items.move_to_end(key)
+        return True, self.items[key]
+
+    def store(self, key, value):
+        self.items[key] = value
+        self.used += self.size_of(value)
+        while self.used > self.limit and len(self.items) > 1:
+            self.used -= self.size_of(self.items.popitem(last=False)[1])
+
+    def get(self, key, make):
+        found, value = self.lookup(key)
+        if not found:
+            value = make()
+            self.store(key, value)
+        return value
+
+    def clear(self):
+        self.items.clear()
+        self.used = 0
+
+
+def read_only(array):
+    """A cached array, shared by every request that needs it: not to be written."""
+    array.flags.writeable = False
+    return array
+
+
+def _float_bytes(value):
+    return value.nbytes if isinstance(value, np.ndarray) else 24 * value.start.size
+
+
+FLOAT_CACHE = BoundedCache(64 << 20, _float_bytes)     # float encoders' segments and thresholds
+
+
+def probe_rows(scale):
+    """A few rows to screen a candidate with before measuring every row: the smallest and
+    largest scales (the finest and the coarsest accumulator grid) and two in between."""
+    order = np.argsort(scale, kind="stable")
+    picks = {int(order[0]), int(order[-1]), int(order[len(order) // 3]), int(order[2 * len(order) // 3])}
+    return sorted(picks)
+
+
+def frozen(value):
+    """A hashable copy of an activation spec (its parameters may be lists or arrays)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(frozen(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, value.tobytes())
+    return value
 
 
 def base_params(name, request, consts, row_consts):

@@ -8,6 +8,10 @@ is found by integer bisection on the float encoder itself: no rounding argument 
 A realization (thresholds, a table behind an index, Pade arithmetic) is piecewise constant too;
 comparing the two segment lists gives the worst code error and the number of accumulator
 values off, over the whole range [-bound, bound], not over samples.
+
+Segments of every row are kept in flat arrays and compared all rows at once: an encoder's
+search measures tens of candidates of up to 2^16 segments per row on layers of hundreds of
+rows, and a loop over rows (or np.union1d, which hashes) made that the cost of a build.
 """
 from __future__ import annotations
 
@@ -48,16 +52,92 @@ def least_reaching(code_fn, targets, lo, hi, increasing=True):
         low = np.where(active & ~reached, mid + 1, low)
 
 
-@dataclass
 class Segments:
     """A piecewise-constant function of the accumulator, per row: starts[r] (sorted, the first
-    is -bound) and the code on [starts[r][i], starts[r][i+1])."""
-    starts: list
-    codes: list
+    is -bound) and the code on [starts[r][i], starts[r][i+1]).
+
+    Stored flat, sorted by (row, start): `row`, `start`, `code`, with row r's segments at
+    offsets[r]:offsets[r + 1]. A start repeated within a row is kept once (the last one, which
+    is the one `at` always read)."""
+
+    def __init__(self, starts, codes):
+        counts = [len(s) for s in starts]
+        row = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
+        flat = [np.asarray(s, dtype=np.int64).reshape(-1) for s in starts]
+        values = [np.asarray(c, dtype=np.int64).reshape(-1) for c in codes]
+        self._set(row, np.concatenate(flat) if flat else np.zeros(0, np.int64),
+                  np.concatenate(values) if values else np.zeros(0, np.int64), len(starts))
+
+    @classmethod
+    def flat(cls, row, start, code, rows):
+        """From flat arrays already sorted by (row, start)."""
+        self = cls.__new__(cls)
+        self._set(np.asarray(row, dtype=np.int64), np.asarray(start, dtype=np.int64),
+                  np.asarray(code, dtype=np.int64), rows)
+        return self
+
+    def _set(self, row, start, code, rows):
+        last = np.ones(row.size, dtype=bool)       # the last of each repeated (row, start)
+        last[:-1] = (row[1:] != row[:-1]) | (start[1:] != start[:-1])
+        self.row, self.start, self.code, self.rows = row[last], start[last], code[last], rows
+        self.offsets = np.searchsorted(self.row, np.arange(rows + 1))
+
+    @property
+    def starts(self) -> list:
+        return np.split(self.start, self.offsets[1:-1])
+
+    @property
+    def codes(self) -> list:
+        return np.split(self.code, self.offsets[1:-1])
 
     def at(self, row, acc):
-        i = np.searchsorted(self.starts[row], acc, side="right") - 1
-        return self.codes[row][i]
+        lo, hi = self.offsets[row], self.offsets[row + 1]
+        i = np.searchsorted(self.start[lo:hi], acc, side="right") - 1
+        return self.code[lo:hi][i]
+
+    def keys(self, bound):
+        """One sorted int64 key per segment: row r's accumulator range [-bound, bound] maps to
+        [r * (2 bound + 1), (r + 1) * (2 bound + 1)), so the rows tile one line."""
+        return self.row * (2 * bound + 1) + (self.start + bound)
+
+    def subset(self, rows):
+        """The segments of the given rows (sorted, distinct), renumbered 0..len(rows) - 1."""
+        pick = np.concatenate([np.arange(self.offsets[r], self.offsets[r + 1]) for r in rows])
+        new_row = np.repeat(np.arange(len(rows), dtype=np.int64),
+                            [self.offsets[r + 1] - self.offsets[r] for r in rows])
+        return Segments.flat(new_row, self.start[pick], self.code[pick], len(rows))
+
+
+@dataclass
+class Merged:
+    """Two segment lists over the same rows on the union of their starts: per piece its row,
+    its start, its length in accumulator values and the code of each list there."""
+    row: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+    code_a: np.ndarray
+    code_b: np.ndarray
+
+
+def merge(a: Segments, b: Segments, bound: int) -> Merged:
+    """The union of both lists' starts, every row at once. Each row of each list starts at
+    -bound, so every piece has a code in both."""
+    assert a.rows == b.rows and np.all(a.start[a.offsets[:-1]] == -bound) \
+        and np.all(b.start[b.offsets[:-1]] == -bound), "segments must start every row at -bound"
+    ka, kb = a.keys(bound), b.keys(bound)
+    keys = np.concatenate([ka, kb])
+    order = np.argsort(keys, kind="stable")        # two sorted runs: a linear merge
+    keys = keys[order]
+    from_a = order < ka.size
+    ia = np.cumsum(from_a) - 1                     # the last segment of a at or before the key
+    ib = np.cumsum(~from_a) - 1
+    last = np.ones(keys.size, dtype=bool)          # of equal keys, the last has seen both
+    last[:-1] = keys[1:] != keys[:-1]
+    keys, ia, ib = keys[last], ia[last], ib[last]
+    stride = 2 * bound + 1
+    length = np.diff(np.append(keys, a.rows * stride))
+    row = a.row[ia]
+    return Merged(row, keys - row * stride - bound, length, a.code[ia], b.code[ib])
 
 
 def monotone_pieces(activation, scale, bound):
@@ -80,26 +160,42 @@ def monotone_pieces(activation, scale, bound):
     return pieces
 
 
-def float_segments(encoding, activation, scale, bound) -> Segments:
-    """The float encoder of every row as segments over [-bound, bound]."""
+def float_thresholds(encoding, activation, scale, bound) -> np.ndarray:
+    """(rows, codes - 1) int64: per row, the least acc in [-bound, bound] whose float encoding
+    reaches each code above the lowest (bound + 1 when none does). Meaningful for an activation
+    that does not decrease; float_segments and the threshold encoder share it."""
+    scale = np.atleast_1d(np.asarray(scale, dtype=np.float64))
+    lo, hi = np.full(scale.size, -bound, dtype=np.int64), np.full(scale.size, bound, dtype=np.int64)
+    return least_reaching(float_encoder(encoding, activation, scale), encoding.codes()[1:], lo, hi)
+
+
+def float_segments(encoding, activation, scale, bound, thresholds=None) -> Segments:
+    """The float encoder of every row as segments over [-bound, bound]. `thresholds`, a
+    callable returning float_thresholds(...), saves the search when sigma rises on every row
+    over the whole range (the same bisection on the same values)."""
     scale = np.atleast_1d(np.asarray(scale, dtype=np.float64))
     encode = float_encoder(encoding, activation, scale)
     codes_all = encoding.codes()
-    per_row = [[] for _ in range(scale.size)]
+    rows_found, starts_found = [], []
     for lo, hi, increasing in monotone_pieces(activation, scale, bound):
         for rising in (True, False):
             rows = np.flatnonzero((lo <= hi) & (increasing == rising))
             if rows.size == 0:
                 continue
             targets = codes_all[1:] if rising else codes_all[::-1][1:]
-            starts = least_reaching(lambda acc: _rows_encode(encode, scale.size, rows, acc),
-                                    targets, lo[rows], hi[rows], rising)
-            for i, r in enumerate(rows):
-                inside = starts[i][starts[i] <= hi[r]]
-                per_row[r].append(np.concatenate([[lo[r]], inside]))
-    starts = [np.unique(np.concatenate(p)) for p in per_row]
-    return Segments(starts, [_rows_encode(encode, scale.size, [r], s[None, :])[0]
-                             for r, s in enumerate(starts)])
+            whole = rising and rows.size == scale.size and np.all(lo == -bound) and np.all(hi == bound)
+            if whole and thresholds is not None:
+                starts = thresholds()
+            else:
+                starts = least_reaching(lambda acc: _rows_encode(encode, scale.size, rows, acc),
+                                        targets, lo[rows], hi[rows], rising)
+            inside = starts <= hi[rows][:, None]
+            rows_found += [rows, np.broadcast_to(rows[:, None], starts.shape)[inside]]
+            starts_found += [lo[rows], starts[inside]]
+    row, start = np.concatenate(rows_found), np.concatenate(starts_found)
+    order = np.lexsort((start, row))
+    row, start = row[order], start[order]
+    return Segments.flat(row, start, _encode_flat(encode, scale.size, row, start), scale.size)
 
 
 def _rows_encode(encode, n_rows, rows, acc):
@@ -107,6 +203,16 @@ def _rows_encode(encode, n_rows, rows, acc):
     grid = np.zeros((n_rows, acc.shape[1]), dtype=np.int64)
     grid[rows] = acc
     return encode(grid)[rows]
+
+
+def _encode_flat(encode, n_rows, row, acc):
+    """The float encoder at (row[i], acc[i]), row sorted: one (rows, longest) grid, each row's
+    values left-aligned (the float encoder is elementwise; the padding is never read)."""
+    counts = np.bincount(row, minlength=n_rows)
+    column = np.arange(row.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    grid = np.zeros((n_rows, max(int(counts.max(initial=0)), 1)), dtype=np.int64)
+    grid[row, column] = acc
+    return encode(grid)[row, column]
 
 
 @dataclass
@@ -120,18 +226,45 @@ class CodeError:
 
 def compare(reference: Segments, realized: Segments, bound: int) -> CodeError:
     """Exact worst and mean code error of `realized` against `reference` on [-bound, bound]."""
-    worst, off, total_error, total, active_off, active = 0, 0, 0, 0, 0, 0
-    for r in range(len(reference.starts)):
-        starts = np.union1d(reference.starts[r], realized.starts[r])
-        lengths = np.diff(np.append(starts, bound + 1))
-        error = np.abs(realized.at(r, starts) - reference.at(r, starts))
-        worst = max(worst, int(error.max()))
-        off += int(lengths[error > 0].sum())
-        total_error += int((lengths * error).sum())
-        total += int(lengths.sum())
-        breaks = reference.starts[r][1:]
-        if breaks.size:     # [first breakpoint, last breakpoint): the changing part of the row
-            inside = (starts >= breaks[0]) & (starts < breaks[-1])
-            active_off += int(lengths[inside & (error > 0)].sum())
-            active += int(lengths[inside].sum())
-    return CodeError(worst, off / total, total_error / total, active_off / active if active else 0.0)
+    merged = merge(reference, realized, bound)
+    return merged_error(reference, merged, merged.code_b)
+
+
+def merged_error(reference: Segments, merged: Merged, realized_codes) -> CodeError:
+    """The CodeError of realized codes given on the pieces of merge(reference, ...)."""
+    error = np.abs(realized_codes - merged.code_a)
+    return tally(reference, merged.row, merged.start, merged.length, error).code_error()
+
+
+@dataclass
+class Tally:
+    """The integer sums a CodeError is made of, over some pieces (they add up)."""
+    worst: int
+    off: int
+    weighted: int           # sum of length * |error|
+    total: int
+    active_off: int
+    active: int
+
+    def __add__(self, other):
+        return Tally(max(self.worst, other.worst), *(a + b for a, b in zip(
+            (self.off, self.weighted, self.total, self.active_off, self.active),
+            (other.off, other.weighted, other.total, other.active_off, other.active))))
+
+    def code_error(self) -> CodeError:
+        return CodeError(self.worst, self.off / self.total, self.weighted / self.total,
+                         self.active_off / self.active if self.active else 0.0)
+
+
+def tally(reference: Segments, row, start, length, error) -> Tally:
+    """The sums over pieces [start, start + length) of `row` (arrays that broadcast together;
+    pieces of length 0 count for nothing) with code error `error` against `reference`."""
+    off = (error > 0) & (length > 0)
+    # [first breakpoint, last breakpoint) of each row: the part where its codes change
+    has_breaks = np.diff(reference.offsets) > 1
+    first = reference.start[np.minimum(reference.offsets[:-1] + 1, reference.start.size - 1)]
+    last = reference.start[reference.offsets[1:] - 1]
+    inside = has_breaks[row] & (start >= first[row]) & (start < last[row])
+    return Tally(int(np.where(length > 0, error, 0).max(initial=0)), int((length * off).sum()),
+                 int((length * error).sum()), int(length.sum()),
+                 int((length * (inside & off)).sum()), int((length * inside).sum()))

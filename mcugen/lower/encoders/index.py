@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcugen.lower.encoders.exact import Segments, least_reaching
+from mcugen.lower.encoders.exact import Segments
 
 MULT_BITS = 31          # mult_r in [2^30, 2^31): 31 significant bits, an int32
 MAX_SHIFT = 62
@@ -34,23 +34,39 @@ def requantize(acc, mult, shift):
     return (acc * mult + (np.int64(1) << (shift - 1))) >> shift
 
 
-def index_segments(mult, shift, lo, hi, bound, value_of_index):
-    """Segments of acc -> value_of_index(row, u) over [-bound, bound]: the index is monotone
-    in acc, so each index value's first accumulator comes from bisection."""
-    rows = mult.size
-    low = np.full(rows, -bound, dtype=np.int64)
-    high = np.full(rows, bound, dtype=np.int64)
+def index_thresholds(mult, shift, targets, lo, hi, increasing=True):
+    """(rows, T): what least_reaching(requantize(., mult_r, shift_r), targets, lo, hi,
+    increasing) returns, in integer arithmetic instead of 32 bisection steps. The index
+    floor((acc m + 2^(s-1)) / 2^s) reaches k iff acc m >= P = (2k - 1) 2^(s-1): from
+    acc = ceil(P / m) on when m > 0. Falling (m < 0), it stays <= t iff acc m < P =
+    (2t + 1) 2^(s-1): from acc = floor(P / m) + 1 on. With |acc| < 2^31 and |m| < 2^31,
+    |acc m| < 2^62, so a target whose P passes 2^62 is met by every accumulator value or by
+    none, and so is every target of m = 0 (the constant index 0, as s >= 1)."""
+    mult = np.asarray(mult, dtype=np.int64).reshape(-1, 1)
+    shift = np.asarray(shift, dtype=np.int64).reshape(-1, 1)
+    assert np.all(mult >= 0) if increasing else np.all(mult <= 0), "the index must move one way"
+    lo = np.asarray(lo, dtype=np.int64).reshape(-1, 1)
+    hi = np.asarray(hi, dtype=np.int64).reshape(-1, 1)
+    odd = 2 * np.asarray(targets, dtype=np.int64).reshape(1, -1) + (-1 if increasing else 1)
+    fits = (np.abs(odd) < (np.int64(1) << (63 - shift))) & (mult != 0)   # |P| < 2^62
+    product = np.where(fits, odd, 0) << (shift - 1)
+    divisor = np.where(mult == 0, 1, mult)
+    first = -(-product // divisor) if increasing else product // divisor + 1
+    every = (odd < 0) if increasing else (odd > 0)
+    return np.clip(np.where(fits, first, np.where(every, lo, hi + 1)), lo, hi + 1)
 
-    def index(acc):
-        return requantize(acc, mult[:, None], shift[:, None])
-    first = least_reaching(index, np.arange(lo + 1, hi + 1), low, high)
-    starts, codes = [], []
-    for r in range(rows):
-        s = np.concatenate([[-bound], first[r][first[r] <= bound]])
-        u = np.clip(requantize(s, mult[r], shift[r]), lo, hi)
-        starts.append(s)
-        codes.append(value_of_index(r, u))
-    return Segments(starts, codes)
+
+def index_segments(mult, shift, lo, hi, bound, value_of_index):
+    """Segments of acc -> value_of_index(rows, u) over [-bound, bound] (rows and u flat, int64):
+    the index is monotone in acc, so each index value's first accumulator is a threshold."""
+    rows = mult.size
+    first = index_thresholds(mult, shift, np.arange(lo + 1, hi + 1), np.full(rows, -bound),
+                             np.full(rows, bound))
+    starts = np.concatenate([np.full((rows, 1), -bound, dtype=np.int64), first], axis=1)
+    inside = starts <= bound
+    u = np.clip(requantize(starts, mult.reshape(-1, 1), shift.reshape(-1, 1)), lo, hi)
+    row = np.broadcast_to(np.arange(rows, dtype=np.int64)[:, None], starts.shape)[inside]
+    return Segments.flat(row, starts[inside], value_of_index(row, u[inside]), rows)
 
 
 def high_word_params(shift, mult_bits):

@@ -25,8 +25,9 @@ from scipy.special import binom
 
 from mcugen.errors import MCUGenError
 from mcugen.lower.encoders.base import Encoder, EncoderParts, base_params
-from mcugen.lower.encoders.exact import Segments, least_reaching
-from mcugen.lower.encoders.index import MULT_BITS, high_word_params, multipliers, requantize
+from mcugen.lower.encoders.exact import Segments, compare, least_reaching
+from mcugen.lower.encoders.index import (MULT_BITS, high_word_params, index_thresholds, multipliers,
+                                         requantize)
 from mcugen.numerics import activation_is_piecewise_linear, round_half_away
 
 FRAC = 15                    # fixed-point bits of the mantissa m and of N, D
@@ -92,9 +93,11 @@ def mantissa_t(mag):
     return z, x - (int(CENTER * (1 << FRAC)))
 
 
+@functools.lru_cache(maxsize=None)
 def fixed_coefficients(a, order):
     """Q_FRAC integer coefficients (num, den) and the proof that the Horner evaluation stays
-    in int32 with N, D > 0 for every mantissa: (num, den, n_max, d_max)."""
+    in int32 with N, D > 0 for every mantissa: (num, den, n_max, d_max). Cached: every index
+    width F of a search uses the same (read-only) coefficients."""
     num_f, den_f = fitted_rational(float(a), tuple(order))
     num = round_half_away(np.array(num_f) * (1 << FRAC)).astype(np.int64)
     den = round_half_away(np.array(den_f) * (1 << FRAC)).astype(np.int64)
@@ -105,14 +108,17 @@ def fixed_coefficients(a, order):
     for value in [n, d, *n_products, *d_products]:
         assert np.abs(value).max() < INT32, "pade: a Horner intermediate leaves int32"
     assert n.min() > 0 and d.min() > 0, "pade: the approximant's N or D is not positive"
+    num.flags.writeable = den.flags.writeable = False
     return num, den, int(n.max()), int(d.max())
 
 
+@functools.lru_cache(maxsize=1024)
 def power_table(B, a, F, n_max, d_max):
     """(K, W) with W[j] = round(B * 2^(a (1 - j)) * 2^K), j = 0..F: the largest K <= 24 for
     which N * W + (D << (K-1)) and D << K stay in uint32, narrowed to the largest K whose W
     fits uint16 when that still leaves K >= NARROW_K (W's rounding then moves a code by at most
-    2^-(K+1)); None when not even K = 1 fits."""
+    2^-(K+1)); None when not even K = 1 fits. Cached (the same for every layer of a grid), so
+    W is read-only."""
     fitting = []
     for k in range(24, 0, -1):
         w = round_half_away(B * np.exp2(a * (1.0 - np.arange(F + 1)) + k)).astype(np.int64)
@@ -122,7 +128,16 @@ def power_table(B, a, F, n_max, d_max):
         return None
     narrow = [(k, w) for k, w in fitting if w.max() < (1 << 16) and k >= NARROW_K]
     k, w = narrow[0] if narrow else fitting[0]
-    return k, w.astype(np.uint16 if w.max() < (1 << 16) else np.int32)
+    w = w.astype(np.uint16 if w.max() < (1 << 16) else np.int32)
+    w.flags.writeable = False
+    return k, w
+
+
+def least_ops(orders, slopes):
+    """The fewest instructions per element of any candidate of these orders (candidate's ops
+    without the signed index, which depends on F)."""
+    negative = not (np.all(slopes == 1) or np.all(slopes == 0))
+    return min(OPS_UNIFORM if o == "uniform" else OPS_POWER[o] for o in orders) + OPS_NEGATIVE * negative
 
 
 def negative_slopes(activation, rows):
@@ -163,21 +178,28 @@ class Pade(Encoder):
     name = "pade"
     realizes = "it computes piecewise-linear activations: identity, Relu, Clip, LeakyRelu, PRelu"
 
+    def search_cost(self, request):
+        """About 15 index widths, each measured on every row (plus a one-time fit)."""
+        return 1.0
+
     def supports(self, activation) -> bool:
         return activation_is_piecewise_linear(activation)
 
-    def build(self, request):
+    def build(self, request, beaten=None):
         enc = request.encoding
         if enc.scheme == "log2":
             return None
         slopes = negative_slopes(request.activation, request.rows)
         orders = ["uniform"] if enc.exponent == 1.0 else list(ORDERS)
+        if beaten is not None and beaten(5 * request.rows, least_ops(orders, slopes)):
+            return None          # an int32 multiplier and a shift per row: cannot win at any F
         for order in orders:
             f_max = self.largest_f(enc, order)
-            if f_max < 1 or not self.meets(request, self.candidate(request, slopes, order, f_max)):
+            finest = self.candidate(request, slopes, order, f_max, screen=True) if f_max >= 1 else None
+            if not self.meets(request, finest):
                 continue                                # hopeless even at the finest index
             for F in range(1, f_max + 1):
-                parts = self.candidate(request, slopes, order, F)
+                parts = self.candidate(request, slopes, order, F, screen=True)
                 if self.meets(request, parts):
                     return parts
         return None
@@ -193,8 +215,32 @@ class Pade(Encoder):
             return F_MAX
         return max([f for f in range(1, F_MAX + 1) if (enc.B << f) + (1 << (f - 1)) < INT32], default=0)
 
-    def candidate(self, request, slopes, order, F):
-        """The parts for one index width and order, measured; None if a range check fails."""
+    def candidate(self, request, slopes, order, F, screen=False):
+        """The parts for one index width and order, measured; None if a range check fails or,
+        with `screen`, when a few rows alone already break the budget (the search's refusals,
+        at a few rows' cost: EncodeRequest.refused_by)."""
+        made = self.constants(request, slopes, order, F)
+        if made is None:
+            return None
+        consts, params, magnitude_starts = made
+        if screen and request.rows > 4:
+            probe = request.probe()[0]
+            rows_only = {k: v[probe] if k in params["enc_row_consts"] else v for k, v in consts.items()}
+            if request.refused_by(self.index_segments(params, rows_only, magnitude_starts,
+                                                      len(probe), request.bound)):
+                return None
+        negative, lo = params["enc_neg"], params["enc_lo"]
+        ops = (OPS_UNIFORM if order == "uniform" else OPS_POWER[order]) \
+            + OPS_NEGATIVE * negative + OPS_SIGN * (lo < 0)
+        name = "uniform" if order == "uniform" else f"[{order[0]}/{order[1]}]"
+        info = {"encoder_bits": F, "encoder_order": name}
+        realized = self.index_segments(params, consts, magnitude_starts, request.rows, request.bound)
+        return EncoderParts(consts, params, compare(request.reference(), realized, request.bound),
+                            ops, info)
+
+    def constants(self, request, slopes, order, F):
+        """(consts, params, magnitude starts) for one index width and order; None if a range
+        check fails."""
         enc = request.encoding
         ratio = request.scale * float(1 << F) / enc.range
         mult, shift = multipliers(ratio)
@@ -214,13 +260,10 @@ class Pade(Encoder):
         row_consts = [k for k in ("enc_mult", "enc_shift", "enc_mult_neg", "enc_shift_neg")
                       if k in consts]
         params.update(base_params(self.name, request, consts, row_consts))
-        if magnitude_segments(params, consts)[1].max() > enc.B:
+        starts, codes = magnitude_segments(params, consts)
+        if codes.max() > enc.B:
             return None                              # the approximant overshoots the last code
-        ops = (OPS_UNIFORM if order == "uniform" else OPS_POWER[order]) \
-            + OPS_NEGATIVE * negative + OPS_SIGN * (lo < 0)
-        name = "uniform" if order == "uniform" else f"[{order[0]}/{order[1]}]"
-        info = {"encoder_bits": F, "encoder_order": name}
-        return EncoderParts(consts, params, self.measure(request, params, consts), ops, info)
+        return consts, params, starts
 
     @staticmethod
     def add_power(params, consts, enc, order, F):
@@ -229,7 +272,7 @@ class Pade(Encoder):
         table = power_table(enc.B, enc.exponent, F, n_max, d_max)
         if table is None:
             return False
-        k, consts["enc_pow"] = table
+        k, consts["enc_pow"] = table[0], table[1].copy()
         consts["enc_num"], consts["enc_den"] = num.astype(np.int32), den.astype(np.int32)
         params.update(enc_frac=FRAC, enc_x_shift=32 - FRAC, enc_center=int(CENTER * (1 << FRAC)),
                       enc_z0=31 - F, enc_k=k, enc_k1=k - 1, enc_num_top=len(num) - 1,
@@ -244,15 +287,22 @@ class Pade(Encoder):
         return np.where(v < 0, -code, code)
 
     def segments(self, request, params, consts):
-        changes = index_changes(params, consts)
-        rows, bound = request.rows, request.bound
-        starts = side_starts(params, consts, changes, np.zeros(rows, np.int64), np.full(rows, bound), "")
+        return self.index_segments(params, consts, magnitude_segments(params, consts)[0],
+                                   request.rows, request.bound)
+
+    def index_segments(self, params, consts, magnitude_starts, rows, bound):
+        """The segments of `rows` rows (those of the per-row constants), given where P
+        changes (magnitude_segments' starts)."""
+        changes = index_changes(params, magnitude_starts)
+        row, start = side_starts(params, consts, changes, np.zeros(rows, np.int64),
+                                 np.full(rows, bound), "")
         if bound > 0:
             below = side_starts(params, consts, changes, np.full(rows, -bound), np.full(rows, -1),
                                 "_neg" if params["enc_neg"] else "")
-            starts = [np.unique(np.concatenate([b, s])) for b, s in zip(below, starts)]
-        codes = [self.run(params, consts, s, r) for r, s in enumerate(starts)]
-        return Segments(starts, codes)
+            row, start = np.concatenate([below[0], row]), np.concatenate([below[1], start])
+            order = np.lexsort((start, row))
+            row, start = row[order], start[order]
+        return Segments.flat(row, start, self.run(params, consts, start, row), rows)
 
 
 def signed_index(params, consts, acc, rows):
@@ -282,9 +332,27 @@ def magnitude_code(params, consts, mag):
 
 
 def magnitude_segments(params, consts):
-    """P over every magnitude 0..2^F as (starts, codes). The power form depends on mag only
-    through its bit length and its top FRAC bits, so each bit length is at most 2^(FRAC-1)
-    blocks; the uniform form is non-decreasing, so bisection finds its steps."""
+    """P over every magnitude 0..2^F as (starts, codes), read-only: the same for every layer
+    of a grid and index width, so kept (MAGNITUDES) by what P depends on."""
+    key = tuple(params.get(k) for k in ("enc_F", "enc_B", "enc_uniform", "enc_half", "enc_z0", "enc_k",
+                                        "enc_k1")) + \
+        tuple(consts[k].tobytes() if k in consts else None for k in ("enc_num", "enc_den", "enc_pow"))
+    if key not in MAGNITUDES:
+        if len(MAGNITUDES) >= 1024:
+            MAGNITUDES.clear()
+        starts, codes = all_magnitudes(params, consts)
+        starts.flags.writeable = codes.flags.writeable = False
+        MAGNITUDES[key] = starts, codes
+    return MAGNITUDES[key]
+
+
+MAGNITUDES = {}
+
+
+def all_magnitudes(params, consts):
+    """magnitude_segments, computed. The power form depends on mag only through its bit length
+    and its top FRAC bits, so each bit length is at most 2^(FRAC-1) blocks; the uniform form is
+    non-decreasing, so bisection finds its steps."""
     F = params["enc_F"]
     top = 1 << F
     if params["enc_uniform"]:
@@ -305,10 +373,11 @@ def magnitude_segments(params, consts):
     return starts[keep], codes[keep]
 
 
-def index_changes(params, consts):
-    """The clamped index values c in (lo, hi] where sign(c) * P(|c|) differs from its value at c - 1."""
+def index_changes(params, magnitude_starts):
+    """The clamped index values c in (lo, hi] where sign(c) * P(|c|) differs from its value at
+    c - 1, given the magnitudes where P changes (magnitude_segments' starts)."""
     lo, hi = params["enc_lo"], params["enc_hi"]
-    mags = magnitude_segments(params, consts)[0][1:]          # P(c) != P(c - 1)
+    mags = magnitude_starts[1:]                               # P(c) != P(c - 1)
     up = mags[(mags > max(lo, 0)) & (mags <= hi)]
     down = 1 - mags                                           # -P(-v) changes at v = 1 - c
     down = down[(down > lo) & (down <= min(hi, 0))]
@@ -316,22 +385,23 @@ def index_changes(params, consts):
 
 
 def side_starts(params, consts, changes, lo, hi, key):
-    """Per row, the segment starts over accumulators [lo_r, hi_r] on one side of zero (`key`
-    names that side's multiplier): the index is monotone there, non-decreasing or, below zero
-    with a negative slope, non-increasing, so the first accumulator past each change of the
-    clamped index comes from bisection."""
+    """The segment starts over accumulators [lo_r, hi_r] on one side of zero (`key` names that
+    side's multiplier), flat (row, start) sorted by row then start: the index is monotone
+    there, non-decreasing or, below zero with a negative slope, non-increasing, so the first
+    accumulator past each change of the clamped index is a threshold of the index."""
     mult = consts["enc_mult" + key].astype(np.int64)
     shift = consts["enc_shift" + key].astype(np.int64)
-    first = [np.array([], dtype=np.int64)] * mult.size
+    first = np.zeros((mult.size, changes.size), dtype=np.int64)
     for increasing in (True, False):
         rows = np.flatnonzero((mult >= 0) == increasing)
-        if not (rows.size and changes.size):
-            continue
-
-        def index(acc, rows=rows):
-            return requantize(acc, mult[rows, None], shift[rows, None])
-        targets = changes if increasing else changes - 1
-        found = least_reaching(index, targets, lo[rows], hi[rows], increasing)
-        for r, f in zip(rows, found):
-            first[r] = f
-    return [np.concatenate([[lo[r]], f[f <= hi[r]]]) for r, f in enumerate(first)]
+        if rows.size and changes.size:
+            targets = changes if increasing else changes - 1
+            first[rows] = index_thresholds(mult[rows], shift[rows], targets, lo[rows], hi[rows],
+                                           increasing)
+    starts = np.concatenate([lo[:, None], first], axis=1)
+    inside = starts <= hi[:, None]
+    inside[:, 0] = True
+    row = np.broadcast_to(np.arange(mult.size, dtype=np.int64)[:, None], starts.shape)[inside]
+    starts = starts[inside]
+    order = np.lexsort((starts, row))     # a falling index finds its thresholds in reverse
+    return row[order], starts[order]

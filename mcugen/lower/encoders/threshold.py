@@ -7,17 +7,13 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.lower.encoders.base import Encoder, EncoderParts, base_params
-from mcugen.lower.encoders.exact import Segments, float_encoder, least_reaching
+from mcugen.lower.encoders.exact import Segments, float_thresholds
 from mcugen.numerics import activation_is_monotone
 
 
 def threshold_table(encoding, activation, scale, bound: int) -> np.ndarray:
     """T[r, j], int32, for |acc| <= bound."""
-    scale = np.atleast_1d(np.asarray(scale, dtype=np.float64))
-    encode = float_encoder(encoding, activation, scale)
-    lo = np.full(scale.size, -bound, dtype=np.int64)
-    hi = np.full(scale.size, bound, dtype=np.int64)
-    return least_reaching(encode, encoding.codes()[1:], lo, hi).astype(np.int32)
+    return float_thresholds(encoding, activation, scale, bound).astype(np.int32)
 
 
 def search_steps(n):
@@ -39,9 +35,9 @@ class Threshold(Encoder):
     def supports(self, activation) -> bool:
         return activation_is_monotone(activation)
 
-    def build(self, request):
-        thresholds = threshold_table(request.encoding, request.activation, request.scale,
-                                     request.bound)
+    def build(self, request, beaten=None):
+        thresholds = request.thresholds().astype(np.int32)     # threshold_table, shared with
+                                                               # the request's reference
         consts = {"enc_thresholds": thresholds}
         n = thresholds.shape[1]
         params = dict(base_params(self.name, request, consts, ["enc_thresholds"]),
@@ -60,9 +56,16 @@ class Threshold(Encoder):
         return codes + params["code_min"]
 
     def segments(self, request, params, consts):
-        starts, codes = [], []
-        for row in consts["enc_thresholds"].astype(np.int64):
-            reached = row[row <= request.bound]
-            starts.append(np.concatenate([[-request.bound], reached]))
-            codes.append(params["code_min"] + np.searchsorted(row, starts[-1], side="right"))
-        return Segments(starts, codes)
+        """Row r's code is code_min + #{j : T[r][j] <= acc}: it changes at each threshold met."""
+        thresholds = consts["enc_thresholds"].astype(np.int64)
+        rows, n = thresholds.shape
+        bound, stride = request.bound, 2 * request.bound + 2     # room for bound + 1
+        starts = np.concatenate([np.full((rows, 1), -bound, dtype=np.int64), thresholds], axis=1)
+        inside = starts <= bound
+        row = np.broadcast_to(np.arange(rows, dtype=np.int64)[:, None], starts.shape)[inside]
+        start = starts[inside]
+        # the count of thresholds <= start within the row, all rows at once on one line
+        line = (np.arange(rows, dtype=np.int64)[:, None] * stride + np.minimum(thresholds, bound + 1)
+                + bound).reshape(-1)
+        count = np.searchsorted(line, row * stride + start + bound, side="right") - row * n
+        return Segments.flat(row, start, params["code_min"] + count, rows)
