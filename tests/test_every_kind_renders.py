@@ -14,7 +14,8 @@ STEP_KINDS = sorted({kind for op in all_ops().values() for kind in op.step_kinds
 
 
 def every_kind_model(path):
-    """conv2d, add, pad, maxpool, avgpool, concat, recode, transpose and dense, in one graph."""
+    """conv2d, add, pad, maxpool, avgpool, concat, reduce_sum, reduce_minmax, mul (two
+    broadcasts), recode, transpose and dense, in one graph."""
     rng = np.random.default_rng(1)
     node = helper.make_node
     nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
@@ -27,9 +28,13 @@ def every_kind_model(path):
              node("Conv", ["m", "w3", "b3"], ["c3"], name="conv3", kernel_shape=[1, 1]),
              node("AveragePool", ["c3"], ["v2"], name="avgpool2", kernel_shape=[2, 2]),
              node("Concat", ["v1", "v2"], ["cat"], name="concat", axis=1),
-             node("Tanh", ["cat"], ["t"], name="tanh"),
-             node("Transpose", ["t"], ["tr"], name="transpose", perm=[0, 2, 3, 1]),
-             node("Flatten", ["tr"], ["f"], name="flatten"),
+             node("ReduceMean", ["cat"], ["mean"], name="mean_c", axes=[1], keepdims=1),
+             node("ReduceMax", ["cat"], ["peak"], name="max_w", axes=[3], keepdims=1),
+             node("Mul", ["cat", "mean"], ["g1"], name="gate_c"),
+             node("Mul", ["g1", "peak"], ["g2"], name="gate_w"),
+             node("Transpose", ["g2"], ["tr"], name="transpose", perm=[0, 2, 3, 1]),
+             node("Tanh", ["tr"], ["t"], name="tanh"),      # after a transpose: nothing to fuse into
+             node("Flatten", ["t"], ["f"], name="flatten"),
              node("Gemm", ["f", "gw", "gb"], ["y"], name="fc", transB=1)]
     inits = [("w1", rng.normal(size=(4, 2, 3, 3))), ("b1", rng.normal(size=4) * 0.1),
              ("w2", rng.normal(size=(4, 2, 3, 3))), ("b2", rng.normal(size=4) * 0.1),

@@ -1,7 +1,7 @@
 """ONNX ModelProto -> float IR Graph, through the op registry.
 
 Checks and normalizes: onnx checker, symbolic batch fixed to 1 (any other dynamic dimension is
-an error naming it), shape inference, constant folding (onnx's reference evaluator), NaN/Inf
+an error naming it), constant folding (frontend/fold.py, Shape of static tensors included) and shape inference, NaN/Inf
 weights, and every node mapped by its OpDef or rejected by name before anything is written.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from mcugen.errors import MCUGenError
+from mcugen.frontend.fold import fold_constants
 from mcugen.frontend.lift_1d import lift_1d
 from mcugen.frontend.patterns import fuse_activation_patterns
 from mcugen.ir.graph import Graph
@@ -147,26 +148,6 @@ class ImportContext:
         return begin + end
 
 
-def _fold_constants(model, ctx) -> list:
-    """Evaluate nodes whose inputs are all constants (Constant nodes included) with onnx's
-    reference evaluator; returns the nodes that remain."""
-    # deferred: onnx.reference takes a second to import; most models have no constant nodes
-    from onnx.reference import ReferenceEvaluator
-    remaining = []
-    for node in model.graph.node:
-        inputs = [i for i in node.input if i]
-        if all(i in ctx.constants for i in inputs) and node.domain in ("", "ai.onnx"):
-            outputs = [onnx.ValueInfoProto(name=name) for name in node.output]
-            single = helper.make_graph([node], "fold", [], outputs)
-            evaluator = ReferenceEvaluator(helper.make_model(single, opset_imports=model.opset_import))
-            values = evaluator.run(None, {i: ctx.constants[i] for i in inputs})
-            for name, value in zip(node.output, values):
-                ctx.constants[name] = np.asarray(value)
-        else:
-            remaining.append(node)
-    return remaining
-
-
 def _check_finite(ctx, used):
     for name in used:
         value = ctx.constants.get(name)
@@ -197,6 +178,7 @@ def import_model(model: onnx.ModelProto) -> Graph:
         raise MCUGenError(f"the model has {len(real_inputs)} inputs and {len(model.graph.output)} "
                           f"outputs; mcugen supports exactly one of each")
     _fix_batch(model)
+    model = fold_constants(model)
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as exc:
@@ -204,8 +186,7 @@ def import_model(model: onnx.ModelProto) -> Graph:
         raise MCUGenError(f"ONNX shape inference failed: {display_name(first, 160)}") from None
     model = lift_1d(model)
     ctx = ImportContext(model)
-    nodes = _fold_constants(model, ctx)
-    nodes = fuse_activation_patterns(nodes, ctx)
+    nodes = fuse_activation_patterns(list(model.graph.node), ctx)
     _check_finite(ctx, {i for n in nodes for i in n.input})
     for node in nodes:
         if node.domain not in ("", "ai.onnx") or onnx_op(node.op_type) is None:
@@ -213,9 +194,8 @@ def import_model(model: onnx.ModelProto) -> Graph:
     _unique_node_names(nodes)
     ir_nodes = []
     for node in nodes:
-        ir = onnx_op(node.op_type).from_onnx(node, ctx)
-        if ir is not None:
-            ir_nodes.append(ir)
+        ir = onnx_op(node.op_type).from_onnx(node, ctx)     # a Node, a list of them, or None
+        ir_nodes.extend(ir if isinstance(ir, list) else [ir] if ir is not None else [])
     output = ctx.output_override or model.graph.output[0].name
     graph = Graph(nodes=ir_nodes, input=real_inputs[0].name, output=output,
                   shapes=dict(ctx.shapes), output_transform=ctx.output_transform)

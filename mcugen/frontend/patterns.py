@@ -4,6 +4,7 @@ of elementwise ops mcugen cannot quantize one by one:
 
 - SiLU: x * Sigmoid(x)                          -> SiLU(x)
 - Mish: x * Tanh(Softplus(x))                   -> Mish(x)
+- HardSwish: x * HardSigmoid(x), alpha 1/6, beta 1/2 -> HardSwish(x)
 - GELU: x * 0.5 * (1 + Erf(x / sqrt 2))         -> Gelu(x, approximate="none")
         (the division may be a Mul by 1/sqrt 2)
 - GELU, tanh approximation:
@@ -161,11 +162,25 @@ def _gated(last, view, chain):
     return None
 
 
+def _hard_swish(last, view):
+    """last = x * HardSigmoid(x) with HardSwish's alpha 1/6 and beta 1/2 (TorchScript's export
+    of Hardswish before opset 14) -> (x, [nodes]), else None."""
+    found = _gated(last, view, ("HardSigmoid",))
+    if found is None:
+        return None
+    attrs = view.ctx.attrs(found[1][1])
+    if not (math.isclose(float(attrs.get("alpha", 0.2)), 1.0 / 6.0, rel_tol=RELATIVE_TOLERANCE)
+            and math.isclose(float(attrs.get("beta", 0.5)), 0.5, rel_tol=RELATIVE_TOLERANCE)):
+        return None
+    return found
+
+
 PATTERNS = [
     ("Gelu", {"approximate": "none"}, lambda node, view: _gelu(node, view, _erf_bracket)),
     ("Gelu", {"approximate": "tanh"}, lambda node, view: _gelu(node, view, _tanh_bracket)),
     ("Mish", {}, lambda node, view: _gated(node, view, ("Tanh", "Softplus"))),
     ("SiLU", {}, lambda node, view: _gated(node, view, ("Sigmoid",))),
+    ("HardSwish", {}, _hard_swish),
 ]
 
 
@@ -200,7 +215,7 @@ def live_nodes(nodes, outputs):
 
 
 def fuse_activation_patterns(nodes, ctx):
-    """Rewrite every SiLU, Mish and GELU subgraph of `nodes` (topologically ordered NodeProtos)
+    """Rewrite every SiLU, Mish, HardSwish and GELU subgraph of `nodes` (topologically ordered NodeProtos)
     into one node named after its output; returns the new list, without dead nodes."""
     nodes = live_nodes(nodes, ctx.graph_outputs)
     while True:

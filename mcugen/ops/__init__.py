@@ -28,13 +28,21 @@ class OpDef:
     # same function on every element, "per_channel" also those with a parameter per channel
     # (PRelu: the encoder's rows must be the output channels)
     fuses_activation = ""
+    # without an activation, its output is >= 0 whenever its inputs are (a product, a mean)
+    sign_follows_inputs = False
 
     def output_nonnegative(self, node, inputs_nonnegative) -> bool:
         """Whether every value of the node's output is >= 0, given the same of its inputs (an
         iterable, evaluated on demand; the quantizer gives such a tensor unsigned codes)."""
-        if self.applies_activation:
-            return activation_is_nonnegative(node.attrs.get("activation"))
+        activation = node.attrs.get("activation")
+        if self.applies_activation and not (activation is None and self.sign_follows_inputs):
+            return activation_is_nonnegative(activation)
         return all(inputs_nonnegative)
+
+    def keeps_channel_scales(self, node) -> bool:
+        """For an op that moves codes: every output value stays in its input's channel, so the
+        last layer's int32 accumulators (a scale per channel) may pass through it."""
+        return True
 
     def step_value_range(self, step, input_ranges: list):
         """(lo, hi) of the values a step of this op writes, when it knows them better than its
@@ -46,7 +54,8 @@ class OpDef:
         return sum(schedule.buffers[name].size for name in step.inputs)
 
     def from_onnx(self, node, ctx):
-        """ONNX NodeProto -> IR Node (or None when the node disappears)."""
+        """ONNX NodeProto -> IR Node, a list of them (in order, each intermediate tensor's
+        shape put in ctx.shapes), or None when the node disappears."""
         raise NotImplementedError
 
     def infer_shape(self, node, in_shapes):

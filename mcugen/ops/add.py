@@ -1,4 +1,4 @@
-"""Add/Sub (and a Sum of two) of two activations: decode both to a common fixed point, add, encode again."""
+"""Add/Sub (and a Sum of two) of two activations (by a constant: ops/affine.py): decode both to a common fixed point, add, encode again."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +18,7 @@ COMMON_POINT_BITS = 29
 @register
 class Add(OpDef):
     kind = "Add"
-    onnx_types = ("Add", "Sub", "Mul", "Div", "Sum")
+    onnx_types = ("Add", "Sub", "Sum")
     step_kinds = ("add",)
     applies_activation = True
     fuses_activation = "elementwise"
@@ -29,9 +29,6 @@ class Add(OpDef):
         consts = [ctx.const(name) for name in node.input]
         if consts[0] is not None or consts[1] is not None:
             return affine_from_onnx(node, ctx, consts)
-        if node.op_type in ("Mul", "Div"):
-            ctx.fail(node, f"{node.op_type} of two activations is not supported "
-                           f"(only by a constant, folded into the preceding Conv/Gemm)")
         a, b = node.input
         if tuple(ctx.shape(a)) != tuple(ctx.shape(b)):
             ctx.fail(node, f"broadcasting {list(ctx.shape(a))} with {list(ctx.shape(b))} is "

@@ -179,7 +179,7 @@ class AveragePool(OpDef):
     def lower(self, node, ctx):
         x = ctx.encoding(node.inputs[0])
         count_h, count_w = self.counts(node, ctx.shape(node.inputs[0]), ctx.shape(node.output))
-        frac = _sum_frac_bits(node, ctx, x, node.attrs["kernel"][0] * node.attrs["kernel"][1])
+        frac = sum_frac_bits(node, ctx, x, node.attrs["kernel"][0] * node.attrs["kernel"][1])
         table = decode_table(x, frac)
         sizes_h, row_h = np.unique(count_h, return_inverse=True)
         sizes_w, row_w = np.unique(count_w, return_inverse=True)
@@ -203,7 +203,7 @@ class AveragePool(OpDef):
         return encode(step, acc, rows[None, None])
 
 
-def _sum_frac_bits(node, ctx, x, count):
+def sum_frac_bits(node, ctx, x, count):
     """The decode table's fractional bits: as fine as its int32 table allows, lowered until a
     window's sum of `count` decoded values provably fits the int32 accumulator."""
     frac = default_frac_bits(x, limit=WIDE_TABLE_LIMIT)

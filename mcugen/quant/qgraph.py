@@ -77,7 +77,14 @@ def code_root(graph, tensor):
 
 
 def output_is_accumulator(graph):
-    producer = graph.producer(code_root(graph, graph.output))
+    """The last MAC layer's int32 accumulators reach the output: only code-moving ops that keep
+    each value in its channel (its scale) lie between them."""
+    tensor = graph.output
+    producer = graph.producer(tensor)
+    while producer is not None and getattr(get_op(producer.op), "preserves_codes", False):
+        if not get_op(producer.op).keeps_channel_scales(producer):
+            return False
+        producer = graph.producer(producer.inputs[0])
     return producer is not None and getattr(get_op(producer.op), "is_mac", False)
 
 
