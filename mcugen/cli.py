@@ -2,6 +2,7 @@
 stderr and exit status 1; nothing is written unless the whole job succeeded."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -18,12 +19,12 @@ from mcugen.ir.schedule import Schedule
 from mcugen.pipeline import build as run_build, load_array, load_inputs
 from mcugen.reference.interpreter import dequantize_output
 from mcugen.report import format_report, merge_profile
-from mcugen.targets import TARGETS, target_of
+from mcugen.targets import TARGETS, options_by_name, target_of
 from mcugen.verify import compare, profile_record, verify_inputs
 
-# where a built project can run, over every target (each target checks its own)
+# where a built project can run (the --on values), over every target (each checks its own)
 RTL_VERIFY_INPUTS = 4
-RUN_PLACES = sorted({place for t in TARGETS.values() for place in t.runs_on})
+ON_CHOICES = sorted({on for t in TARGETS.values() for on in t.run_choices()})
 
 
 def _progress(label):
@@ -45,6 +46,40 @@ def _input_range(text):
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise MCUGenError(f"--input-range needs finite LO < HI (got '{text}')")
     return (lo, hi)
+
+
+def target_options(targets):
+    """A decorator adding every target's own options (Target.options) to a command, each once,
+    its help led by the targets that take it. Unset, an option is None: the command passes on
+    only those given, and the target fills in its defaults (Target.check_options)."""
+    def add(command):
+        union = options_by_name(targets)
+        clash = [name for name in union if name in inspect.signature(command).parameters]
+        if clash:      # the command's own option would be shadowed
+            raise MCUGenError(f"a target declares --{clash[0]}, an option of `{command.__name__}`")
+        for name, takers in reversed(union.items()):
+            command = click.option(takers[0][1].flag, name, default=None,
+                                   help=_option_help(takers), **_value_kind(takers[0][1]))(command)
+        return command
+    return add
+
+
+def _value_kind(option) -> dict:
+    if option.is_flag:
+        return {"is_flag": True}
+    return {"type": click.Choice(list(option.choices)) if option.choices else option.type}
+
+
+def _option_help(takers) -> str:
+    """'hls: what it does [default: 16]', with each target's default where they differ."""
+    names = ", ".join(name for name, _ in takers)
+    text = f"{names}: {takers[0][1].help}"
+    if takers[0][1].is_flag:
+        return text
+    defaults = {str(option.default) for _, option in takers}
+    if len(defaults) == 1:
+        return f"{text}  [default: {defaults.pop()}]"
+    return f"{text}  [default: {', '.join(f'{name} {option.default}' for name, option in takers)}]"
 
 
 @click.group()
@@ -92,19 +127,15 @@ def cli():
 @click.option("--max-code-error", default=1, show_default=True, type=click.IntRange(0, 1),
               help="worst code error an encoder may make against the float encoder, over every "
                    "accumulator value (0: exact)")
-@click.option("--reuse", type=int, help="hls: products per multiplier per output (default 16; "
-              "adjusted per layer, see the report)")
-@click.option("--io", type=click.Choice(["parallel", "stream"]),
-              help="hls: array ports (parallel, the default) or AXI-Stream (stream)")
-@click.option("--fit", is_flag=True, default=None, help="hls: raise the reuse factor until the "
-              "estimated DSP, BRAM, LUT and FF fit the board")
+@target_options(TARGETS.values())
 @click.option("--force", is_flag=True, help="replace a project mcugen made earlier")
 def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_bits, objective,
           method, calib, percentile, input_range, seed, weight_storage, mac_tables, decode_bits,
-          encoder, max_code_error, reuse, io, fit, force):
+          encoder, max_code_error, force, **given):
     """Quantize MODEL, lower it and emit a buildable project in OUT."""
     calib_data = load_array(calib, "--calib") if calib else None
-    target_options = {k: v for k, v in (("reuse", reuse), ("io", io), ("fit", fit)) if v is not None}
+    # `given`: the targets' own options (target_options above); the chosen target checks them
+    target_options = {name: value for name, value in given.items() if value is not None}
     project = run_build(model, target=target, board=board, out=out, force=force,
                         target_options=target_options,
                         weight_storage=weight_storage, mac_tables=mac_tables,
@@ -125,7 +156,7 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
 @click.option("--output", type=click.Path(dir_okay=False), help="where to save the outputs (.npy)")
 @click.option("--raw", is_flag=True, help="save the integer codes/accumulators instead of floats")
 @click.option("--n", default=8, show_default=True, help="random inputs when --inputs is not given")
-@click.option("--on", "on", default="host", show_default=True, type=click.Choice(RUN_PLACES),
+@click.option("--on", "on", default="host", show_default=True, type=click.Choice(ON_CHOICES),
               help="qemu: RV32IMC under qemu, recording per-layer instruction counts; rtl: the "
                    "CV32E40P RTL (rv32 and gap8 projects; SIMD kernels with --board cv32e40p or "
                    "gap8), recording per-layer cycles (gap8: each core's share, one core at a time)")
@@ -173,7 +204,7 @@ def _record_profile(path, schedule, profile, on):
 @click.option("--inputs", type=click.Path(dir_okay=False), help="more inputs (.npy) to check")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--sanitize", is_flag=True, help="build with -fsanitize=address,undefined")
-@click.option("--on", "on", default="host", show_default=True, type=click.Choice(RUN_PLACES))
+@click.option("--on", "on", default="host", show_default=True, type=click.Choice(ON_CHOICES))
 def verify(project, n, inputs, seed, sanitize, on):
     """Generated code == reference, bit for bit (exit 1 on the first difference)."""
     path = require_project(project)

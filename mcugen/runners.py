@@ -2,7 +2,8 @@
 (`on="qemu"`: the same C cross-compiled with picolibc, semihosting for the files, minstret for
 exact per-step instruction counts) or, through the targets' own runners, on the CV32E40P RTL.
 The layer below the targets: it knows make, the compilers, qemu and the harness's file protocol,
-not what a target is. On a difference, `locate_mismatch` runs the trace build (-DMODEL_TRACE)
+not what a target is; RUN_PLACES lists every place a project runs (the hls C simulation's too),
+and each target names the places it runs on. On a difference, `locate_mismatch` runs the trace build (-DMODEL_TRACE)
 and names the first step whose output differs.
 """
 from __future__ import annotations
@@ -33,25 +34,29 @@ FAULT_CAUSES = {0: "misaligned fetch", 1: "instruction access fault", 2: "illega
                 6: "misaligned store", 7: "store access fault", 11: "ecall"}
 
 
-
-
 @dataclass(frozen=True)
 class RunPlace:
-    """Where a built project runs: the make goal that builds for it (the same in every target's
-    makefile: rv32's Makefile, gap8's emu.mk), the program that goal makes, the compiler it
-    needs, and the emulator that runs the program (none: it runs itself, or its target runs it,
-    as the RTL harness of targets/rtl.py)."""
+    """Where a built project runs: `on`, the `--on` value that selects it; the make goal that
+    builds for it (the same in every target's makefile: rv32's Makefile, gap8's emu.mk; None:
+    the makefile's default goal, or no make); the program it makes; the compiler it needs (`cc`,
+    `c++`: the host's, see find_compiler; else a cross compiler on PATH); the emulator that
+    runs the program (None: it runs itself, or its target runs it, as targets/rtl.py does).
+    The hls target's C simulation (g++ of its firmware and testbench) is selected with `--on
+    host`: to a user both mean "here, on this machine", so `host` stays every target's default."""
     name: str
-    goal: str | None                # None: the makefile's default goal, the host harness
+    on: str
+    goal: str | None
     program: str
-    compiler: str | None            # None: the host's (find_cc)
+    compiler: str
     emulator: str | None = None
 
 
 RUN_PLACES = {place.name: place for place in (
-    RunPlace("host", None, "model_test", None),
-    RunPlace("qemu", "rv32", "model_test.elf", RV_CC, QEMU),
-    RunPlace("rtl", "rtl", "model_rtl.elf", RV_CC),
+    RunPlace("host", on="host", goal=None, program="model_test", compiler="cc"),
+    RunPlace("qemu", on="qemu", goal="rv32", program="model_test.elf", compiler=RV_CC,
+             emulator=QEMU),
+    RunPlace("rtl", on="rtl", goal="rtl", program="model_rtl.elf", compiler=RV_CC),
+    RunPlace("csim", on="host", goal=None, program="csim", compiler="c++"),
 )}
 
 
@@ -60,6 +65,26 @@ def find_cc() -> str:
     if not cc:
         raise MCUGenError("no C compiler found: install gcc (apt-get install gcc) or set CC")
     return cc
+
+
+def find_cxx() -> str:
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        raise MCUGenError("no C++ compiler found: install g++ (apt-get install g++) or set CXX")
+    return cxx
+
+
+HOST_COMPILERS = {"cc": find_cc, "c++": find_cxx}
+
+
+def find_compiler(name: str) -> str:
+    """A run place's compiler: the host's C or C++ compiler (CC, CXX or the usual names), or a
+    cross compiler, which must be on PATH."""
+    if name in HOST_COMPILERS:
+        return HOST_COMPILERS[name]()
+    if shutil.which(name) is None:
+        raise MCUGenError(f"{name} not found: {INSTALL_HINT}")
+    return name
 
 
 def build_harness(project: Path, variant: str = "", sanitize=False, trace=False, on="host",
@@ -71,12 +96,9 @@ def build_harness(project: Path, variant: str = "", sanitize=False, trace=False,
     build = f"build/{variant or on}"
     cmd = ["make", "-s", "-f", makefile, "-C", str(project), f"BUILD={build}"]
     place = RUN_PLACES[on]
-    if place.compiler:
-        if shutil.which(place.compiler) is None:
-            raise MCUGenError(f"{place.compiler} not found: {INSTALL_HINT}")
-        cmd.append(place.goal)
-    else:
-        cmd.append(f"CC={find_cc()}")
+    compiler = find_compiler(place.compiler)
+    # a cross goal names its compiler in the makefile; the host harness takes the host's
+    cmd.append(place.goal or f"CC={compiler}")
     cmd += ["SANITIZE=1"] if sanitize else []
     cmd += ["TRACE=1"] if trace else []
     with recording_new_files(project):     # so that `build --force` knows build/ for mcugen's

@@ -578,7 +578,47 @@ def axes_op(b, op, x, axes, shape):
     return b.add(op, [x.name], shape, f"{op}{axes}", axes=axes)
 
 
-LAYERS_4D = ((conv, 0.30), (batchnorm, 0.05), (activation, 0.10), (maxpool, 0.08),
+def reduce_axes(b, op, x, axes, shape, text):
+    """A reduce with keepdims=1: axes an attribute, or an input (ReduceSum from opset 13)."""
+    if op == "ReduceSum" and b.opset >= 13:
+        return b.add(op, [x.name, b.ints(axes)], shape, text, keepdims=1)
+    return b.add(op, [x.name], shape, text, axes=axes, keepdims=1)
+
+
+def squeeze_excite(b, x):
+    """x * gate(Conv1x1(Relu(Conv1x1(mean over H, W of x)))): MobileNetV3 (HardSigmoid) and
+    EfficientNet (Sigmoid) gates, the mean a GlobalAveragePool or a ReduceMean, the Mul's
+    operands in either order."""
+    _, c, h, w = x.shape
+    if b.chance(0.5):
+        pooled = b.add("GlobalAveragePool", [x.name], (1, c, 1, 1), "GAP")
+    else:
+        pooled = reduce_axes(b, "ReduceMean", x, [2, 3], (1, c, 1, 1), "ReduceMean[2,3]")
+    r = max(1, c // 2)
+    w1, b1 = conv_weights(b, r, c, 1, 1)
+    w2, b2 = conv_weights(b, c, r, 1, 1)
+    s = b.add("Conv", [pooled.name, b.const(w1, prefix="w"), b.const(b1, prefix="b")], (1, r, 1, 1), "SE squeeze")
+    s = b.add("Relu", [s.name], s.shape)
+    s = b.add("Conv", [s.name, b.const(w2, prefix="w"), b.const(b2, prefix="b")], (1, c, 1, 1), "SE excite")
+    if b.chance(0.5):
+        gate = b.add("HardSigmoid", [s.name], s.shape, alpha=1.0 / 6.0)
+    else:
+        gate = b.add("Sigmoid", [s.name], s.shape)
+    b.tags.add("squeeze_excite")
+    inputs = [x.name, gate.name] if b.chance(0.7) else [gate.name, x.name]
+    return b.add("Mul", inputs, x.shape, "SE Mul")
+
+
+def reduction(b, x):
+    """A mean, sum, max or min over some of the channel and spatial axes (keepdims)."""
+    op = b.choice(["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"])
+    axes = sorted(int(a) for a in b.rng.choice([1, 2, 3], size=int(b.rng.integers(1, 3)), replace=False))
+    shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
+    b.tags.add("reduce")
+    return reduce_axes(b, op, x, axes, shape, f"{op}{axes}")
+
+
+LAYERS_4D = ((squeeze_excite, 0.04), (reduction, 0.03), (conv, 0.30), (batchnorm, 0.05), (activation, 0.10), (maxpool, 0.08),
              (avgpool, 0.08), (residual, 0.09), (concat, 0.07), (pad, 0.07), (const_affine, 0.04),
              (noop, 0.03), (transpose_pair, 0.03), (squeeze_roundtrip, 0.02),
              (shared_weight_convs, 0.04), (preactivation, 0.04), (global_avgpool, 0.02))
@@ -1124,7 +1164,8 @@ def lipschitz(spec):
 def propagate(qgraph, node, errors, inputs):
     """A bound on |error| of node's output from bounds on its inputs' errors (and the inputs):
     |W^ x^ - W x| <= |W^| |x^ - x| + |W^ - W| |x|; affine maps scale by |scale|; activations
-    by their Lipschitz constant; pools, copies and moves take the max/mean/copy of the bounds."""
+    by their Lipschitz constant; pools, reductions, copies and moves take the max/mean/copy of
+    the bounds; a product of two activations is bounded term by term."""
     import copy
     from mcugen.ops import get_op
     op = get_op(node.op)
@@ -1151,6 +1192,17 @@ def propagate(qgraph, node, errors, inputs):
         return op.run_float(node, errors)
     if node.op in ("MaxPool", "AveragePool", "Concat", "Reshape", "Transpose"):
         return op.run_float(node, errors)
+    if node.op == "Mul":       # |a^ b^ - a b| <= |a| e_b + |b| e_a + e_a e_b, broadcast
+        a, b = (np.abs(v) for v in inputs)
+        return (a * errors[1] + b * errors[0] + errors[0] * errors[1]) * lipschitz(spec)
+    if node.op == "ReduceSum":       # a mean (sum) of the errors bounds the mean's (sum's)
+        node.attrs = dict(node.attrs, activation=None)
+        return op.run_float(node, errors) * lipschitz(spec)
+    if node.op == "ReduceMax":       # a max or a min moves by at most the largest error
+        node.attrs = dict(node.attrs, mode="max")
+        return op.run_float(node, errors)
+    if node.op == "Constant":
+        return np.zeros_like(op.run_float(node, inputs))
     raise OracleGap(f"error_bound does not know op {node.op}")
 
 

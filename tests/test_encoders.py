@@ -1,13 +1,18 @@
 """The encoder seam: every encoder has its C for every target, and the exact error analysis
 (segments over the whole accumulator range) agrees with brute force over every accumulator."""
+import warnings
+
 import numpy as np
 import pytest
+from onnx import helper as onnx_helper
 
+import mcugen
 from mcugen.codegen.render import environment
 from mcugen.errors import MCUGenError
-from mcugen.lower.encoders import ENCODERS, EncodeRequest, choose, encoder_step_parts
+from mcugen.lower.encoders import ENCODERS, EncodeRequest, choose, encoder_step_parts, lut
 from mcugen.lower.encoders.exact import float_encoder
 from mcugen.quant.power import Encoding
+from onnx_factory import make_model, save, tensor
 
 TARGETS_THAT_ENCODE = ("host", "gap8")
 ACTIVATIONS = [None, ("Relu",), ("Clip", 0.0, 2.0), ("LeakyRelu", 0.1), ("LeakyRelu", -0.3),
@@ -86,3 +91,28 @@ def test_auto_weighs_bytes_against_instructions_and_auto_small_takes_the_smalles
     # one value a run: bytes decide
     assert choose(built, 1) is smallest
     assert all(p.params["encoder"] != "threshold" for p in (fastest, smallest))
+
+
+def test_lut_search_never_tries_a_table_that_spans_no_cell(tmp_path, monkeypatch):
+    """A nearly constant layer is accepted at the first table size (16); the bisection below
+    it must stop at 4 cells (size - 3 cell steps): a size of 3 or less divided by zero or
+    stepped backwards (NaN cells, a RuntimeWarning) before."""
+    rng = np.random.default_rng(0)
+    node = onnx_helper.make_node
+    model = make_model([node("Conv", ["x", "w", "b"], ["c"], name="c"),
+                        node("Sigmoid", ["c"], ["s"], name="s"), node("Flatten", ["s"], ["f"]),
+                        node("Gemm", ["f", "gw", "gb"], ["y"], transB=1)],
+                       [tensor("x", [1, 2, 3, 3])], [tensor("y", [1, 2])],
+                       [("w", rng.normal(size=(2, 2, 1, 1)) * 1e-3), ("b", np.zeros(2)),
+                        ("gw", rng.normal(size=(2, 18))), ("gb", np.zeros(2))])
+    sizes, build_size = [], lut.Lut.build_size
+
+    def spy(self, request, span, size, screen=False):
+        sizes.append(size)
+        return build_size(self, request, span, size, screen)
+    monkeypatch.setattr(lut.Lut, "build_size", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        mcugen.build(save(model, tmp_path / "flat.onnx"), input_range=(-1.0, 1.0), encoder="lut",
+                     first_last_bits="same")
+    assert sizes and min(sizes) >= lut.SMALLEST_SIZE and 16 in sizes

@@ -14,8 +14,8 @@ STEP_KINDS = sorted({kind for op in all_ops().values() for kind in op.step_kinds
 
 
 def every_kind_model(path):
-    """conv2d, add, pad, maxpool, avgpool, concat, reduce_sum, reduce_minmax, mul (two
-    broadcasts), recode, transpose and dense, in one graph."""
+    """conv2d, add, pad, maxpool, avgpool, concat, constant, reduce_sum, reduce_minmax, mul
+    (two broadcasts), matmul, recode, transpose and dense, in one graph."""
     rng = np.random.default_rng(1)
     node = helper.make_node
     nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
@@ -28,18 +28,23 @@ def every_kind_model(path):
              node("Conv", ["m", "w3", "b3"], ["c3"], name="conv3", kernel_shape=[1, 1]),
              node("AveragePool", ["c3"], ["v2"], name="avgpool2", kernel_shape=[2, 2]),
              node("Concat", ["v1", "v2"], ["cat"], name="concat", axis=1),
-             node("ReduceMean", ["cat"], ["mean"], name="mean_c", axes=[1], keepdims=1),
+             node("Add", ["cat", "pos"], ["catp"], name="position"),     # a constant per element
+             node("ReduceMean", ["catp"], ["mean"], name="mean_c", axes=[1], keepdims=1),
              node("ReduceMax", ["cat"], ["peak"], name="max_w", axes=[3], keepdims=1),
-             node("Mul", ["cat", "mean"], ["g1"], name="gate_c"),
+             node("Mul", ["catp", "mean"], ["g1"], name="gate_c"),
              node("Mul", ["g1", "peak"], ["g2"], name="gate_w"),
-             node("Transpose", ["g2"], ["tr"], name="transpose", perm=[0, 2, 3, 1]),
-             node("Tanh", ["tr"], ["t"], name="tanh"),      # after a transpose: nothing to fuse into
+             node("Transpose", ["g2"], ["g2t"], name="swap_hw", perm=[0, 1, 3, 2]),
+             node("MatMul", ["g2", "g2t"], ["mm"], name="matmul"),          # of two activations
+             node("Transpose", ["mm"], ["tr"], name="transpose", perm=[0, 2, 3, 1]),
+             # per channel, after a transpose: nothing to fuse into, nothing to move past
+             node("PRelu", ["tr", "slope"], ["t"], name="prelu"),
              node("Flatten", ["t"], ["f"], name="flatten"),
              node("Gemm", ["f", "gw", "gb"], ["y"], name="fc", transB=1)]
     inits = [("w1", rng.normal(size=(4, 2, 3, 3))), ("b1", rng.normal(size=4) * 0.1),
              ("w2", rng.normal(size=(4, 2, 3, 3))), ("b2", rng.normal(size=4) * 0.1),
              ("w3", rng.normal(size=(2, 4, 1, 1))), ("b3", rng.normal(size=2) * 0.1),
-             ("gw", rng.normal(size=(3, 6 * 3 * 3))), ("gb", rng.normal(size=3))]
+             ("gw", rng.normal(size=(3, 6 * 3 * 3))), ("gb", rng.normal(size=3)),
+             ("pos", rng.normal(size=(1, 6, 3, 3))), ("slope", rng.uniform(0.1, 0.3, size=(3, 1, 1)))]
     model = make_model(nodes, [tensor("x", [1, 2, 6, 6])], [tensor("y", [1, 3])], inits)
     model.graph.initializer.append(numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1]), "pads"))
     return save(model, path)

@@ -95,7 +95,7 @@ def test_seeds_cover_every_op_mcugen_imports_and_the_odd_cases():
               "end:maxpool", "end:transpose", "end:flatten", "end:reshape", "end:softmax",
               "end:logsoftmax", "scheme:power", "conv1d", "dead_branch", "constant_nodes",
               "initializers_as_inputs", "names:odd", "add_self", "concat_self", "pattern:silu",
-              "pattern:gelu", "pattern:gelu_tanh", "pattern:mish"} | {
+              "pattern:gelu", "pattern:gelu_tanh", "pattern:mish", "squeeze_excite", "reduce"} | {
                   f"opset{v}" for v in fuzz_graphs.OPSETS}
     assert wanted <= tags, sorted(wanted - tags)
     for case in cases[:20]:

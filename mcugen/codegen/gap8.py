@@ -20,8 +20,8 @@ from mcugen.codegen.render import render_all
 from mcugen.errors import MCUGenError
 from mcugen.reference.interpreter import quantize_input, run_codes
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
-from mcugen.codegen.kernel_plan import (SIMD_OC_BLOCK, register_blocking, simd_kernel_plan,
-                                       simd_weight_layout, window)
+from mcugen.codegen.kernel_plan import (SIMD_OC_BLOCK, register_blocking, simd_isa,
+                                       simd_kernel_plan, simd_weight_layout, window)
 
 FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2",
          "Makefile": "Makefile.j2", "emu.mk": "emu.mk.j2", "emu_main.c": "emu_main.c.j2",
@@ -79,6 +79,8 @@ class _Plan:
         self.step, self.schedule, self.budget, self.cores = step, schedule, budget, cores
         self.consts = consts          # the constants as the kernel reads them (SIMD weight layout)
         self.simd = simd or {}        # the step's SIMD kernel plan ({}: the band kernel)
+        # template params beside the step's: a cluster kernel named apart from its kind's FC one
+        self.kernel = {}
         self.regions, self.tiles, self.mode = [], [], "fc"
         self.l1_bytes = self.dma_bytes = 0
 
@@ -393,6 +395,50 @@ def _plan_add(plan):
     _plan_linear(plan, static, per, p["size"], "one element")
 
 
+def _plan_mul(plan):
+    """A mul step tiled in chunks of consecutive output elements, as add. An operand of the
+    output's size (numpy broadcasting: then its shape, walked in the output's order) is tiled
+    along; a broadcast one (an SE gate: C values) is loaded whole into L1 once, and the kernel
+    indexes it through the loop strides. A step with two broadcast operands, or whose
+    broadcast operand leaves no room in L1, stays on the FC, where it ran before."""
+    step, p = plan.step, plan.step.params
+    n, dst = int(np.prod(p["dims"])), plan.buf(step.output)
+    operands = [(plan.buf(src), name, strides) for src, name, strides
+                in zip(step.inputs, ("in", "in_b"), (p["a_strides"], p["b_strides"]))]
+    broadcast = [(buf, name, strides) for buf, name, strides in operands if buf.size < n]
+    if len(broadcast) > 1:
+        return
+    for key in ("table_a", "table_b"):
+        plan.regions.append(plan.const_region(key, "static", 0))
+    plan.encoder_regions(per_row=False)
+    static = {r["name"]: int(plan.consts[r["name"]].size) for r in plan.regions}
+    for buf, name, strides in operands:
+        region = _region(name, CTYPES[buf.dtype], "tile", buf.name, 1, ITEMSIZE[buf.dtype])
+        if buf.size < n:
+            region.update(role="static", gather=_gather(p["dims"], strides))
+            static[name] = buf.size
+        plan.regions.append(region)
+    plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
+    per = {r["name"]: r["itemsize"] for r in plan.regions if r["role"] != "static"}
+    plan.mode = "chunk"
+    try:
+        _plan_linear(plan, static, per, n, "one element")
+    except MCUGenError:
+        plan.regions, plan.mode = [], "fc"
+        return
+    # templates/gap8/ops/mul.c.j2 would shadow the FC's templates/common/ops/mul.c.j2
+    plan.kernel = {"kernel": "mul_cluster"}
+
+
+def _gather(dims, strides) -> dict:
+    """What the mul kernel needs to index a broadcast operand from an output element o: the
+    loop dims, the operand's strides, each loop's place value in o (its coordinate is
+    o / place % dim) and the index step when loop k+1 wraps and loop k advances (carry[k])."""
+    places = [int(np.prod(dims[k + 1:])) for k in range(len(dims))]
+    carry = [strides[k] - dims[k + 1] * strides[k + 1] for k in range(len(dims) - 1)]
+    return {"dims": list(dims), "strides": list(strides), "places": places, "carry": carry}
+
+
 def _plan_linear(plan, static, per, n, smallest):
     """Tiles of consecutive units (output features, elements): the largest tile whose buffers,
     doubled when there is more than one tile, fit L1 beside the static regions."""
@@ -430,6 +476,8 @@ def plan_tiles(schedule, board) -> dict:
             _plan_dense(plan)
         elif step.kind == "add":
             _plan_add(plan)
+        elif step.kind == "mul":
+            _plan_mul(plan)
         plans[step.name] = plan
     return plans
 
@@ -463,12 +511,13 @@ def _l1_budget(board) -> int:
 
 
 def simd_plan(step, schedule, board) -> dict:
-    """The SIMD kernel of a conv step on a SIMD board ({} otherwise; the tile plan may still
-    fall back to the band kernel when its tiles do not fit L1). Weights streamed from L3 keep
-    the band kernel: the L3 image and its staging hold the Schedule's own layout."""
-    if step.kind != "conv2d" or not board.get("simd") or schedule.meta.get("weights_in") == "l3":
+    """The SIMD kernel of a conv step on a board with a SIMD ISA ({} otherwise; the tile plan
+    may still fall back to the band kernel when its tiles do not fit L1). Weights streamed from
+    L3 keep the band kernel: the L3 image and its staging hold the Schedule's own layout."""
+    isa = simd_isa(board.get("simd"))          # refuses an ISA the kernels are not planned for
+    if step.kind != "conv2d" or isa is None or schedule.meta.get("weights_in") == "l3":
         return {}
-    return simd_kernel_plan(step, _l1_budget(board) // int(board.get("cores", 8)))
+    return simd_kernel_plan(step, isa.name, _l1_budget(board) // int(board.get("cores", 8)))
 
 
 def kernel_consts(step, simd) -> dict:
@@ -505,7 +554,8 @@ def template_context(schedule, model_file: str, board: dict, plans: dict) -> dic
     """The host target's context (the same model.c numbers) plus the tile plans."""
     codes, expected = _board_samples(schedule)
     l1 = l1_layout(board)
-    context = host.template_context(schedule, model_file, {name: p.simd for name, p in plans.items()})
+    context = host.template_context(schedule, model_file, {name: {**p.simd, **p.kernel}
+                                                           for name, p in plans.items()})
     layout = board_layout(schedule, board) if schedule.meta.get("weights_in") == "l3" else None
     schedule_consts = {s.name: s.consts for s in schedule.steps}
     context.update({

@@ -3,7 +3,11 @@ register blocks, unrolling and their stack buffers. A target's plan, derived fro
 (which says only what is computed); the templates read it as part of the step's parameters."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from mcugen.errors import MCUGenError
 
 # Stack bytes a kernel may use for its decoded-input buffer (the band of a conv tile, the
 # input vector of a dense layer). The plan sizes tiles to stay within it.
@@ -115,31 +119,69 @@ def mac_kernel_plan(step, limit=None) -> dict:
     return plan
 
 
-# ---- SIMD kernels (boards with `simd`: 4 x 8-bit or 2 x 16-bit dot products) ---------------
-SIMD_LANES = {("int8", "int8"): ("b", 4), ("int8", "uint8"): ("ub", 4),
-              ("int8", "int16"): ("h", 2), ("int16", "int16"): ("h", 2),
-              ("int16", "int8"): ("h", 2), ("int16", "uint8"): ("h", 2)}
+# ---- SIMD kernels (boards with `simd`: dot products of 8- or 16-bit lanes) ------------------
+@dataclass(frozen=True)
+class SimdIsa:
+    """A SIMD ISA the kernels are planned for: lanes per 32-bit word by lane width in bits, and
+    its dot products ("signed": signed x signed lanes; "unsigned": unsigned x signed)."""
+    name: str
+    lanes: dict
+    dot_products: tuple
+
+
+# A board's `simd` names one of these. The kernels' ISA layer (templates/common's
+# mcugen_isa.h) spells each in its own instructions: CORE-V's cv.sdotsp/cv.sdotusp, Xpulp's
+# pv.sdotsp/pv.sdotusp through GCC's __builtin_pulp_*.
+SIMD_ISAS = {isa.name: isa for isa in (
+    SimdIsa("xcorev", {8: 4, 16: 2}, ("signed", "unsigned")),
+    SimdIsa("xpulpv2", {8: 4, 16: 2}, ("signed", "unsigned")),
+)}
+# (stored weights, decoded inputs) -> the kernel's lanes: b signed 8-bit, ub unsigned 8-bit
+# inputs x signed weights, h 16-bit (8-bit operands widened)
+SIMD_KINDS = {("int8", "int8"): "b", ("int8", "uint8"): "ub",
+              ("int8", "int16"): "h", ("int16", "int16"): "h",
+              ("int16", "int8"): "h", ("int16", "uint8"): "h"}
+KIND_LANES = {"b": (8, "signed"), "ub": (8, "unsigned"), "h": (16, "signed")}   # bits, dot product
 SIMD_OC_BLOCK = 4     # output channels per register block (x SIMD_PX_BLOCK pixels: 8 accumulators)
 SIMD_PX_BLOCK = 2
 
 
-def simd_lanes(step):
-    """('b' | 'ub' | 'h', lanes per 32-bit word) when the decoded weights and inputs fit SIMD
-    lanes (weights stored decoded), else None. 'ub': unsigned 8-bit inputs x signed weights."""
+def simd_isa(name) -> SimdIsa | None:
+    """The SIMD ISA a board names (None for none): a name the plans do not know is refused, so
+    a typo in a board file cannot fall back to the plain kernels unnoticed."""
+    if not name:
+        return None
+    if name not in SIMD_ISAS:
+        raise MCUGenError(f"unknown SIMD ISA '{name}' (the board's simd); known: "
+                          f"{', '.join(SIMD_ISAS)}")
+    return SIMD_ISAS[name]
+
+
+def simd_lanes(step, isa: SimdIsa):
+    """('b' | 'ub' | 'h', lanes per 32-bit word) when the decoded weights and inputs fit lanes
+    and a dot product of the ISA (weights stored decoded), else None."""
     p = step.params
     if step.kind not in ("conv2d", "dense") or p.get("product") or p.get("w_codes"):
         return None
-    return SIMD_LANES.get((str(step.consts["weights"].dtype), p["band_dtype"]))
+    kind = SIMD_KINDS.get((str(step.consts["weights"].dtype), p["band_dtype"]))
+    if kind is None:
+        return None
+    bits, dot_product = KIND_LANES[kind]
+    if bits not in isa.lanes or dot_product not in isa.dot_products:
+        return None
+    return kind, isa.lanes[bits]
 
 
-def simd_kernel_plan(step, limit=None) -> dict:
+def simd_kernel_plan(step, isa_name, limit=None) -> dict:
     """The SIMD kernel of a conv2d or dense step ({} when its operands do not fit lanes or its
     columns would exceed the stack limit: the plain kernel then runs). Weights are stored in
     rows padded with zeros to whole words (`padded_k`), so every row starts on a word; the
     kernel gathers each output pixel's inputs into a zero-padded column of the same length
-    (im2col) and takes blocks of 4 output channels x 2 pixels of dot products."""
+    (im2col) and takes blocks of 4 output channels x 2 pixels of dot products. `isa_name`: the
+    board's SIMD ISA (SIMD_ISAS), None for none."""
     limit = KERNEL_STACK_LIMIT if limit is None else limit
-    lanes = simd_lanes(step)
+    isa = simd_isa(isa_name)
+    lanes = simd_lanes(step, isa) if isa else None
     p = step.params
     # a column gathered per output pixel pays off over a block of output channels; a depthwise
     # or narrow grouped conv (fewer per group) keeps the plain kernel, which shares one decoded
@@ -149,13 +191,14 @@ def simd_kernel_plan(step, limit=None) -> dict:
     kind, per_word = lanes
     k = p["weights_per_channel"] if step.kind == "conv2d" else p["in_features"]
     padded_k = -(-k // per_word) * per_word
-    elem = 2 if kind == "h" else 1
+    elem = 4 // per_word                          # bytes per lane
     columns = SIMD_PX_BLOCK if step.kind == "conv2d" else 1
     if columns * padded_k * elem > limit:
         return {}
+    bits, dot_product = KIND_LANES[kind]
     plan = {"kernel": step.kind + "_simd", "simd": kind, "padded_k": padded_k, "k": k,
-            "k_words": padded_k // per_word, "lane_type": "int16" if kind == "h" else "int8",
-            "column_type": {"b": "int8", "ub": "uint8", "h": "int16"}[kind],
+            "k_words": padded_k // per_word, "lane_type": f"int{bits}",
+            "column_type": ("uint" if dot_product == "unsigned" else "int") + str(bits),
             "column_elems": columns * padded_k, "column_words": columns * padded_k * elem // 4,
             "stack_bytes": columns * padded_k * elem}
     # what the padded rows (and 16-bit lanes for 8-bit weights) add to the weights' bytes
@@ -188,7 +231,7 @@ def simd_weight_layout(weights: np.ndarray, rows: int, plan: dict) -> np.ndarray
     w = np.asarray(weights).reshape(rows, -1)
     padded = np.zeros((rows, plan["padded_k"]), dtype=plan["lane_type"])
     padded[:, :w.shape[1]] = w
-    per_word = 2 if plan["simd"] == "h" else 4
+    per_word = 4 // padded.itemsize               # lanes of the plan's lane type in a word
     words = plan["padded_k"] // per_word
     for first in plan["row_blocks"]:
         block = padded[first:first + SIMD_OC_BLOCK].reshape(SIMD_OC_BLOCK, words, per_word)
@@ -196,7 +239,7 @@ def simd_weight_layout(weights: np.ndarray, rows: int, plan: dict) -> np.ndarray
     return padded
 
 
-def c_kernel_plan(step, simd=False) -> dict:
-    """A C target's plan of one step: the SIMD kernel where the board has one and the step's
-    operands fit its lanes, the plain kernel otherwise."""
-    return (simd and simd_kernel_plan(step)) or mac_kernel_plan(step)
+def c_kernel_plan(step, isa_name=None) -> dict:
+    """A C target's plan of one step: the SIMD kernel where the board has a SIMD ISA (its name,
+    SIMD_ISAS) and the step's operands fit its lanes, the plain kernel otherwise."""
+    return simd_kernel_plan(step, isa_name) or mac_kernel_plan(step)

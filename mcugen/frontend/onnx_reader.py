@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 from mcugen.errors import MCUGenError
 from mcugen.frontend.fold import fold_constants
 from mcugen.frontend.lift_1d import lift_1d
+from mcugen.frontend.linear import fuse_linear_bias
 from mcugen.frontend.patterns import fuse_activation_patterns
 from mcugen.ir.graph import Graph
 from mcugen.ops import onnx_op, supported_onnx_ops
@@ -186,7 +187,7 @@ def import_model(model: onnx.ModelProto) -> Graph:
         raise MCUGenError(f"ONNX shape inference failed: {display_name(first, 160)}") from None
     model = lift_1d(model)
     ctx = ImportContext(model)
-    nodes = fuse_activation_patterns(list(model.graph.node), ctx)
+    nodes = fuse_linear_bias(fuse_activation_patterns(list(model.graph.node), ctx), ctx)
     _check_finite(ctx, {i for n in nodes for i in n.input})
     for node in nodes:
         if node.domain not in ("", "ai.onnx") or onnx_op(node.op_type) is None:

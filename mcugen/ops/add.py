@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from onnx import helper as onnx_helper
 
 from mcugen.ir.graph import Node
 from mcugen.lower.encoders import encode
@@ -9,6 +10,7 @@ from mcugen.lower.fixedpoint import common_point_table
 from mcugen.ops import OpDef, register
 from mcugen.numerics import activation_fn
 from mcugen.ops.affine import affine_from_onnx
+from mcugen.ops.constant import constant_operand
 
 # the common unit is max(R_a, R_b) / 2^29: both tables stay within 2^29, so their sum within
 # 2^30 < int32; 2^16 rounded the finest steps of an 8-bit power grid (near 0) by ~5%
@@ -24,11 +26,14 @@ class Add(OpDef):
     fuses_activation = "elementwise"
 
     def from_onnx(self, node, ctx):
-        if node.op_type == "Sum" and len(node.input) != 2:
-            ctx.fail(node, f"Sum of {len(node.input)} inputs is not supported; a Sum of two is an Add")
+        if node.op_type == "Sum" and len(node.input) == 1:
+            return Node(name=node.name, op="Reshape", inputs=[node.input[0]], output=node.output[0],
+                        attrs={"shape": list(ctx.shape(node.output[0]))}, onnx_op="Sum")
+        if node.op_type == "Sum" and len(node.input) > 2:
+            return self._chain(node, ctx)
         consts = [ctx.const(name) for name in node.input]
         if consts[0] is not None or consts[1] is not None:
-            return affine_from_onnx(node, ctx, consts)
+            return affine_from_onnx(node, ctx, consts) or self._with_constant(node, ctx, consts)
         a, b = node.input
         if tuple(ctx.shape(a)) != tuple(ctx.shape(b)):
             ctx.fail(node, f"broadcasting {list(ctx.shape(a))} with {list(ctx.shape(b))} is "
@@ -36,6 +41,33 @@ class Add(OpDef):
         return Node(name=node.name, op=self.kind, inputs=[a, b], output=node.output[0],
                     attrs={"activation": None, "negate_b": node.op_type == "Sub"},
                     onnx_op=node.op_type)
+
+    def _chain(self, node, ctx):
+        """A Sum of n > 2 inputs: n - 1 Adds, left to right (each encodes its partial sum)."""
+        nodes, total = [], node.input[0]
+        for k, name in enumerate(node.input[1:], start=1):
+            out = node.output[0] if k == len(node.input) - 1 else f"{node.output[0]}/partial{k}"
+            ctx.shapes.setdefault(out, tuple(ctx.shape(node.output[0])))
+            pair = onnx_helper.make_node("Sum", [total, name], [out], name=f"{node.name}/add{k}")
+            added = self.from_onnx(pair, ctx)
+            nodes.extend(added if isinstance(added, list) else [added])
+            total = out
+        return nodes
+
+    def _with_constant(self, node, ctx, consts):
+        """x + C or x - C (or C - x) with C varying along more than the channels (a positional
+        embedding): C, broadcast to the output, becomes an operand of its own."""
+        c_index = 0 if consts[0] is not None else 1
+        x = node.input[1 - c_index]
+        out = ctx.shape(node.output[0])
+        if tuple(ctx.shape(x)) != tuple(out):
+            ctx.fail(node, f"the activation {list(ctx.shape(x))} is broadcast to {list(out)}; "
+                           f"supported: a constant that broadcasts to the activation's shape")
+        constant = constant_operand(node, ctx, c_index, x, shape=out)
+        inputs = [constant.output, x] if c_index == 0 else [x, constant.output]
+        return [constant, Node(name=node.name, op=self.kind, inputs=inputs, output=node.output[0],
+                               attrs={"activation": None, "negate_b": node.op_type == "Sub"},
+                               onnx_op=node.op_type)]
 
     def infer_shape(self, node, in_shapes):
         return in_shapes[0]

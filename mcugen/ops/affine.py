@@ -13,7 +13,8 @@ from mcugen.ops.activation import lower_recode
 
 
 def _per_channel(node, ctx, value, out_shape):
-    """A constant that broadcasts against out_shape -> a vector along axis 1."""
+    """A constant that broadcasts against out_shape -> a vector along axis 1, or None when it
+    varies along other axes too."""
     value = np.asarray(value, dtype=np.float64)
     channels = out_shape[1]
     try:
@@ -21,12 +22,13 @@ def _per_channel(node, ctx, value, out_shape):
     except ValueError:
         ctx.fail(node, f"constant of shape {list(value.shape)} does not broadcast to {list(out_shape)}")
     moved = np.moveaxis(full, 1, 0).reshape(channels, -1)
-    if not np.all(moved == moved[:, :1]):
-        ctx.fail(node, "a constant that varies along other axes than the channels is not supported")
-    return moved[:, 0].copy()
+    return moved[:, 0].copy() if np.all(moved == moved[:, :1]) else None
 
 
 def affine_from_onnx(node, ctx, consts):
+    """An Add/Sub/Mul/Div of an activation and a constant per channel -> an Affine node; None
+    when the constant varies along other axes than the channels (the op then takes it as an
+    operand of its own: ops/constant.py)."""
     x_index = 0 if consts[0] is None else 1
     x = node.input[x_index]
     c = consts[1 - x_index]
@@ -35,6 +37,8 @@ def affine_from_onnx(node, ctx, consts):
         ctx.fail(node, f"a constant {node.op_type} on a tensor of rank {len(shape)} has no channel "
                        f"axis; supported: per-channel constants on [1, C, ...]")
     vec = _per_channel(node, ctx, c, shape)
+    if vec is None:
+        return None
     ones, zeros = np.ones(shape[1]), np.zeros(shape[1])
     op = node.op_type
     if op == "Mul":

@@ -1,11 +1,13 @@
 """Concat: copy each input's codes, through a code-to-code table when its encoding differs
-from the output's (recoding through the common real value)."""
+from the output's (recoding through the common real value). A constant input (a class token)
+is a Constant step of its own (ops/constant.py)."""
 from __future__ import annotations
 
 import numpy as np
 
 from mcugen.ir.graph import Node
 from mcugen.ops import OpDef, register, value_span
+from mcugen.ops.constant import constant_operand
 
 
 @register
@@ -25,11 +27,16 @@ class Concat(OpDef):
         axis = axis + rank if axis < 0 else axis
         if axis == 0:
             ctx.fail(node, "concatenation along the batch axis is not supported; supported: any other axis")
-        for name in node.input:
-            if ctx.const(name) is not None:
-                ctx.fail(node, "concatenating a constant is not supported; supported: activations only")
-        return Node(name=node.name, op=self.kind, inputs=list(node.input), output=node.output[0],
-                    attrs={"axis": axis}, onnx_op="Concat")
+        activations = [name for name in node.input if ctx.const(name) is None]
+        if not activations:
+            ctx.fail(node, "every input is a constant (constant folding left it: an unsupported "
+                           "type?); supported: at least one activation")
+        constants = [constant_operand(node, ctx, i, activations[0])
+                     for i, name in enumerate(node.input) if ctx.const(name) is not None]
+        by_index = {c.name: c.output for c in constants}
+        inputs = [by_index.get(f"{node.name}/constant{i}", name) for i, name in enumerate(node.input)]
+        return constants + [Node(name=node.name, op=self.kind, inputs=inputs, output=node.output[0],
+                                 attrs={"axis": axis}, onnx_op="Concat")]
 
     def infer_shape(self, node, in_shapes):
         out = list(in_shapes[0])

@@ -5,6 +5,7 @@ import numpy as np
 
 from mcugen.ir.graph import Node
 from mcugen.ops import OpDef, register
+from mcugen.ops.matmul import matmul_of_activations
 from mcugen.numerics import activation_fn
 from mcugen.ops._mac import (check_bias, decoded_weights, encode_output,
                              lower_mac, mac_accumulate)
@@ -22,6 +23,10 @@ class Gemm(OpDef):
     def from_onnx(self, node, ctx):
         x = node.input[0]
         in_shape = ctx.shape(x)
+        if node.op_type == "MatMul" and ctx.const(node.input[1]) is None:
+            return matmul_of_activations(node, ctx)
+        if node.op_type == "MatMul" and len(in_shape) >= 3 and in_shape[0] == 1:
+            return token_linear(node, ctx)
         if len(in_shape) != 2 or in_shape[0] != 1:
             ctx.fail(node, f"needs a [1, K] input, got {list(in_shape)} (add a Flatten before it)")
         w = ctx.require_const(node, 1, "weight")
@@ -36,7 +41,7 @@ class Gemm(OpDef):
         else:
             if w.ndim != 2:
                 ctx.fail(node, f"MatMul needs a 2-D constant right operand, got rank {w.ndim}")
-            w, bias = w.T, None
+            w, bias = w.T, ctx.optional_const(node, 2)       # a bias: frontend/linear.py
         bias = check_bias(node, ctx, w.shape[0], bias)
         return Node(name=node.name, op=self.kind, inputs=[x], output=node.output[0],
                     attrs={"activation": None},
@@ -60,3 +65,43 @@ class Gemm(OpDef):
         acc = mac_accumulate(step, x, decoded_weights(step), lambda x, w: x @ w.T)
         acc = np.rint(acc).astype(np.int64) + step.consts["bias"].astype(np.int64)
         return encode_output(step, acc[:, :, None])[:, :, 0]
+
+
+def token_linear(node, ctx):
+    """MatMul of tokens [1, ..., T, K] by a constant [K, M] (a transformer's Linear; a bias the
+    frontend fused in as a third input): the same y = x W + b on every token, lowered as a 1x1
+    Conv over the tokens viewed [1, K, T, 1], so every target's conv kernel (tiled, SIMD, on
+    GAP8's cluster) runs it and the weights are quantized per output feature. Transposes bring
+    the features to the channel axis and back; passes/rewrites.py cancels the pairs between
+    consecutive Linears and moves elementwise activations in, to fuse into the conv."""
+    x, out = node.input[0], node.output[0]
+    in_shape, out_shape = tuple(ctx.shape(x)), tuple(ctx.shape(out))
+    w = ctx.require_const(node, 1, "weight")
+    if w.ndim != 2:
+        ctx.fail(node, f"MatMul of tokens needs a 2-D constant right operand, got rank {w.ndim}")
+    k, m = w.shape
+    tokens = int(np.prod(in_shape[1:-1]))
+    bias = check_bias(node, ctx, m, ctx.optional_const(node, 2))
+    names = [f"{out}/tokens", f"{out}/features", f"{out}/features_2d", f"{out}/conv",
+             f"{out}/conv_1d", f"{out}/tokens_out"]
+    shapes = [(1, tokens, k), (1, k, tokens), (1, k, tokens, 1), (1, m, tokens, 1),
+              (1, m, tokens), (1, tokens, m)]
+    for name, shape in zip(names, shapes):
+        ctx.shapes[name] = shape
+
+    def view(name, src, dst, shape):
+        return Node(name=f"{node.name}/{name}", op="Reshape", inputs=[src], output=dst,
+                    attrs={"shape": list(shape)}, onnx_op="MatMul")
+
+    def move(name, src, dst):
+        return Node(name=f"{node.name}/{name}", op="Transpose", inputs=[src], output=dst,
+                    attrs={"perm": [0, 2, 1]}, onnx_op="MatMul")
+    conv = Node(name=node.name, op="Conv", inputs=[names[2]], output=names[3], onnx_op="MatMul",
+                attrs={"group": 1, "strides": [1, 1], "dilations": [1, 1], "pads": [0, 0, 0, 0],
+                       "activation": None},
+                params={"weight": np.asarray(w, dtype=np.float64).T.reshape(m, k, 1, 1).copy(),
+                        "bias": bias})
+    return [view("flatten_tokens", x, names[0], shapes[0]), move("to_features", names[0], names[1]),
+            view("as_2d", names[1], names[2], shapes[2]), conv,
+            view("as_1d", names[3], names[4], shapes[4]), move("to_tokens", names[4], names[5]),
+            view("unflatten_tokens", names[5], out, out_shape)]

@@ -14,6 +14,7 @@ from mcugen.lower.fixedpoint import decode_table, default_frac_bits, table_scale
 from mcugen.numerics import activation_fn
 from mcugen.ops import OpDef, register
 from mcugen.ops.affine import affine_from_onnx
+from mcugen.ops.constant import constant_operand
 
 MAX_DIMS = 4      # loop dimensions of the broadcast, after merging (the kernel's loop nest)
 
@@ -59,20 +60,40 @@ class Mul(OpDef):
     def from_onnx(self, node, ctx):
         consts = [ctx.const(name) for name in node.input]
         if consts[0] is not None or consts[1] is not None:
-            return affine_from_onnx(node, ctx, consts)
+            return affine_from_onnx(node, ctx, consts) or self._with_constant(node, ctx, consts)
         if node.op_type == "Div":
             ctx.fail(node, "Div of two activations is not supported: nothing bounds its divisor "
                            "away from zero; supported: division by a constant")
+        return self._node(node, ctx, list(node.input))
+
+    def _node(self, node, ctx, inputs):
+        """The IR Mul of two activation tensors, once their broadcast is one the kernel loops."""
         out = tuple(ctx.shape(node.output[0]))
-        if any(len(ctx.shape(name)) > len(out) or ctx.shape(name)[:1] not in ((1,), ())
-               for name in node.input):
+        shapes = [tuple(ctx.shape(name)) for name in inputs]
+        if any(len(shape) > len(out) or (len(shape) == len(out) and shape[0] != 1) for shape in shapes):
             ctx.fail(node, "operands broadcast across the batch axis; supported: [1, ...] operands")
-        dims, _ = broadcast_loops(out, [ctx.shape(name) for name in node.input])
+        dims, _ = broadcast_loops(out, shapes)
         if len(dims) > MAX_DIMS:
-            ctx.fail(node, f"the broadcast of {[list(ctx.shape(n)) for n in node.input]} needs "
-                           f"{len(dims)} nested loops; supported: up to {MAX_DIMS}")
-        return Node(name=node.name, op=self.kind, inputs=list(node.input), output=node.output[0],
+            ctx.fail(node, f"the broadcast of {[list(s) for s in shapes]} needs {len(dims)} nested "
+                           f"loops; supported: up to {MAX_DIMS}")
+        return Node(name=node.name, op=self.kind, inputs=inputs, output=node.output[0],
                     attrs={"activation": None}, onnx_op=node.op_type)
+
+    def _with_constant(self, node, ctx, consts):
+        """x * C or x / C with C varying along more than the channels (a mask): C (its
+        reciprocal for a Div) becomes an operand of its own, broadcast as it is."""
+        c_index = 0 if consts[0] is not None else 1
+        x = node.input[1 - c_index]
+        value = np.asarray(consts[c_index], dtype=np.float64)
+        if node.op_type == "Div":
+            if c_index == 0:
+                ctx.fail(node, "dividing a constant by an activation is not supported")
+            if np.any(value == 0):
+                ctx.fail(node, "the constant divisor holds zeros")
+            value = 1.0 / value
+        constant = constant_operand(node, ctx, c_index, x, value=value)
+        inputs = [constant.output, x] if c_index == 0 else [x, constant.output]
+        return [constant, self._node(node, ctx, inputs)]
 
     def infer_shape(self, node, in_shapes):
         return tuple(np.broadcast_shapes(*in_shapes))

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from functools import partial
 
-from mcugen.passes.rewrites import (drop_dead_nodes, drop_noop_transpose, fold_affine,
-                                    fold_pad, fuse_activation, sink_reshape)
+from mcugen.passes.rewrites import (cancel_transposes, drop_dead_nodes, drop_noop_transpose,
+                                    fold_affine, fold_pad, fuse_activation, sink_activations)
 
 FLOWS = {
     # order matters: an affine folds before an activation fuses onto the same producer
-    "normalize": [drop_dead_nodes, sink_reshape, fold_affine, fold_pad, drop_noop_transpose, fuse_activation],
+    "normalize": [drop_dead_nodes, sink_activations, cancel_transposes, fold_affine, fold_pad,
+                  drop_noop_transpose, fuse_activation],
 }
 
 

@@ -27,9 +27,9 @@ def drop_dead_nodes(graph) -> bool:
 
 
 def sink_reshape(graph) -> bool:
-    """Reshape -> per-channel Affine or elementwise activation: swap them when the reshape keeps
-    the channel axis (as the 1-D views of frontend/lift_1d.py do), so the affine can fold into
-    the Conv before it and the activation fuse into it."""
+    """Reshape -> per-channel Affine or activation: swap them when the reshape keeps the channel
+    axis (as the 1-D views of frontend/lift_1d.py do), or whatever it does for an elementwise
+    activation, so the affine can fold into the Conv before it and the activation fuse into it."""
     for node in graph.nodes:
         if node.op not in ("Affine", "Activation"):
             continue
@@ -37,7 +37,8 @@ def sink_reshape(graph) -> bool:
         if view is None or view.op != "Reshape":
             continue
         before, after = graph.shapes[view.inputs[0]], graph.shapes[view.output]
-        if len(before) < 2 or len(after) < 2 or before[1] != after[1]:
+        elementwise = node.op == "Activation" and not activation_per_channel(node.attrs["activation"])
+        if not elementwise and (len(before) < 2 or len(after) < 2 or before[1] != after[1]):
             continue
         moved = f"{node.output}/before_reshape"
         graph.shapes[moved] = before
@@ -46,6 +47,54 @@ def sink_reshape(graph) -> bool:
         graph.toposort()
         return True
     return False
+
+
+def sink_transpose(graph) -> bool:
+    """Transpose -> elementwise activation: swap them (the same function on every element, so
+    before or after a move is one), so that the activation can fuse into the MAC layer before
+    the transpose (a token Linear's 1x1 Conv, ops/gemm.py)."""
+    for node in graph.nodes:
+        if node.op != "Activation" or activation_per_channel(node.attrs["activation"]):
+            continue
+        move = _sole_reader(graph, node)
+        if move is None or move.op != "Transpose":
+            continue
+        moved = f"{node.output}/before_transpose"
+        graph.shapes[moved] = graph.shapes[move.inputs[0]]
+        node.inputs, node.output, move.inputs, move.output = \
+            [move.inputs[0]], moved, [moved], node.output
+        graph.toposort()
+        return True
+    return False
+
+
+def cancel_transposes(graph) -> bool:
+    """Two Transposes that undo each other, with only free Reshapes between that end where they
+    began (a token Linear's way back, then the next one's way in): the whole chain becomes one
+    free Reshape."""
+    for node in graph.nodes:
+        if node.op != "Transpose":
+            continue
+        chain, first = [], _sole_reader(graph, node)
+        while first is not None and first.op == "Reshape":
+            chain.append(first)
+            first = _sole_reader(graph, first)
+        if first is None or first.op != "Transpose" or \
+                graph.shapes[first.output] != graph.shapes[node.inputs[0]]:
+            continue
+        if [first.attrs["perm"][p] for p in node.attrs["perm"]] != list(range(len(node.attrs["perm"]))):
+            continue
+        for dropped in chain + [first]:
+            graph.nodes.remove(dropped)
+        node.inputs = list(first.inputs)
+        node.op, node.attrs = "Reshape", {"shape": list(graph.shapes[node.output])}
+        return True
+    return False
+
+
+def sink_activations(graph) -> bool:
+    """sink_reshape, then sink_transpose, until an activation has moved past every view."""
+    return sink_reshape(graph) or sink_transpose(graph)
 
 
 def fold_affine(graph) -> bool:

@@ -2,17 +2,64 @@
 
 A target plans its kernels for a board (loop structure, tiles, pipelining), checks that the
 plan fits the board, renders the project, builds and runs it for verify/simulate, and adds
-its own report columns. The pipeline, the CLI and verify only talk to this interface; the
-registry (mcugen/targets/__init__.py) lists the targets.
+its own report columns and lines. It declares what it has: its own build options (`options`,
+which become `mcugen build` options), where its projects run (`runs_on`, names in
+runners.RUN_PLACES), whether its harness is a host program, the cost a run gives. The
+pipeline, the CLI, verify and the report only talk to this interface; the registry
+(mcugen/targets/__init__.py) lists the targets.
 """
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from mcugen.errors import MCUGenError
-from mcugen.runners import HOST_TIMEOUT, build_harness, locate_mismatch, qemu_timeout, run_harness
+from mcugen.runners import (HOST_TIMEOUT, RUN_PLACES, build_harness, locate_mismatch,
+                            qemu_timeout, run_harness)
+
+TYPE_PHRASES = {int: "a whole number", float: "a number"}
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def and_list(words) -> str:
+    """a, b and c"""
+    words = list(words)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+@dataclass(frozen=True)
+class TargetOption:
+    """One of a target's own build options: `--NAME` on `mcugen build` (shared by the targets
+    that declare the same name), `target_options[NAME]` in the API. A flag is a bool; otherwise
+    the value is one of `choices` or, without choices, of `type`."""
+    name: str
+    help: str
+    type: type = int
+    default: object = None
+    choices: tuple = ()
+    is_flag: bool = False
+
+    @property
+    def flag(self) -> str:
+        return flag_of(self.name)
+
+    def check(self, value):
+        """The value, checked against the declaration (a one-line error names the option)."""
+        if self.is_flag:
+            return bool(value)
+        if self.choices:
+            if value not in self.choices:
+                raise MCUGenError(f"{self.flag} takes {' or '.join(self.choices)} (got '{value}')")
+            return value
+        if not isinstance(value, self.type) or isinstance(value, bool):
+            phrase = TYPE_PHRASES.get(self.type, f"a {self.type.__name__}")
+            raise MCUGenError(f"{self.flag} must be {phrase} (got {value!r})")
+        return value
 
 
 class Target:
@@ -20,7 +67,8 @@ class Target:
     default_board = ""
     description = ""
     codegen = ""                     # the mcugen.codegen module that renders the project
-    runs_on = ("host",)              # where verify and simulate can run the built project
+    runs_on = ("host",)              # where verify and simulate can run it: runners.RUN_PLACES
+    options = ()                     # its own build options (TargetOption), none for most
     # its C harness is a host program (model_test) whose raw outputs a caller can read: explore
     # then evaluates and measures points by running the generated code itself
     host_harness = False
@@ -29,12 +77,17 @@ class Target:
     storage_first = "decoded"        # the weight storage `auto` tries first
     makefile = "Makefile"            # what verify and simulate run make on (C targets)
 
-    def check_options(self, options: dict) -> dict:
-        """The target's own options, checked, with defaults filled in (none for most)."""
-        if options:
-            raise MCUGenError(f"the {self.name} target takes no option "
-                              f"{', '.join('--' + k for k in options)}")
-        return {}
+    def check_options(self, given: dict) -> dict:
+        """The target's own options (target_options), checked against its declared `options`,
+        with the defaults filled in."""
+        declared = {option.name: option for option in self.options}
+        unknown = [flag_of(name) for name in given if name not in declared]
+        if unknown:
+            takes = (f"takes {and_list(o.flag for o in self.options)}, not" if self.options
+                     else "takes no option")
+            raise MCUGenError(f"the {self.name} target {takes} {', '.join(unknown)}")
+        return {name: option.check(given.get(name, option.default))
+                for name, option in declared.items()}
 
     # ---- plan and fit -------------------------------------------------------------------------
     def plan(self, schedule, board, options=None) -> dict:
@@ -98,11 +151,25 @@ class Target:
         stack = max((p.get("stack_bytes", 0) for p in plan.values()), default=0)
         report["totals"]["kernel_stack_bytes"] = stack
 
+    def report_lines(self, report) -> list:
+        """This target's lines of the text report (its tables), after the per-layer table."""
+        return []
+
     # ---- build and run (verify, simulate) ------------------------------------------------------
+    def run_choices(self) -> tuple:
+        """The `--on` values that select where this target's projects run."""
+        return tuple(RUN_PLACES[name].on for name in self.runs_on)
+
+    def run_place(self, on):
+        """The RunPlace that `--on ON` selects for this target's projects."""
+        for name in self.runs_on:
+            if RUN_PLACES[name].on == on:
+                return RUN_PLACES[name]
+        raise MCUGenError(f"a project for the {self.name} target runs on "
+                          f"{' or '.join(self.run_choices())}, not '{on}'")
+
     def check_run_place(self, on, schedule=None):
-        if on not in self.runs_on:
-            raise MCUGenError(f"a project for the {self.name} target runs on "
-                              f"{' or '.join(self.runs_on)}, not '{on}'")
+        self.run_place(on)
 
     def build(self, project, variant="", sanitize=False, trace=False, on="host"):
         """Compile the project's harness; returns what `run` executes."""

@@ -1,12 +1,14 @@
 """The C99 targets: `host` (the build machine's cc) and `rv32` (RV32IMC, picolibc, run under qemu
 or on the CV32E40P RTL). One codegen (mcugen/codegen/host.py); the plan is the C kernels' loop
-structure, with the SIMD kernels on boards that have dot-product instructions."""
+structure, with the SIMD kernels on boards that have dot-product instructions (the board's
+`simd`, an ISA of codegen/kernel_plan.py's SIMD_ISAS)."""
 from __future__ import annotations
 
 from mcugen.codegen.host import render as render_c99
 from mcugen.codegen.kernel_plan import c_kernel_plan
 from mcugen.targets.base import Target
 from mcugen.targets.rtl import RtlRuns
+from mcugen.targets.simd_lines import simd_lines
 
 
 class C99Target(Target):
@@ -18,8 +20,8 @@ class C99Target(Target):
         return render_c99(schedule, model_file, board, plan, rtl="rtl" in self.runs_on)
 
     def plan(self, schedule, board, options=None) -> dict:
-        simd = bool(board and board.get("simd"))
-        return {s.name: c_kernel_plan(s, simd) for s in schedule.steps}
+        isa = board.get("simd") if board else None      # the board's SIMD ISA, if any
+        return {s.name: c_kernel_plan(s, isa) for s in schedule.steps}
 
     def report_extras(self, report, schedule, board, plan) -> None:
         """On a SIMD board, each MAC layer's kernel (its lanes, or plain)."""
@@ -30,6 +32,9 @@ class C99Target(Target):
         for layer in report["layers"]:
             if layer["macs"]:
                 layer["kernel"] = plan[layer["step"]].get("simd", "plain")
+
+    def report_lines(self, report) -> list:
+        return simd_lines(report)
 
 
 class HostTarget(C99Target):

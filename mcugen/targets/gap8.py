@@ -11,6 +11,8 @@ from mcugen.cycle_model import model_constants
 from mcugen.errors import MCUGenError
 from mcugen.targets.base import Target
 from mcugen.targets.rtl import RtlRuns
+from mcugen.targets.simd_lines import simd_lines
+from mcugen.text_table import fmt, table
 
 
 class Gap8Target(RtlRuns, Target):
@@ -91,3 +93,48 @@ class Gap8Target(RtlRuns, Target):
                 layer["l3_bytes"] = layout["steps"].get(layer["step"], {}).get("bytes", 0)
             totals.update(l3_bytes=layout["bytes"], l3_slots=layout["slots"],
                           l3_staging_bytes=layout["staging_bytes"])
+
+    def report_lines(self, report) -> list:
+        return gap8_lines(report) + simd_lines(report)
+
+
+def gap8_lines(report) -> list:
+    """GAP8 per layer: where it runs, tiles, L1 and DMA bytes, and (after `simulate --on qemu`
+    or `--on rtl`) the cycle estimate of the model in mcugen/cycle_model.py."""
+    t = report["totals"]
+    unit = report.get("gap8_counts", "instructions")
+    busiest = f"busiest_core_{unit}"
+    head = ("GAP8 step", "on", "tiles", "L1 B", "DMA B",
+            "busiest core " + ("cycles" if unit == "cycles" else "instr"), "est. cycles", "bound",
+            "est. MAC/cycle")
+    rows = [(layer["step"][:34], layer.get("runs_on", "-"), fmt(layer.get("tiles")), fmt(layer.get("l1_bytes")),
+             fmt(layer.get("dma_bytes")), fmt(layer.get(busiest)),
+             fmt(layer.get("est_cycles")), layer.get("bound", "-"), fmt(layer.get("est_macs_per_cycle"), "float"))
+            for layer in report["layers"]]
+    lines = [""] + table(head, rows)
+    lines.append(f"GAP8: L1 up to {t['l1_bytes_max']:,} B per layer, {t['dma_bytes']:,} B moved by DMA per inference")
+    if "l3_bytes" in t:
+        lines.append(f"GAP8: weights in L3 (HyperRAM, {t['l3_bytes']:,} B, read once per inference), staged "
+                     f"through {t['l3_slots']} L2 slot(s) ({t['l3_staging_bytes']:,} B)"
+                     + (", the next layer's read during the current one" if t["l3_slots"] == 2 else ""))
+    if "est_cycles" in t:
+        model = report["gap8_model"]
+        lines.append(f"GAP8 estimate {estimate_basis(unit, model)}: {t['est_cycles']:,} cycles = "
+                     f"{t['est_time_ms']} ms at {model['cluster_hz'] / 1e6:g} MHz, "
+                     f"{t['est_macs_per_cycle']} MAC/cycle; reference: {model['reference']}: "
+                     f"{model['reference_macs_per_cycle']} MAC/cycle")
+    else:
+        lines.append("GAP8 cycle estimate: run `mcugen simulate OUT --on qemu` (instructions) or "
+                     "`--on rtl` (cycles) first")
+    return lines
+
+
+def estimate_basis(unit, model) -> str:
+    """What the GAP8 estimate is built from, said plainly."""
+    dma = f"DMA {model['dma_bytes_per_cycle']} B/cycle"
+    if unit == "cycles":
+        return ("from per-core cycles measured on the CV32E40P RTL (one core at a time, ideal memory) "
+                "+ the model's fork, task and DMA costs: a MODEL for the cluster (no TCDM contention; "
+                f"{dma})")
+    return (f"(a MODEL, not a measurement: instructions from qemu on plain RV32IMC, "
+            f"{model['cpi']} cycle each, {dma})")

@@ -1,14 +1,16 @@
 """The hls target: a Vitis HLS project (firmware/, tb/, hls_config.cfg, build_prj.tcl) for an
-FPGA board, C-simulated here with g++ against the ap_types headers of an installed package.
+FPGA board, C-simulated here with g++ against the ap_types headers of an installed package:
+its run place is runners.RUN_PLACES["csim"], which `--on host` selects (a user asks to run here,
+on this machine; for an hls project that is the C simulation).
 
-Options: `reuse` (products per multiplier per output, adjusted per layer), `io` (parallel:
-arrays on ap_memory ports; stream: AXI-Stream), `fit` (raise reuse until the estimate fits).
+Options (HlsTarget.options): `reuse` (products per multiplier per output, adjusted per layer),
+`io` (parallel: arrays on ap_memory ports; stream: AXI-Stream), `fit` (raise reuse until the
+estimate fits).
 """
 from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -20,8 +22,9 @@ from mcugen.codegen.hls_plan import MAC_KINDS, ap_type, buffer_ranges, mac_plan,
 from mcugen.codegen.project import recording_new_files
 from mcugen.errors import MCUGenError
 from mcugen.reference.interpreter import quantize_input, run_codes
-from mcugen.runners import HOST_TIMEOUT, RunResult
-from mcugen.targets.base import Target
+from mcugen.runners import HOST_TIMEOUT, RUN_PLACES, RunResult, find_compiler
+from mcugen.targets.base import Target, TargetOption
+from mcugen.text_table import fmt, table
 
 RESOURCES = {"dsp": "DSP", "bram_18k": "BRAM_18K", "lut": "LUT", "ff": "FF"}
 IO_MODES = ("parallel", "stream")
@@ -35,20 +38,23 @@ class HlsTarget(Target):
     default_board = "pynq-z2"
     description = "a Vitis HLS project (C++ with ap_int, pragmas, testbench) for an FPGA board"
     codegen = "hls"
-    runs_on = ("host",)              # C simulation with g++
+    runs_on = ("csim",)              # C simulation with g++ (`--on host`)
     storage_first = "codes"          # weights as b-bit code ROMs plus a decode table
+    options = (
+        TargetOption("reuse", "products per multiplier per output (adjusted per layer, see the "
+                     "report)", int, 16),
+        TargetOption("io", "array ports (parallel) or AXI-Stream (stream)", str, "parallel",
+                     IO_MODES),
+        TargetOption("fit", "raise the reuse factor until the estimated DSP, BRAM, LUT and FF "
+                     "fit the board", default=False, is_flag=True),
+    )
 
-    def check_options(self, options: dict) -> dict:
-        unknown = set(options) - {"reuse", "io", "fit"}
-        if unknown:
-            raise MCUGenError(f"the hls target takes --reuse, --io and --fit, not {sorted(unknown)}")
-        reuse = options.get("reuse", 16)
-        if not isinstance(reuse, int) or not 1 <= reuse <= MAX_REUSE:
-            raise MCUGenError(f"--reuse must be a whole number from 1 to {MAX_REUSE:,} (got {reuse})")
-        io = options.get("io", "parallel")
-        if io not in IO_MODES:
-            raise MCUGenError(f"--io takes {' or '.join(IO_MODES)} (got '{io}')")
-        return {"reuse": reuse, "io": io, "fit": bool(options.get("fit", False))}
+    def check_options(self, given: dict) -> dict:
+        options = super().check_options(given)
+        if not 1 <= options["reuse"] <= MAX_REUSE:
+            raise MCUGenError(f"--reuse must be a whole number from 1 to {MAX_REUSE:,} "
+                              f"(got {options['reuse']})")
+        return options
 
     # ---- plan and fit -----------------------------------------------------------------------
     def plan(self, schedule, board, options=None) -> dict:
@@ -94,10 +100,14 @@ class HlsTarget(Target):
                          "io": plan["io"], **plan["totals"],
                          "budget": {k: int(board["fpga"][k]) for k in RESOURCES}}
 
+    def report_lines(self, report) -> list:
+        return hls_lines(report)
+
     # ---- build and run: C simulation ----------------------------------------------------------
     def build(self, project, variant="", sanitize=False, trace=False, on="host"):
-        self.check_run_place(on)
-        return build_csim(Path(project), variant or ("asan" if sanitize else "csim"), sanitize)
+        place = self.run_place(on)
+        return build_csim(Path(project), variant or ("asan" if sanitize else place.name), sanitize,
+                          place)
 
     def run(self, exe, schedule, x, on="host", timeout=None, trace_bytes=0):
         codes = quantize_input(schedule, x).reshape(len(x), -1)
@@ -173,10 +183,7 @@ def ap_types_dir() -> Path:
     return path
 
 
-def csim_command(project: Path, exe: Path, sanitize: bool) -> list:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if not cxx:
-        raise MCUGenError("no C++ compiler found: install g++ (apt-get install g++) or set CXX")
+def csim_command(cxx: str, project: Path, exe: Path, sanitize: bool) -> list:
     # HLS pragmas are unknown to g++, and loop labels exist for the HLS reports only. GCC's
     # flow analysis, inlined into the vendor's ap_private (whose default constructor leaves the
     # value unset, as hardware registers), flags copies inside those headers as uninitialised:
@@ -191,14 +198,39 @@ def csim_command(project: Path, exe: Path, sanitize: bool) -> list:
             "-o", str(exe)]
 
 
-def build_csim(project: Path, variant: str, sanitize: bool) -> Path:
-    """g++ the firmware and the testbench into build/<variant>/csim."""
-    exe = project / "build" / variant / "csim"
+def build_csim(project: Path, variant: str, sanitize: bool, place=RUN_PLACES["csim"]) -> Path:
+    """The place's compiler (the host's C++) on the firmware and the testbench, into
+    build/<variant>/<the place's program>."""
+    exe = project / "build" / variant / place.program
+    command = csim_command(find_compiler(place.compiler), project, exe, sanitize)
     with recording_new_files(project):
         exe.parent.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(csim_command(project, exe, sanitize), capture_output=True, text=True)
+        done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         errors = [line for line in lines if "error" in line] or lines or ["g++ failed"]
         raise MCUGenError(f"the generated HLS C++ did not compile: {errors[0]}")
     return exe
+
+
+def hls_lines(report) -> list:
+    """FPGA per layer: how its products are realized, lanes and reuse, II (cycles between two
+    outputs in steady state), the estimate of DSP, BRAM_18K, LUT, FF and cycles
+    (mcugen/codegen/hls_estimate.py: a model, not synthesis)."""
+    h = report["hls"]
+    head = ("HLS step", "multiply", "lanes", "reuse", "II", "acc bits", "DSP", "BRAM_18K", "LUT", "FF",
+            "cycles")
+    rows = [(layer["step"][:34], layer.get("multiply") or "-", fmt(layer.get("lanes")),
+             fmt(layer.get("reuse")), fmt(layer.get("ii")), fmt(layer.get("acc_bits")), fmt(layer.get("dsp")),
+             fmt(layer.get("bram_18k")), fmt(layer.get("lut")), fmt(layer.get("ff")),
+             fmt(layer.get("cycles"))) for layer in report["layers"]]
+    b = h["budget"]
+    rows.append(("total (with layer buffers)", "", "", "", "", "", f"{h['dsp']:,}/{b['dsp']:,}",
+                 f"{h['bram_18k']:,}/{b['bram_18k']:,}", f"{h['lut']:,}/{b['lut']:,}",
+                 f"{h['ff']:,}/{b['ff']:,}", fmt(h["latency_cycles"])))
+    lines = [""] + table(head, rows)
+    lines.append(f"HLS estimate (a MODEL before synthesis, docs/hls.md) for {h['board']} ({h['part']}) at "
+                 f"{h['clock_mhz']} MHz, reuse {h['reuse']}, io {h['io']}: latency "
+                 f"{h['latency_cycles']:,} cycles = {h['latency_us']:,} us, a new input every "
+                 f"{h['interval_cycles']:,} cycles (DATAFLOW)")
+    return lines

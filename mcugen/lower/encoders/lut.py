@@ -23,6 +23,7 @@ from mcugen.numerics import (activation_fn, activation_is_piecewise_linear,
 
 MIN_BITS, MAX_BITS = 4, 16
 STEPS_PER_BIT = 4        # table sizes grow by 2^(1/4), then a bisection
+SMALLEST_SIZE = 4        # a table spans its cells with size - 3 steps: fewer than 4 spans none
 MULT_BITS = 15           # int16 multipliers: 2^-15 of an index step is far below the error the
                          # table size allows (measured exactly, like everything else)
 ALIGNED_MULT_BITS = 31   # an aligned table is exact but for the multiplier: int32 there
@@ -191,7 +192,7 @@ class Lut(Encoder):
         def hopeless(refused):          # the search ends above `refused`
             return beaten is not None and span is not None and \
                 beaten(self.least_bytes(request, refused + 1), OPS_SHARED_SHIFT)
-        refused = 0
+        refused = SMALLEST_SIZE - 1       # the bisection below never goes under it
         for step in range(MIN_BITS * STEPS_PER_BIT, MAX_BITS * STEPS_PER_BIT + 1):
             size = int(round(2 ** (step / STEPS_PER_BIT)))
             if hopeless(refused):
