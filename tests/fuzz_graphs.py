@@ -605,6 +605,8 @@ def squeeze_excite(b, x):
     else:
         gate = b.add("Sigmoid", [s.name], s.shape)
     b.tags.add("squeeze_excite")
+    if b.chance(0.25):              # gate.expand_as(x), as some models write the broadcast
+        gate = b.add("Expand", [gate.name, b.ints(list(x.shape))], x.shape, "Expand")
     inputs = [x.name, gate.name] if b.chance(0.7) else [gate.name, x.name]
     return b.add("Mul", inputs, x.shape, "SE Mul")
 
@@ -1190,7 +1192,7 @@ def propagate(qgraph, node, errors, inputs):
     if node.op == "Pad":
         node.attrs = dict(node.attrs, value=0.0)
         return op.run_float(node, errors)
-    if node.op in ("MaxPool", "AveragePool", "Concat", "Reshape", "Transpose"):
+    if node.op in ("MaxPool", "AveragePool", "Concat", "Reshape", "Transpose", "Expand"):
         return op.run_float(node, errors)
     if node.op == "Mul":       # |a^ b^ - a b| <= |a| e_b + |b| e_a + e_a e_b, broadcast
         a, b = (np.abs(v) for v in inputs)

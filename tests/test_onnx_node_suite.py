@@ -135,11 +135,11 @@ def verify_in_c(case, tmp_path):
 
 
 # ONNX's cases of these ops all have a fixed batch > 1, broadcasting constants or no second
-# activation input (PRelu: slopes along other axes than the channels; Mish: 1-D inputs), so
-# none lowers; tests/test_ops_conformance.py, tests/test_encoder_models.py and
-# tests/test_reduce_mul.py compile them. (Add, Sub, Mul and Div lower: their broadcast
+# activation input (PRelu: slopes along other axes than the channels; Mish: 1-D inputs; Expand:
+# a batch or rank change), so none lowers; tests/test_ops_conformance.py,
+# tests/test_encoder_models.py and tests/test_reduce_mul.py compile them. (Add, Sub, Mul and Div lower: their broadcast
 # constants are operands of their own, and x * HardSigmoid(x) is a HardSwish.)
-NO_LOWERING_CASE = {"Sum", "Concat", "Reshape", "PRelu", "Mish"}
+NO_LOWERING_CASE = {"Sum", "Concat", "Reshape", "PRelu", "Mish", "Expand"}
 
 
 @pytest.mark.parametrize("op", OPS)
