@@ -300,13 +300,21 @@ NEAR_MISSES = {   # name: (nodes after the Conv that writes 'a', extra initializ
 
 
 @pytest.mark.parametrize("name", list(NEAR_MISSES))
-def test_near_misses_are_left_alone_and_refused_by_name(name):
+def test_near_misses_are_left_alone_then_refused_by_name_or_computed_as_written(name, tmp_path):
+    """Nothing fuses; what is left is refused naming the op mcugen has no step for (Erf, Pow),
+    or, when every op is one (a Mul of two activations), runs as written: the float IR equals
+    onnxruntime's and no node turned into one activation."""
     nodes, extra = NEAR_MISSES[name]
     model = conv_then(nodes, GELU_CONSTANTS + GELU_TANH_CONSTANTS[:3] + list(extra))
     before = [n.op_type for n in model.graph.node]
     assert patterns_applied(model) == before
-    with pytest.raises(MCUGenError, match=r"node '.*' \((Mul|Erf|Pow)\)"):
-        import_model(model)
+    if {"Erf", "Pow"} & set(before):
+        with pytest.raises(MCUGenError, match=r"node '.*' \((Erf|Pow)\): op not supported"):
+            import_model(model)
+        return
+    graph = float_matches_onnxruntime(model, tmp_path)
+    assert "Mul" in [n.op for n in graph.nodes]
+    assert not {("SiLU",), ("Mish",)} & set(specs_of(graph))
 
 
 def test_an_intermediate_graph_output_blocks_the_fusion():
