@@ -75,7 +75,10 @@ class Case:
         dims = [d.dim_value or 1 for d in out.type.tensor_type.shape.dim]
         opset = self.model.opset_import[0].version
         axis = next((a.i for a in last.attribute if a.name == "axis"), 1 if opset < 13 else -1)
-        return int(np.prod(dims[axis % len(dims):]))
+        rank = len(dims)
+        if opset >= 13 and axis % rank != rank - 1 and any(d != 1 for d in dims[axis % rank + 1:]):
+            return None       # per position over the channels: mcugen's integer step, not logits
+        return int(np.prod(dims[axis % rank:]))
 
     @property
     def classifier(self):
@@ -578,6 +581,122 @@ def axes_op(b, op, x, axes, shape):
     return b.add(op, [x.name], shape, f"{op}{axes}", axes=axes)
 
 
+BIG, SMALL = int(np.iinfo(np.int64).max), int(np.iinfo(np.int64).min)
+
+
+def slicing(b, x):
+    """Slice (negative starts and steps, INT64 bounds), Split (its parts concatenated back in
+    another order) or Gather (an index list with repeats and negative indices, or a scalar
+    index that drops the axis, restored by an Unsqueeze) of [1, C, H, W] along C, H or W."""
+    axis = int(b.rng.integers(1, 4))
+    dim = x.shape[axis]
+    kind = b.choice(["slice", "split", "gather"])
+    if kind == "split" and dim > 1:
+        n = int(b.rng.integers(2, min(dim, 3) + 1))
+        cuts = sorted(int(c) for c in b.rng.choice(np.arange(1, dim), size=n - 1, replace=False))
+        sizes = [int(s) for s in np.diff([0, *cuts, dim])]
+        outs, inputs, attrs = [b.fresh() for _ in sizes], [x.name], {"axis": axis}
+        if b.opset >= 13:
+            inputs.append(b.ints(sizes))
+        else:
+            attrs["split"] = sizes
+        b.nodes.append(helper.make_node("Split", inputs, outs, name=b.node_name("Split"), **attrs))
+        b.layers.append(f"Split(axis={axis},{sizes})")
+        for out, size in zip(outs, sizes):
+            b.shapes[out] = tuple(size if a == axis else d for a, d in enumerate(x.shape))
+        order = [int(i) for i in b.rng.permutation(len(outs))]
+        b.tags.add("split")
+        return b.add("Concat", [outs[i] for i in order], x.shape, f"Concat{order}", axis=axis)
+    if kind == "gather":
+        b.tags.add("gather")
+        if b.chance(0.4):
+            index = int(b.rng.integers(-dim, dim))
+            y = b.add("Gather", [x.name, b.ints(index)], x.shape[:axis] + x.shape[axis + 1:],
+                      f"Gather(axis={axis},{index})", axis=axis)
+            return axes_op(b, "Unsqueeze", y, [axis], x.shape[:axis] + (1,) + x.shape[axis + 1:])
+        index = [int(i) for i in b.rng.integers(-dim, dim, size=int(b.rng.integers(1, dim + 1)))]
+        shape = tuple(len(index) if a == axis else d for a, d in enumerate(x.shape))
+        return b.add("Gather", [x.name, b.ints(index)], shape, f"Gather(axis={axis},{index})", axis=axis)
+    step = int(b.choice([1, 1, 2, 3, -1, -2]))
+    start = int(b.choice([int(b.rng.integers(-dim, dim)), SMALL if step > 0 else BIG]))
+    end = int(b.choice([int(b.rng.integers(-dim - 1, dim + 2)), BIG if step > 0 else SMALL]))
+    size = len(range(*slice(start, end, step).indices(dim)))     # Python's clamping is ONNX's
+    if size == 0:
+        return x
+    b.tags.add("slice")
+    shape = tuple(size if a == axis else d for a, d in enumerate(x.shape))
+    return b.add("Slice", [x.name, b.ints([start]), b.ints([end]), b.ints([axis]), b.ints([step])], shape,
+                 f"Slice(axis={axis},{start}:{end}:{step})")
+
+
+def layer_norm(b, x):
+    """LayerNorm over the last axis of tokens [1, C, H*W] (or [1, C*H, W]), back to [1, C, H, W]:
+    the LayerNormalization op from opset 17, else (and now and then at 17) the exporters'
+    decomposed form (frontend/patterns.py): Pow or Mul(d, d), Div or Mul by Reciprocal, the Sub
+    reused or written twice, gamma (with negative entries) and beta optional."""
+    _, c, h, w = x.shape
+    tokens = (1, c, h * w) if b.chance(0.5) else (1, c * h, w)
+    d = tokens[-1]
+    t = b.add("Reshape", [x.name, b.ints(list(tokens))], tokens, f"Reshape{list(tokens)}")
+    gamma = b.rng.normal(size=d) * b.choice([1.0, 0.1, 3.0])
+    beta = b.rng.normal(size=d) * b.choice([0.0, 0.5])
+    eps = float(b.choice([1e-5, 1e-6, 1e-3]))
+    if b.opset >= 17 and b.chance(0.7):
+        b.tags.add("layernorm")
+        y = b.add("LayerNormalization", [t.name, b.const(gamma), b.const(beta)], tokens,
+                  "LayerNormalization", axis=-1, epsilon=eps)
+    else:
+        b.tags.add("pattern:layernorm")
+        mean = b.add("ReduceMean", [t.name], tokens[:2] + (1,), "ReduceMean[-1]", axes=[-1])
+        centered = b.add("Sub", [t.name, mean.name], tokens)
+        if b.chance(0.5):
+            square = b.add("Pow", [centered.name, b.const(2.0)], tokens)
+        else:
+            square = b.add("Mul", [centered.name, centered.name], tokens)
+        var = b.add("ReduceMean", [square.name], tokens[:2] + (1,), "ReduceMean[-1]", axes=[-1])
+        std = b.add("Sqrt", [b.add("Add", [var.name, b.const(eps)], var.shape).name], var.shape)
+        numerator = centered if b.chance(0.7) else b.add("Sub", [t.name, mean.name], tokens)
+        if b.chance(0.5):
+            y = b.add("Div", [numerator.name, std.name], tokens, "LayerNorm (decomposed)")
+        else:
+            inverse = b.add("Reciprocal", [std.name], var.shape)
+            y = b.add("Mul", [numerator.name, inverse.name], tokens, "LayerNorm (decomposed)")
+        if b.chance(0.8):
+            y = b.add("Mul", [y.name, b.const(gamma)], tokens)
+        if b.chance(0.7):
+            y = b.add("Add", [y.name, b.const(beta)], tokens)
+    return b.add("Reshape", [y.name, b.ints(list(x.shape))], x.shape, f"Reshape{list(x.shape)}")
+
+
+def softmax_inside(b, x):
+    """A Softmax inside the graph (its output feeds the next layer): over the last axis, over
+    the channels (axis 1) or, before opset 13, over the trailing axes from 2; then a Mul by
+    the input (an attention-like weighting) or straight on."""
+    axis = b.choice([-1, 1, 2])
+    b.tags.add("softmax_inside")
+    y = b.add("Softmax", [x.name], x.shape, f"Softmax(axis={axis})", axis=axis)
+    if b.chance(0.5):
+        inputs = [x.name, y.name] if b.chance(0.5) else [y.name, x.name]
+        return b.add("Mul", inputs, x.shape, "Mul(x, softmax)")
+    return y
+
+
+def propagate_softmax(qgraph, node, errors, inputs):
+    """|softmax(x + d) - softmax(x)| <= y (e^(2 max|d|) - 1), the max over the row (each
+    probability moves by a factor within e^(+-2 max|d|)), and never more than 1; plus the
+    integer step's own error, its contract's bound (mcugen/ops/softmax.py error_bound, at
+    y = 1)."""
+    from mcugen.ops import get_op
+    from mcugen.ops.softmax import error_bound, exp_bits, prob_bits
+    axes = tuple(node.attrs["axes"])
+    y = get_op(node.op).run_float(node, inputs)
+    spread = errors[0].max(axis=axes, keepdims=True) if axes else np.zeros_like(errors[0])
+    n = int(np.prod([inputs[0].shape[a] for a in axes]))
+    k = exp_bits(qgraph.encodings[node.output].B, qgraph.encodings[node.inputs[0]].range)
+    moved = np.minimum(y * np.expm1(np.minimum(2 * spread, 30.0)), 1.0)   # a probability
+    return moved + error_bound(k, prob_bits(n, k), n)
+
+
 def reduce_axes(b, op, x, axes, shape, text):
     """A reduce with keepdims=1: axes an attribute, or an input (ReduceSum from opset 13)."""
     if op == "ReduceSum" and b.opset >= 13:
@@ -620,7 +739,7 @@ def reduction(b, x):
     return reduce_axes(b, op, x, axes, shape, f"{op}{axes}")
 
 
-LAYERS_4D = ((squeeze_excite, 0.04), (reduction, 0.03), (conv, 0.30), (batchnorm, 0.05), (activation, 0.10), (maxpool, 0.08),
+LAYERS_4D = ((squeeze_excite, 0.04), (reduction, 0.03), (slicing, 0.04), (layer_norm, 0.03), (softmax_inside, 0.03), (conv, 0.30), (batchnorm, 0.05), (activation, 0.10), (maxpool, 0.08),
              (avgpool, 0.08), (residual, 0.09), (concat, 0.07), (pad, 0.07), (const_affine, 0.04),
              (noop, 0.03), (transpose_pair, 0.03), (squeeze_roundtrip, 0.02),
              (shared_weight_convs, 0.04), (preactivation, 0.04), (global_avgpool, 0.02))
@@ -1192,7 +1311,7 @@ def propagate(qgraph, node, errors, inputs):
     if node.op == "Pad":
         node.attrs = dict(node.attrs, value=0.0)
         return op.run_float(node, errors)
-    if node.op in ("MaxPool", "AveragePool", "Concat", "Reshape", "Transpose", "Expand"):
+    if node.op in ("MaxPool", "AveragePool", "Concat", "Reshape", "Transpose", "Expand", "Slice"):
         return op.run_float(node, errors)
     if node.op == "Mul":       # |a^ b^ - a b| <= |a| e_b + |b| e_a + e_a e_b, broadcast
         a, b = (np.abs(v) for v in inputs)
@@ -1203,8 +1322,31 @@ def propagate(qgraph, node, errors, inputs):
     if node.op == "ReduceMax":       # a max or a min moves by at most the largest error
         node.attrs = dict(node.attrs, mode="max")
         return op.run_float(node, errors)
+    if node.op == "Softmax":
+        return propagate_softmax(qgraph, node, errors, inputs)
     if node.op == "Constant":
         return np.zeros_like(op.run_float(node, inputs))
+    if node.op == "LayerNormalization":
+        # ops/layernorm.py, docs/design.md: for input errors of at most e per row (plus half the
+        # decode table's unit, at most R/(2B)), the centered value moves by at most 2e and the
+        # standard deviation with eps by at most e (a seminorm); the integer steps add
+        # |gamma| (2 sqrt(n) 2^-14 + 1 / (2 n sqrt(n-1))) (Z >= 14, epsilon's rounding), the
+        # positions lowered as their bias 2^-16 |beta|
+        axis, eps = node.attrs["axis"], node.attrs["epsilon"]
+        x = inputs[0]
+        axes = tuple(range(axis, x.ndim))
+        n = int(np.prod(x.shape[axis:]))
+        enc = qgraph.encodings[node.inputs[0]]
+        e = errors[0].max(axis=axes, keepdims=True) + enc.range / (2 * enc.B)
+        centered = x - x.mean(axis=axes, keepdims=True)
+        s = np.sqrt((centered ** 2).mean(axis=axes, keepdims=True) + eps)
+        low = np.maximum(s - e, np.sqrt(eps))
+        gamma, beta = np.abs(node.params["scale"]), np.abs(node.params["bias"])
+        own = gamma * 2 * np.sqrt(n) * 2.0 ** -14 + beta * 2.0 ** -16
+        if n > 1:
+            own = own + gamma / (2 * n * np.sqrt(n - 1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (gamma * (2 * e + np.abs(centered) / s * e) / low + own) * lipschitz(spec)
     raise OracleGap(f"error_bound does not know op {node.op}")
 
 

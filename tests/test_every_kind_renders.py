@@ -15,7 +15,7 @@ STEP_KINDS = sorted({kind for op in all_ops().values() for kind in op.step_kinds
 
 def every_kind_model(path):
     """conv2d, add, pad, maxpool, avgpool, concat, constant, reduce_sum, reduce_minmax, mul
-    (two broadcasts), matmul, recode, transpose and dense, in one graph."""
+    (two broadcasts), matmul, softmax, gather, recode, transpose, layernorm and dense, in one graph."""
     rng = np.random.default_rng(1)
     node = helper.make_node
     nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
@@ -35,18 +35,31 @@ def every_kind_model(path):
              node("Mul", ["g1", "peak"], ["g2"], name="gate_w"),
              node("Transpose", ["g2"], ["g2t"], name="swap_hw", perm=[0, 1, 3, 2]),
              node("MatMul", ["g2", "g2t"], ["mm"], name="matmul"),          # of two activations
-             node("Transpose", ["mm"], ["tr"], name="transpose", perm=[0, 2, 3, 1]),
+             node("Softmax", ["mm"], ["att"], name="softmax", axis=-1),     # attention weights
+             node("Transpose", ["att"], ["tr"], name="transpose", perm=[0, 2, 3, 1]),
+             node("Gather", ["tr", "gi"], ["tg"], name="gather", axis=3),    # an index table
              # per channel, after a transpose: nothing to fuse into, nothing to move past
-             node("PRelu", ["tr", "slope"], ["t"], name="prelu"),
-             node("Flatten", ["t"], ["f"], name="flatten"),
+             node("PRelu", ["tg", "slope"], ["t"], name="prelu"),
+             node("ReduceMean", ["t"], ["ln_mu"], name="ln_mean", axes=[-1]),
+             node("Sub", ["t", "ln_mu"], ["ln_d"], name="ln_center"),
+             node("Mul", ["ln_d", "ln_d"], ["ln_d2"], name="ln_square"),
+             node("ReduceMean", ["ln_d2"], ["ln_var"], name="ln_var", axes=[-1]),
+             node("Add", ["ln_var", "ln_eps"], ["ln_ve"], name="ln_add_eps"),
+             node("Sqrt", ["ln_ve"], ["ln_sd"], name="ln_std"),
+             node("Div", ["ln_d", "ln_sd"], ["ln_n"], name="ln_normalize"),
+             node("Mul", ["ln_n", "ln_g"], ["ln_ng"], name="ln_gamma"),
+             node("Add", ["ln_ng", "ln_b"], ["tn"], name="layernorm"),   # one layernorm step
+             node("Flatten", ["tn"], ["f"], name="flatten"),
              node("Gemm", ["f", "gw", "gb"], ["y"], name="fc", transB=1)]
     inits = [("w1", rng.normal(size=(4, 2, 3, 3))), ("b1", rng.normal(size=4) * 0.1),
              ("w2", rng.normal(size=(4, 2, 3, 3))), ("b2", rng.normal(size=4) * 0.1),
              ("w3", rng.normal(size=(2, 4, 1, 1))), ("b3", rng.normal(size=2) * 0.1),
              ("gw", rng.normal(size=(3, 6 * 3 * 3))), ("gb", rng.normal(size=3)),
-             ("pos", rng.normal(size=(1, 6, 3, 3))), ("slope", rng.uniform(0.1, 0.3, size=(3, 1, 1)))]
+             ("pos", rng.normal(size=(1, 6, 3, 3))), ("slope", rng.uniform(0.1, 0.3, size=(3, 1, 1))),
+             ("ln_eps", np.array(1e-5)), ("ln_g", rng.normal(size=6)), ("ln_b", rng.normal(size=6))]
     model = make_model(nodes, [tensor("x", [1, 2, 6, 6])], [tensor("y", [1, 3])], inits)
     model.graph.initializer.append(numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1]), "pads"))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([5, 0, 2, 2, -5, 3]), "gi"))
     return save(model, path)
 
 

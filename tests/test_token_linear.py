@@ -152,3 +152,22 @@ def test_attention_runs_on_gap8_and_hls(tmp_path, host_cc):
         project = mcugen.build(path, out=out, target=target, input_range=(-1.0, 1.0))
         result = compare(out, project.schedule, verify_inputs(project.schedule, 4, seed=2))
         assert result.mismatches == 0, f"{target}: {result.first}"
+
+
+def test_the_nan_guard_around_attention_weights_is_dropped(tmp_path, host_cc):
+    """dynamo's sdpa writes Where(IsNaN(p), 0, p) after the softmax: nothing is NaN in
+    integers, so the guard goes (the float IR still equals onnxruntime) and the rest builds."""
+    model = attention_model()
+    graph = model.graph
+    at = next(i for i, n in enumerate(graph.node) if n.output[0] == "att")
+    graph.node[at].output[0] = "att_raw"
+    graph.node.insert(at + 1, node("IsNaN", ["att_raw"], ["nan"], name="isnan"))
+    graph.node.insert(at + 2, node("Where", ["nan", "zero", "att_raw"], ["att"], name="guard"))
+    graph.initializer.append(numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"))
+    path = save(model, tmp_path / "guarded.onnx")
+    check_float_ir(path)
+    ops = [n.op for n in import_model(onnx.load(str(path))).nodes]
+    assert "Where" not in ops and "IsNaN" not in ops
+    out = tmp_path / "p"
+    project = mcugen.build(path, out=out, input_range=(-1.0, 1.0))
+    assert compare(out, project.schedule, verify_inputs(project.schedule, 10, seed=2)).mismatches == 0

@@ -15,6 +15,7 @@ from onnx import helper, numpy_helper
 
 from mcugen.errors import MCUGenError
 from mcugen.frontend.fold import fold_constants
+from mcugen.frontend.guards import drop_nan_guards
 from mcugen.frontend.lift_1d import lift_1d
 from mcugen.frontend.linear import fuse_linear_bias
 from mcugen.frontend.patterns import fuse_activation_patterns
@@ -187,7 +188,8 @@ def import_model(model: onnx.ModelProto) -> Graph:
         raise MCUGenError(f"ONNX shape inference failed: {display_name(first, 160)}") from None
     model = lift_1d(model)
     ctx = ImportContext(model)
-    nodes = fuse_linear_bias(fuse_activation_patterns(list(model.graph.node), ctx), ctx)
+    nodes = drop_nan_guards(list(model.graph.node), ctx)
+    nodes = fuse_linear_bias(fuse_activation_patterns(nodes, ctx), ctx)
     _check_finite(ctx, {i for n in nodes for i in n.input})
     for node in nodes:
         if node.domain not in ("", "ai.onnx") or onnx_op(node.op_type) is None:

@@ -11,6 +11,13 @@ of elementwise ops mcugen cannot quantize one by one:
         x * 0.5 * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))  -> Gelu(x, approximate="tanh")
         (the cube a Pow(x, 3) or two Muls)
 
+and one normalization (frontend of ops/layernorm.py), the form TorchScript writes before opset 17:
+
+- LayerNorm: d = x - ReduceMean(x), (d or a second x - ReduceMean(x)) / Sqrt(ReduceMean(d^2) + eps)
+        [* gamma] [+ beta]   -> LayerNormalization(x, gamma, beta, axis, epsilon)
+        (both means over the same trailing axes, keepdims; d^2 a Pow(d, 2) or Mul(d, d); the
+        division may be a Mul by Reciprocal; gamma and beta constants along those axes)
+
 Commutative operands may come in either order, and the two outer Muls of a GELU in any
 grouping. A match needs every intermediate tensor read only inside the pattern (and no graph
 output); anything else is left as it is. Runs on the shape-inferred, constant-folded node list.
@@ -35,6 +42,11 @@ class _GraphView:
         self.ctx = ctx
         self.producers = {out: node for node in nodes for out in node.output if out}
         self.readers = Counter(name for node in nodes for name in node.input if name)
+        self.consumers = {}                 # tensor -> the nodes reading it (LayerNorm's checks)
+        for node in nodes:
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
 
     def made_by(self, tensor, op_type):
         """The node of type op_type (default domain) making `tensor`, when the tensor is private:
@@ -175,6 +187,168 @@ def _hard_swish(last, view):
     return found
 
 
+def _made(view, tensor, op_type):
+    """The node of type op_type (default domain) making `tensor`, private or not (LayerNorm
+    checks privacy on the whole match: its centered value has two readers)."""
+    node = view.producers.get(tensor)
+    if node is None or node.op_type != op_type or node.domain not in ("", "ai.onnx"):
+        return None
+    return node
+
+
+def _trailing_axes(node, view, rank):
+    """A ReduceMean keeping its dims over the trailing axes [a, rank) -> a, else None."""
+    attrs = view.ctx.attrs(node)
+    if not attrs.get("keepdims", 1):
+        return None
+    axes = attrs.get("axes")
+    if len(node.input) > 1 and node.input[1]:
+        axes = view.ctx.const(node.input[1])
+        if axes is None:
+            return None
+    if axes is None or np.size(axes) == 0:
+        if attrs.get("noop_with_empty_axes", 0):
+            return None
+        axes = range(rank)
+    axes = sorted({int(a) + rank if int(a) < 0 else int(a) for a in np.asarray(list(axes)).reshape(-1)})
+    if not axes or axes != list(range(axes[0], rank)):
+        return None
+    return axes[0]
+
+
+def _square_of(node, view):
+    """node = d^2, as Pow(d, 2) or Mul(d, d) -> d, else None."""
+    if node is None or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
+        return None
+    if node.op_type == "Pow" and view.is_scalar(node.input[1], 2.0):
+        return node.input[0]
+    if node.op_type == "Mul" and node.input[0] == node.input[1]:
+        return node.input[0]
+    return None
+
+
+def _normalization(node, view):
+    """node = (x - mean) / sqrt(var + eps), var the mean of (x - mean)^2, both means over the same
+    trailing axes of x -> (x, axis, eps, [nodes]), else None. The division may be a Mul by a
+    Reciprocal; the numerator the centered value itself or a second Sub of the same operands."""
+    ctx = view.ctx
+    if len(node.input) != 2 or node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "Div":
+        numerator, std, nodes = node.input[0], node.input[1], [node]
+    elif node.op_type == "Mul":
+        inverses = [(i, _made(view, node.input[i], "Reciprocal")) for i in (0, 1)]
+        found = [(i, inv) for i, inv in inverses if inv is not None]
+        if not found:
+            return None
+        i, inverse = found[0]
+        numerator, std, nodes = node.input[1 - i], inverse.input[0], [node, inverse]
+    else:
+        return None
+    sqrt = _made(view, std, "Sqrt")
+    add = _made(view, sqrt.input[0], "Add") if sqrt is not None else None
+    if add is None or len(add.input) != 2:
+        return None
+    var = eps = None
+    for i in (0, 1):
+        value = ctx.const(add.input[i])
+        if value is not None and value.size == 1 and value.dtype.kind == "f" and ctx.const(add.input[1 - i]) is None:
+            eps, var = float(np.asarray(value).reshape(-1)[0]), add.input[1 - i]
+    second = _made(view, var, "ReduceMean") if var is not None else None
+    square = view.producers.get(second.input[0]) if second is not None else None
+    centered = _square_of(square, view)
+    sub = _made(view, centered, "Sub") if centered is not None else None
+    if sub is None or len(sub.input) != 2:
+        return None
+    x, mean = sub.input
+    first = _made(view, mean, "ReduceMean")
+    shape = ctx.shapes.get(x)
+    if first is None or first.input[0] != x or ctx.const(x) is not None or shape is None:
+        return None
+    axis = _trailing_axes(first, view, len(shape))
+    if axis is None or _trailing_axes(second, view, len(shape)) != axis:
+        return None
+    nodes += [sqrt, add, second, square, sub, first]
+    if numerator != centered:
+        again = _made(view, numerator, "Sub")
+        if again is None or list(again.input) != [x, mean]:
+            return None
+        nodes.append(again)
+    return x, axis, eps, nodes
+
+
+def _along(value, shape, axis):
+    """A constant multiplied or added after the normalization -> its values over the normalized
+    axes shape[axis:], when it is constant along the others, else None."""
+    value = np.asarray(value)
+    if value.dtype.kind not in "fiu":
+        return None
+    while value.ndim > len(shape) - axis and value.shape[0] == 1:
+        value = value.reshape(value.shape[1:])
+    if value.ndim > len(shape) - axis:
+        return None
+    try:
+        return np.array(np.broadcast_to(value, tuple(shape[axis:])), dtype=np.float32)
+    except ValueError:
+        return None
+
+
+def _affine_after(tensor, view, op_type, shape, axis):
+    """The sole reader of `tensor`, an op_type with a constant operand along the normalized
+    axes -> (its values, the node), else None."""
+    readers = view.consumers.get(tensor, [])
+    if len(readers) != 1 or view.ctx.is_graph_output(tensor):
+        return None
+    node = readers[0]
+    if node.op_type != op_type or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
+        return None
+    for i in (0, 1):
+        if node.input[1 - i] == tensor and view.ctx.const(node.input[i]) is not None:
+            value = _along(view.ctx.const(node.input[i]), shape, axis)
+            return (value, node) if value is not None else None
+    return None
+
+
+def _layer_norm(node, view):
+    """node = the normalization of a decomposed LayerNorm, then its Mul(gamma) and Add(beta)
+    when they follow -> (inputs, output, attrs, [nodes]) of one LayerNormalization, else None.
+    Every tensor made inside the match is read only inside it and is no graph output."""
+    found = _normalization(node, view)
+    if found is None:
+        return None
+    x, axis, eps, matched = found
+    ctx = view.ctx
+    shape = tuple(ctx.shapes[x])
+    out, gamma, beta = node.output[0], np.ones(shape[axis:], np.float32), np.zeros(shape[axis:], np.float32)
+    scaled = _affine_after(out, view, "Mul", shape, axis)
+    if scaled is not None:
+        gamma, last = scaled
+        matched.append(last)
+        out = last.output[0]
+    shifted = _affine_after(out, view, "Add", shape, axis)
+    if shifted is not None:
+        beta, last = shifted
+        matched.append(last)
+        out = last.output[0]
+    ids = {id(n) for n in matched}
+    for made in matched:
+        for tensor in made.output:
+            if tensor != out and (ctx.is_graph_output(tensor) or
+                                  any(id(r) not in ids for r in view.consumers.get(tensor, []))):
+                return None
+    if tuple(ctx.shapes.get(out, ())) != shape:
+        return None
+    names = []
+    for what, value in (("scale", gamma), ("bias", beta)):
+        name, k = f"{out}/layernorm_{what}", 1
+        while name in ctx.constants:
+            k += 1
+            name = f"{out}/layernorm_{what}#{k}"
+        ctx.constants[name] = value
+        names.append(name)
+    return [x] + names, out, {"axis": axis, "epsilon": eps}, matched
+
+
 PATTERNS = [
     ("Gelu", {"approximate": "none"}, lambda node, view: _gelu(node, view, _erf_bracket)),
     ("Gelu", {"approximate": "tanh"}, lambda node, view: _gelu(node, view, _tanh_bracket)),
@@ -200,6 +374,13 @@ def _fuse_one(nodes, ctx):
             dropped = {id(n) for n in matched}
             before = [n for n in nodes[:index] if id(n) not in dropped]
             return before + [fused] + [n for n in nodes[index + 1:] if id(n) not in dropped]
+        found = _layer_norm(node, view)
+        if found is not None:
+            inputs, out, attrs, matched = found
+            fused = helper.make_node("LayerNormalization", inputs, [out], name=out, **attrs)
+            dropped = {id(n) for n in matched}
+            before = [n for n in nodes[:index] if id(n) not in dropped]
+            return before + [fused] + [n for n in nodes[index + 1:] if id(n) not in dropped]
     return None
 
 
@@ -216,7 +397,8 @@ def live_nodes(nodes, outputs):
 
 def fuse_activation_patterns(nodes, ctx):
     """Rewrite every SiLU, Mish, HardSwish and GELU subgraph of `nodes` (topologically ordered NodeProtos)
-    into one node named after its output; returns the new list, without dead nodes."""
+    into one node named after its output, and every decomposed LayerNorm into a LayerNormalization;
+    returns the new list, without dead nodes."""
     nodes = live_nodes(nodes, ctx.graph_outputs)
     while True:
         fused = _fuse_one(nodes, ctx)
