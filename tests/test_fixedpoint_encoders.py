@@ -92,9 +92,9 @@ def test_an_identity_input_table_lets_the_weight_table_widen_within_the_bound():
 
 
 def test_average_pool_table_is_as_fine_as_its_int32_sum_allows():
-    from mcugen.ops.pool import _sum_frac_bits
+    from mcugen.ops.pool import sum_frac_bits
     x = Encoding(4, False, 0.7, "power", 3.0)
-    frac = _sum_frac_bits(None, None, x, 64)           # an 8x8 global average
+    frac = sum_frac_bits(None, None, x, 64)            # an 8x8 global average
     assert frac > default_frac_bits(x)                 # past the int16 cap
     assert np.abs(decode_table(x, frac)).max() * 64 <= ACC_LIMIT
     assert np.abs(decode_table(x, frac + 1)).max() * 64 > ACC_LIMIT
