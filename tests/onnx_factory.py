@@ -2,7 +2,11 @@
 code is the script that makes them; they are written to a temporary directory."""
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from mcugen.frontend.onnx_reader import import_model
+from mcugen.reference.float_ir import run_float
 
 
 def make_model(nodes, inputs, outputs, initializers=(), opset=13, name="t"):
@@ -34,3 +38,15 @@ def conv_relu_gemm(weight=None, conv_name="conv", batch=1, extra_dim=4):
 def save(model, path):
     onnx.save(model, str(path))
     return path
+
+
+def float_ir_matches_onnxruntime(path, x, tolerance=1e-4):
+    """mcugen's float IR of the model at `path` equals onnxruntime's output on the samples x
+    (input "x", one sample per run); returns the IR graph."""
+    x = np.asarray(x, dtype=np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = np.concatenate([session.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])
+    graph = import_model(onnx.load(str(path)))
+    got = run_float(graph, x.astype(np.float64))[graph.output].reshape(want.shape)
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+    return graph

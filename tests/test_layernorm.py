@@ -9,7 +9,6 @@ import subprocess
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
@@ -18,9 +17,8 @@ from conftest import require_tool
 from mcugen.errors import MCUGenError
 from mcugen.frontend.onnx_reader import import_model
 from mcugen.ops.layernorm import error_model, integer_rows, measure, sample_codes
-from mcugen.reference.float_ir import run_float
 from mcugen.verify import compare, verify_inputs
-from onnx_factory import make_model, save, tensor
+from onnx_factory import float_ir_matches_onnxruntime, make_model, save, tensor
 
 node = helper.make_node
 IN_SHAPE = [1, 2, 5, 6]
@@ -90,13 +88,8 @@ def ln_model(form="op", tokens=TOKENS, axis=-1, gamma=None, beta=None, eps=1e-5,
 
 def check_float_ir(path, n=4, scale=1.0):
     """mcugen's float IR of the model equals onnxruntime's output; returns the graph."""
-    x = np.random.default_rng(11).uniform(-1, 1, size=[n] + IN_SHAPE[1:]).astype(np.float32) * scale
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    want = np.concatenate([session.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])
-    graph = import_model(onnx.load(str(path)))
-    got = run_float(graph, x.astype(np.float64))[graph.output].reshape(want.shape)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    return graph
+    x = np.random.default_rng(11).uniform(-1, 1, size=[n] + IN_SHAPE[1:]) * scale
+    return float_ir_matches_onnxruntime(path, x)
 
 
 def check_bit_exact(path, tmp_path, configs, n=40):

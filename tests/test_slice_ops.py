@@ -6,16 +6,13 @@ against the reference bit for bit under ASan/UBSan, every case of an opset in on
 build); the three ops together on gap8 and hls; the refusals in one line."""
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
 import mcugen
 from mcugen.errors import MCUGenError
-from mcugen.frontend.onnx_reader import import_model
-from mcugen.reference.float_ir import run_float
 from mcugen.verify import compare, verify_inputs
-from onnx_factory import make_model, save, tensor
+from onnx_factory import float_ir_matches_onnxruntime, make_model, save, tensor
 
 node = helper.make_node
 RNG = np.random.default_rng(11)
@@ -123,12 +120,7 @@ def bundle(opset):
 
 def check_float_ir(path):
     """mcugen's float IR of the model equals onnxruntime's output."""
-    x = RNG.uniform(-1, 1, size=[4] + IN_SHAPE[1:]).astype(np.float32)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    want = np.concatenate([session.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])
-    graph = import_model(onnx.load(str(path)))
-    got = run_float(graph, x.astype(np.float64))[graph.output].reshape(want.shape)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    float_ir_matches_onnxruntime(path, RNG.uniform(-1, 1, size=[4] + IN_SHAPE[1:]), 1e-5)
 
 
 def check_bit_exact(path, out, **options):
