@@ -430,6 +430,69 @@ def _plan_mul(plan):
     plan.kernel = {"kernel": "mul_cluster"}
 
 
+def _plan_matmul(plan):
+    """A matmul step tiled in bands of consecutive output rows (head, row) of m values each,
+    driven as a one-plane band (the 2-D DMA moves contiguous rows: in_w = k, out_w = m): B
+    (every head's, or the shared one) is loaded whole into L1 once, and a tile loads the A rows
+    its output rows read (_matmul_tiles). A step whose B leaves no room in L1 for tiles of one
+    output row stays on the FC, where it ran before."""
+    step, p = plan.step, plan.step.params
+    a, b, dst = (plan.buf(n) for n in (step.inputs[0], step.inputs[1], step.output))
+    for key in ("table_a", "table_b"):
+        plan.regions.append(plan.const_region(key, "static", 0))
+    plan.encoder_regions(per_row=False)
+    static = {r["name"]: int(plan.consts[r["name"]].size) for r in plan.regions}
+    static["in_b"] = b.size
+    plan.regions.append(_region("in_b", CTYPES[b.dtype], "static", b.name, 1, ITEMSIZE[b.dtype]))
+    static_bytes = sum(_align(static[r["name"]] * r["itemsize"]) for r in plan.regions)
+    plan.regions.append(_region("in", CTYPES[a.dtype], "tile", a.name, 1, ITEMSIZE[a.dtype]))
+    plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
+    row_bytes = {"in": p["k"] * ITEMSIZE[a.dtype], "out": p["m"] * ITEMSIZE[dst.dtype]}
+    best = _search_matmul(plan, static_bytes, row_bytes)
+    if best is None:
+        plan.regions = []
+        return
+    plan.mode, (plan.tiles, slot) = "band", best
+    plan.layout(static, slot)
+    plan.dma_bytes = sum(static[r["name"]] * r["itemsize"] for r in plan.regions if r["role"] == "static")
+    plan.dma_bytes += sum(t.niy * row_bytes["in"] + t.ny * row_bytes["out"] for t in plan.tiles)
+    # templates/gap8/ops/matmul.c.j2 would shadow the FC's templates/common/ops/matmul.c.j2;
+    # a_wrap: how far the kernel's A index steps back at a head's end (a shared A restarts)
+    plan.kernel = {"kernel": "matmul_cluster", "in_w": p["k"], "in_plane": a.size,
+                   "out_w": p["m"], "out_plane": dst.size,
+                   "a_wrap": 0 if p["a_head"] else p["n"] * p["k"]}
+
+
+def _search_matmul(plan, static_bytes, row_bytes):
+    """The largest tiles of output rows whose A rows and output, doubled when there is more
+    than one tile, fit L1 beside the static regions: (tiles, slot bytes), or None."""
+    p = plan.step.params
+    rows = p["heads"] * p["n"]
+    for size in _sizes(rows):
+        tiles = _matmul_tiles(p, rows, size)
+        slot = {"in": max(t.niy for t in tiles) * row_bytes["in"], "out": size * row_bytes["out"]}
+        if static_bytes + (2 if len(tiles) > 1 else 1) * sum(_align(v) for v in slot.values()) <= plan.budget:
+            return tiles, slot
+    return None
+
+
+def _matmul_tiles(p, rows, size) -> list:
+    """Tiles of `size` output rows [y0, y0+ny) of the one plane, with the A rows [iy0, iy0+niy)
+    they read: the same rows when A has every head's; with one A shared by every head (a_head
+    0) the rows of the head-local span, or the whole A when the tile crosses a head's end."""
+    tiles = []
+    for y0 in range(0, rows, size):
+        ny = min(size, rows - y0)
+        if p["a_head"]:
+            iy0, niy = y0, ny
+        elif y0 % p["n"] + ny <= p["n"]:
+            iy0, niy = y0 % p["n"], ny
+        else:
+            iy0, niy = 0, p["n"]
+        tiles.append(Tile(0, 1, y0, ny, 0, 1, iy0, niy, 0))
+    return tiles
+
+
 def _gather(dims, strides) -> dict:
     """What the mul kernel needs to index a broadcast operand from an output element o: the
     loop dims, the operand's strides, each loop's place value in o (its coordinate is
@@ -478,6 +541,8 @@ def plan_tiles(schedule, board) -> dict:
             _plan_add(plan)
         elif step.kind == "mul":
             _plan_mul(plan)
+        elif step.kind == "matmul":
+            _plan_matmul(plan)
         plans[step.name] = plan
     return plans
 
