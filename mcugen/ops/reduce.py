@@ -46,6 +46,7 @@ def _to_nodes(node, ctx, kind, mode):
     x, out = node.input[0], node.output[0]
     shape = tuple(ctx.shape(x))
     axes = _reduced_axes(node, ctx, len(shape))
+    across_channels = 1 in axes          # before a Transpose renumbers them
     if not axes:
         return Node(name=node.name, op="Reshape", inputs=[x], output=out,
                     attrs={"shape": list(ctx.shape(out))}, onnx_op=node.op_type)
@@ -61,7 +62,7 @@ def _to_nodes(node, ctx, kind, mode):
         x, axes = moved, list(range(len(kept), len(shape)))
     nodes.append(Node(name=node.name, op=kind, inputs=[x], output=out, onnx_op=node.op_type,
                       attrs={"mode": mode, "axes": axes, "shape": list(ctx.shape(out)),
-                             "across_channels": 1 in _reduced_axes(node, ctx, len(shape)),
+                             "across_channels": across_channels,
                              "activation": None}))
     return nodes
 
