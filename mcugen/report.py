@@ -10,7 +10,8 @@ LAYER_FIELDS = ("macs", "weight_bytes", "wbits", "abits", "exponent", "recon_err
                 "encoder", "table_bytes", "acc_bound", "w_frac_bits", "x_frac_bits",
                 "constant_channels", "encoder_max_code_error", "encoder_off_share",
                 "encoder_mean_code_error", "encoder_entries", "encoder_bits", "encoder_ops",
-                "output_error", "output_error_before", "decode_bits", "decode8_cost")
+                "output_error", "output_error_before", "decode_bits", "decode8_cost",
+                "softmax_error_bound", "ln_max_error", "ln_bound_ratio")
 
 
 def build_report(schedule) -> dict:
@@ -98,6 +99,7 @@ def format_report(report: dict) -> str:
     if "text_bytes" in t:
         lines.append(f"RV32IMC model.o: text {t['text_bytes']:,} B, rodata {t['rodata_bytes']:,} B, "
                      f"data {t['data_bytes']:,} B, bss {t['bss_bytes']:,} B")
+    lines.extend(_integer_step_errors(report["layers"]))
     constant = [(layer["step"], layer["constant_channels"]) for layer in report["layers"]
                 if layer.get("constant_channels")]
     if constant:
@@ -105,6 +107,16 @@ def format_report(report: dict) -> str:
                      + ", ".join(f"{step} {n}" for step, n in constant))
     lines.extend(f"note: {n}" for n in report.get("notes", []))
     return "\n".join(lines)
+
+
+def _integer_step_errors(layers) -> list:
+    """The integer Softmax's proven error bound and LayerNorm's worst measured error (on
+    sampled rows, with its share of the stated bound), each against the float step."""
+    parts = [f"{layer['step']} softmax <= {layer['softmax_error_bound']:.2g}" for layer in layers
+             if layer.get("softmax_error_bound") is not None]
+    parts += [f"{layer['step']} layernorm {layer['ln_max_error']:.2g} ({layer['ln_bound_ratio']:.0%} "
+              f"of its bound)" for layer in layers if layer.get("ln_max_error") is not None]
+    return ["integer steps' worst error against float (before encoding): " + "; ".join(parts)] if parts else []
 
 
 def _output_error(layer) -> str:

@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from mcugen.errors import MCUGenError
+from mcugen.errors import MCUGenError, display_name
+from mcugen.frontend.batch_axis import batch_axis_first
 from mcugen.frontend.fold import fold_constants
 from mcugen.frontend.guards import drop_nan_guards
 from mcugen.frontend.lift_1d import lift_1d
@@ -22,11 +23,9 @@ from mcugen.frontend.patterns import fuse_activation_patterns
 from mcugen.ir.graph import Graph
 from mcugen.ops import onnx_op, supported_onnx_ops
 
-
-def display_name(name: str, limit: int = 60) -> str:
-    """A node or tensor name made safe for a one-line message."""
-    text = "".join(ch if ch.isprintable() else "?" for ch in str(name))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+INTEGER_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16,
+                 onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.UINT16,
+                 onnx.TensorProto.UINT32, onnx.TensorProto.UINT64)
 
 
 def read_model(path) -> onnx.ModelProto:
@@ -88,6 +87,11 @@ class ImportContext:
             if value.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
                 self.shapes[value.name] = tuple(int(d.dim_value) for d in dims)
         self.graph_outputs = [o.name for o in model.graph.output]
+        initializers = {i.name for i in model.graph.initializer}
+        real_input = next(i for i in model.graph.input if i.name not in initializers)
+        self.input_name = real_input.name
+        self.input_is_integer = real_input.type.tensor_type.elem_type in INTEGER_TYPES
+        self.input_rows = None            # set by the embedding lookups the ids index
         self.output_transform = None
         self.output_override = None
 
@@ -174,6 +178,20 @@ def _unique_node_names(nodes) -> None:
         node.name = unique
 
 
+def _check_token_ids(ctx, ir_nodes) -> None:
+    """An integer input is token ids: only embedding lookups may read it."""
+    if not ctx.input_is_integer:
+        return
+    readers = [n for n in ir_nodes if ctx.input_name in n.inputs]
+    other = next((n for n in readers if n.op != "Embedding"), None)
+    if other is not None or not readers:
+        what = f"node '{display_name(other.name)}' ({other.onnx_op or other.op}) reads it" if other \
+            else "nothing reads it"
+        raise MCUGenError(f"the model's input '{display_name(ctx.input_name)}' is integer and {what}; "
+                          f"supported: float inputs, or token ids that only index embedding tables "
+                          f"(Gather from a constant)")
+
+
 def import_model(model: onnx.ModelProto) -> Graph:
     real_inputs = [i for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
     if len(real_inputs) != 1 or len(model.graph.output) != 1:
@@ -186,7 +204,7 @@ def import_model(model: onnx.ModelProto) -> Graph:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MCUGenError(f"ONNX shape inference failed: {display_name(first, 160)}") from None
-    model = lift_1d(model)
+    model = lift_1d(batch_axis_first(model))
     ctx = ImportContext(model)
     nodes = drop_nan_guards(list(model.graph.node), ctx)
     nodes = fuse_linear_bias(fuse_activation_patterns(nodes, ctx), ctx)
@@ -199,8 +217,10 @@ def import_model(model: onnx.ModelProto) -> Graph:
     for node in nodes:
         ir = onnx_op(node.op_type).from_onnx(node, ctx)     # a Node, a list of them, or None
         ir_nodes.extend(ir if isinstance(ir, list) else [ir] if ir is not None else [])
+    _check_token_ids(ctx, ir_nodes)
     output = ctx.output_override or model.graph.output[0].name
     graph = Graph(nodes=ir_nodes, input=real_inputs[0].name, output=output,
-                  shapes=dict(ctx.shapes), output_transform=ctx.output_transform)
+                  shapes=dict(ctx.shapes), output_transform=ctx.output_transform,
+                  input_rows=ctx.input_rows)
     graph.toposort()
     return graph

@@ -24,6 +24,9 @@ class Graph:
     output: str
     shapes: dict[str, tuple]               # every activation tensor, batch dimension 1
     output_transform: str | None = None    # "Softmax"/"LogSoftmax" run on the host side
+    # the input is integer token ids indexing embedding tables of up to this many rows (None:
+    # a float input)
+    input_rows: int | None = None
 
     def producer(self, tensor: str) -> Node | None:
         for node in self.nodes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.errors import MCUGenError
-from mcugen.frontend.onnx_reader import display_name
+from mcugen.errors import display_name
 from mcugen.ir.schedule import Buffer, Schedule, Step
 from mcugen.lower.encoders import EncodeRequest, encoder_step_parts
 from mcugen.lower.memory import plan_arena

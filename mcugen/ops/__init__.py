@@ -44,6 +44,11 @@ class OpDef:
         last layer's int32 accumulators (a scale per channel) may pass through it."""
         return True
 
+    def value_bounds(self, node):
+        """(max |x|, min x) of every value the node's output can hold whatever its inputs, when
+        the op knows them (a table lookup); None: calibration measures them."""
+        return None
+
     def step_value_range(self, step, input_ranges: list):
         """(lo, hi) of the values a step of this op writes, when it knows them better than its
         output type does (an FPGA sizes its buffers from it); None: the whole type."""

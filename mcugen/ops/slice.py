@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.ir.graph import Node
+from mcugen.ops.embedding import embedding_lookup
 from mcugen.ops import OpDef, register, value_span
 from mcugen.ops.transpose import MAX_RANK
 
@@ -189,8 +190,7 @@ class Slice(OpDef):
 
     def from_onnx(self, node, ctx):
         if node.op_type == "Gather" and ctx.const(node.input[0]) is not None:
-            ctx.fail(node, "gathers from a constant table (an embedding lookup) is not supported; "
-                           "supported: an activation indexed by a constant")
+            return embedding_lookup(node, ctx)
         shape = tuple(ctx.shape(node.input[0]))
         if node.op_type == "Slice":
             picks = _slice_picks(node, ctx, shape)

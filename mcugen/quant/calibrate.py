@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.errors import MCUGenError
+from mcugen.ops import get_op
 from mcugen.reference.float_ir import run_float
 
 SYNTHETIC_SAMPLES = 64
@@ -55,8 +56,34 @@ def check_calibration(samples, method) -> np.ndarray:
 
 
 def activation_ranges(graph, samples, percentile=None) -> dict:
-    """tensor -> (range R > 0, observed minimum)."""
-    return tensor_ranges(run_float(graph, samples), percentile)
+    """tensor -> (range R > 0, observed minimum); the bounds an op knows (a table's values)
+    replace what the samples happened to reach."""
+    return with_known_bounds(graph, tensor_ranges(run_float(graph, samples), percentile))
+
+
+def with_known_bounds(graph, ranges) -> dict:
+    """The ranges, with those of the tensors whose op knows its bounds replaced by them."""
+    for node in graph.nodes:
+        bounds = get_op(node.op).value_bounds(node)
+        if bounds is not None:
+            ranges[node.output] = (bounds[0] if bounds[0] > 0 else 1.0, bounds[1])
+    return ranges
+
+
+def token_calibration(graph, samples, seed):
+    """Calibration for an input of token ids: the samples given (whole ids within the
+    tables), or ids drawn uniformly; (samples, input range, notes)."""
+    rows = graph.input_rows
+    id_range = (0.0, float(rows - 1))
+    if samples is None:
+        drawn = np.round(synthetic_inputs(graph.shapes[graph.input], id_range, seed))
+        return drawn, id_range, [f"no --calib given: token ids drawn uniformly from [0, {rows - 1}]"]
+    bad = (samples != np.round(samples)) | (samples < 0) | (samples >= rows)
+    if bad.any():
+        first = samples.reshape(-1)[np.argmax(bad.reshape(-1))]
+        raise MCUGenError(f"the model's input is token ids indexing a table of {rows} rows, but "
+                          f"a calibration sample holds {first:g}: give whole ids in [0, {rows - 1}]")
+    return samples, id_range, []
 
 
 def tensor_ranges(values: dict, percentile=None) -> dict:

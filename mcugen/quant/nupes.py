@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from mcugen.ops import get_op
-from mcugen.quant.calibrate import tensor_ranges
+from mcugen.quant.calibrate import tensor_ranges, with_known_bounds
 from mcugen.quant.gptq import (grouped, gptq_codes, inverse_factor, least_squares_target,
                                row_scales, ungrouped)
 from mcugen.quant.layer_stats import layer_stats
@@ -55,7 +55,7 @@ def quantize_nupes(graph, options, progress=None) -> QGraph:
                                        if options.exponent == "per-layer" else options, None)
     input_range = (float(samples.min()), float(samples.max()))
     float_values = run_float(graph, samples)
-    ranges = tensor_ranges(float_values, None)
+    ranges = with_known_bounds(graph, tensor_ranges(float_values, None))
 
     def activation_encoding(root, abits, signed, value_range):
         return fit_activation(float_values[root], consumer_weights(graph, root), abits, signed,

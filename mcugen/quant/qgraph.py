@@ -14,7 +14,7 @@ import numpy as np
 
 from mcugen.errors import MCUGenError
 from mcugen.ops import get_op
-from mcugen.quant.calibrate import activation_ranges, synthetic_inputs
+from mcugen.quant.calibrate import activation_ranges, synthetic_inputs, token_calibration
 from mcugen.quant.power import (Encoding, Grid, constant_channels, quantize_weights,
                                 reconstruction_error)
 from mcugen.quant.search import search_exponent
@@ -121,6 +121,8 @@ def _nonnegative(graph, tensor, input_lo):
 
 
 def _calibration(graph, options):
+    if graph.input_rows:
+        return token_calibration(graph, options.calib, options.seed)
     if options.calib is not None:
         samples = options.calib
         input_range = (float(samples.min()), float(samples.max()))
@@ -159,6 +161,16 @@ def weight_scheme(options) -> str:
     return "log2" if options.scheme == "log2" else "power"
 
 
+def input_encoding(graph, input_range, below, wider) -> Encoding:
+    """Uniform 8-bit codes over the input's range; for token ids, one code per id (8-bit when
+    the tables have at most 256 rows, else 16-bit)."""
+    if graph.input_rows:
+        bits = 8 if graph.input_rows <= 256 else 16
+        return Encoding(bits, False, 1.0, "power", float((1 << bits) - 1))
+    lo, hi = input_range
+    return Encoding(8, lo < 0 or below, 1.0, "power", max(abs(lo), abs(hi), wider) or 1.0)
+
+
 def tensor_encodings(graph, ranges, input_range, options, activation_encoding) -> dict:
     """An Encoding per tensor: the input uniform 8-bit over its range; every other code root
     gets `activation_encoding(root, bits, signed, range)`, shared by the tensors that only move
@@ -175,8 +187,7 @@ def tensor_encodings(graph, ranges, input_range, options, activation_encoding) -
         wider = max([ranges[m][0] for m in others], default=0.0)
         below = any(ranges[m][1] < 0 for m in others)
         if root == graph.input:
-            lo, hi = input_range
-            enc = Encoding(8, lo < 0 or below, 1.0, "power", max(abs(lo), abs(hi), wider) or 1.0)
+            enc = input_encoding(graph, input_range, below, wider)
         else:
             wider = max(wider, ranges[root][0])
             abits = 8 if (root == last_input and options.first_last_bits == 8) else options.abits

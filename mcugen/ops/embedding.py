@@ -1,0 +1,89 @@
+"""An embedding lookup: the model's integer input (token ids) indexes a constant table,
+Gather(table [V, ...], ids) -> [1, T, ...]. No arithmetic: the table is stored in its output's
+codes and each token's row is copied.
+
+The ids reach the step as the input's codes: the input is an index input (the graph's
+`input_rows`), uniform with one code per integer (8-bit codes for V <= 256, else 16-bit), so
+the host's input quantizer rounds an id half away from zero and clamps it to [0, B]; the step
+clamps it again to the table's last row. An id outside [0, V) (never written by a tokenizer;
+ONNX would count a negative one from the end) thus reads the first or the last row, in the
+float IR too, and is never undefined behaviour in C.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mcugen.ir.graph import Node
+from mcugen.numerics import round_half_away
+from mcugen.ops import OpDef, register
+
+MAX_ROWS = 1 << 16            # the ids' codes are uint16 at most
+
+
+def embedding_lookup(node, ctx):
+    """The IR node of an ONNX Gather whose data is a constant (ops/slice.py sends it)."""
+    table = np.asarray(ctx.const(node.input[0]), dtype=np.float64)
+    ids = node.input[1]
+    if ids != ctx.input_name or not ctx.input_is_integer:
+        ctx.fail(node, "indexes a constant table by a computed tensor; supported: the model's "
+                       "integer input (token ids) indexing an embedding table directly")
+    axis = int(ctx.attrs(node).get("axis", 0))
+    if table.ndim < 1 or axis % table.ndim != 0:
+        ctx.fail(node, f"gathers along axis {axis} of a constant table; supported: rows (axis 0)")
+    if not 1 <= table.shape[0] <= MAX_ROWS:
+        ctx.fail(node, f"a table of {table.shape[0]} rows; supported: 1 to {MAX_ROWS} (16-bit ids)")
+    ctx.input_rows = max(ctx.input_rows or 0, int(table.shape[0]))
+    return Node(name=node.name, op="Embedding", inputs=[ids], output=node.output[0],
+                attrs={"shape": list(ctx.shape(node.output[0]))},
+                params={"table": table.reshape(table.shape[0], -1)}, onnx_op="Gather")
+
+
+def token_rows(ids, rows):
+    """Float ids -> the table rows they read: rounded half away from zero, clamped to [0, rows)."""
+    return np.clip(round_half_away(np.asarray(ids, dtype=np.float64)), 0, rows - 1).astype(np.int64)
+
+
+@register
+class Embedding(OpDef):
+    kind = "Embedding"
+    step_kinds = ("embedding",)
+
+    def output_nonnegative(self, node, inputs_nonnegative) -> bool:
+        return bool(np.all(node.params["table"] >= 0))
+
+    def value_bounds(self, node):
+        """Whatever the ids, the output holds table values: (max |value|, min value)."""
+        table = node.params["table"]
+        return float(np.abs(table).max()), float(table.min())
+
+    def step_value_range(self, step, input_ranges):
+        table = step.consts["table"]
+        return (int(table.min()), int(table.max()))
+
+    def elements_read(self, step, schedule) -> int:
+        return schedule.buffers[step.output].size       # one table element per output element
+
+    def infer_shape(self, node, in_shapes):
+        return tuple(node.attrs["shape"])
+
+    def run_float(self, node, inputs):
+        table = node.params["table"]
+        rows = token_rows(inputs[0], table.shape[0])
+        return table[rows.reshape(rows.shape[0], -1)].reshape((rows.shape[0],) + tuple(node.attrs["shape"][1:]))
+
+    def lower(self, node, ctx):
+        y = ctx.encoding(node.output)
+        table = node.params["table"]
+        codes = y.encode(table).astype(y.ctype)
+        tokens = int(np.prod(ctx.shape(node.inputs[0])[1:]))
+        # the ids' codes reach B: the kernel clamps them only when the table is shorter
+        clamps = int(ctx.encoding(node.inputs[0]).B) >= table.shape[0]
+        params = {"tokens": tokens, "rows": int(table.shape[0]), "last_row": int(table.shape[0]) - 1,
+                  "width": int(table.shape[1]), "clamps": int(clamps)}
+        return ctx.step(node, "embedding", params=params, consts={"table": codes},
+                        info={"abits": y.bits})
+
+    def run_int(self, step, inputs):
+        ids = inputs[0].reshape(inputs[0].shape[0], -1)
+        rows = np.minimum(ids, step.params["last_row"])
+        return step.consts["table"].astype(np.int64)[rows].reshape(ids.shape[0], -1)

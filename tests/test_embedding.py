@@ -1,0 +1,109 @@
+"""Token ids as the model's input, looking up constant tables (ops/embedding.py), on small
+hand-made graphs: the float IR against onnxruntime on int64 ids; the generated C against the
+reference bit for bit under ASan/UBSan on ids within the table and past it (both clamp to the
+last row; a negative id reads row 0), with 8-bit ids and, for a table of more than 256 rows,
+16-bit ids; the calibration's ids checked; the lookups mcugen does not do refused in one line."""
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+import mcugen
+from mcugen.errors import MCUGenError
+from mcugen.frontend.onnx_reader import import_model
+from mcugen.reference.float_ir import run_float
+from mcugen.verify import compare
+from onnx_factory import make_model, save, tensor
+
+node = helper.make_node
+RNG = np.random.default_rng(3)
+TOKENS = 7
+
+
+def ids_input(shape=(1, TOKENS)):
+    return helper.make_tensor_value_info("x", onnx.TensorProto.INT64, list(shape))
+
+
+def lookup_model(rows, row_shape=(2, 3)):
+    """ids [1, 7] -> a table [rows, *row_shape] -> plus a position constant -> tokens [1, 7, 6]
+    -> a Linear to 4 features."""
+    width = int(np.prod(row_shape))
+    nodes = [node("Gather", ["table", "x"], ["e"], name="embed", axis=0),
+             node("Reshape", ["e", "tokens_shape"], ["t"], name="tokens"),
+             node("Add", ["t", "pos"], ["tp"], name="position"),
+             node("MatMul", ["tp", "w"], ["y"], name="linear")]
+    model = make_model(nodes, [ids_input()], [tensor("y", [1, TOKENS, 4])],
+                       [("table", RNG.normal(size=(rows,) + tuple(row_shape))),
+                        ("pos", RNG.normal(size=(1, TOKENS, width)) * 0.3), ("w", RNG.normal(size=(width, 4)))])
+    model.graph.initializer.append(helper.make_tensor("tokens_shape", onnx.TensorProto.INT64, [3],
+                                                      [1, TOKENS, width]))
+    return model
+
+
+@pytest.mark.parametrize("rows", [256, 300])
+def test_float_ir_matches_onnxruntime_on_int64_ids(rows, tmp_path):
+    path = save(lookup_model(rows), tmp_path / "m.onnx")
+    ids = RNG.integers(0, rows, size=(6, TOKENS))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = np.concatenate([session.run(None, {"x": ids[i:i + 1]})[0] for i in range(len(ids))])
+    graph = import_model(onnx.load(str(path)))
+    assert graph.input_rows == rows
+    np.testing.assert_allclose(run_float(graph, ids.astype(np.float64))[graph.output], want,
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows, id_type", [(256, "uint8"), (300, "uint16")])
+def test_the_c_is_bit_exact_for_ids_in_and_past_the_table(rows, id_type, tmp_path, host_cc):
+    path = save(lookup_model(rows), tmp_path / "m.onnx")
+    calib = RNG.integers(0, rows, size=(40, TOKENS))
+    project = mcugen.build(path, out=tmp_path / "out", calib=calib)
+    assert project.schedule.input["dtype"] == id_type and project.schedule.input["mul"] == 1.0
+    step = next(s for s in project.schedule.steps if s.kind == "embedding")
+    assert step.consts["table"].shape == (rows, 6)
+    past = np.array([[rows - 1, rows, rows + 7, 70000, -3, 0, 1]])      # past either end
+    ids = np.concatenate([calib[:20], past]).astype(np.float64)
+    result = compare(tmp_path / "out", project.schedule, ids, sanitize=True, on="host")
+    assert result.n == 21 and result.mismatches == 0, result.first
+    integer = np.asarray(project.run(past))
+    clamped = np.asarray(project.run(np.clip(past, 0, rows - 1)))
+    np.testing.assert_array_equal(integer, clamped)          # past the ends: the end rows
+
+
+def test_the_embedding_range_is_the_whole_table(tmp_path):
+    """Rows no calibration sample reads still fit the output's grid: its range is the table's."""
+    model = lookup_model(50)
+    table = next(i for i in model.graph.initializer if i.name == "table")
+    values = onnx.numpy_helper.to_array(table).copy()
+    values[49] = 40.0                                     # a row the samples never read
+    table.CopyFrom(onnx.numpy_helper.from_array(values, "table"))
+    project = mcugen.build(save(model, tmp_path / "m.onnx"), calib=RNG.integers(0, 49, size=(8, TOKENS)))
+    embed = next(n for n in project.qgraph.graph.nodes if n.op == "Embedding")
+    assert project.qgraph.encodings[embed.output].range == pytest.approx(40.0)
+
+
+def test_calibration_ids_must_be_whole_and_within_the_table(tmp_path):
+    path = save(lookup_model(20), tmp_path / "m.onnx")
+    for bad, shown in ((2.5, "2.5"), (20, "20")):
+        bad = np.concatenate([RNG.integers(0, 20, size=(3, TOKENS)), np.full((1, TOKENS), bad)])
+        with pytest.raises(MCUGenError, match=rf"token ids indexing a table of 20 rows, but a "
+                                              rf"calibration sample holds {shown}: give whole ids "
+                                              rf"in \[0, 19\]"):
+            mcugen.build(path, calib=bad)
+
+
+@pytest.mark.parametrize("name, nodes, message", [
+    ("computed_ids", [node("Identity", ["x"], ["xi"], name="copy"),
+                      node("Gather", ["table", "xi"], ["e"], name="embed", axis=0)],
+     r"node 'embed' \(Gather\): indexes a constant table by a computed tensor"),
+    ("table_columns", [node("Gather", ["table", "x"], ["e"], name="embed", axis=1)],
+     r"node 'embed' \(Gather\): gathers along axis 1 of a constant table"),
+])
+def test_lookups_mcugen_does_not_do_are_refused_in_one_line(name, nodes, message, tmp_path):
+    nodes = nodes + [node("MatMul", ["e", "w"], ["y"], name="linear")]
+    model = make_model(nodes, [ids_input((1, 3))], [tensor("y", [1, 3, 2])],
+                       [("table", RNG.normal(size=(3, 3))), ("w", RNG.normal(size=(3, 2)))])
+    with pytest.raises(MCUGenError, match=message) as info:
+        mcugen.build(save(model, tmp_path / f"{name}.onnx"), out=tmp_path / "p")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "p").exists()
