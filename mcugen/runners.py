@@ -21,6 +21,7 @@ import numpy as np
 from mcugen.codegen.project import recording_new_files
 from mcugen.errors import MCUGenError
 from mcugen.ir.schedule import Schedule
+from mcugen.lower.head_loops import partial_outputs
 from mcugen.reference.interpreter import quantize_input, run_codes
 
 HOST_TIMEOUT = 600
@@ -193,11 +194,13 @@ def locate_mismatch(project: Path, schedule: Schedule, x1: np.ndarray, index: in
                     makefile="Makefile") -> str:
     """Run one failing input through the host trace build and name the first differing step."""
     exe = build_harness(project, "trace", trace=True, makefile=makefile)
-    total = sum(schedule.buffers[s.output].nbytes for s in schedule.steps)
+    # a head loop's scores and probabilities are never whole: not traced
+    traced = [s for s in schedule.steps if s.name not in partial_outputs(schedule)]
+    total = sum(schedule.buffers[s.output].nbytes for s in traced)
     trace = run_harness(exe, x1, int(np.prod(schedule.output["shape"])), trace_bytes=total).trace
     _, expected = run_codes(schedule, quantize_input(schedule, x1), trace=True)
     pos = 0
-    for step in schedule.steps:
+    for step in traced:
         buf = schedule.buffers[step.output]
         got = trace[pos:pos + buf.nbytes].view(np.dtype(buf.dtype)).astype(np.int64)
         pos += buf.nbytes

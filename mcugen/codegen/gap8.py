@@ -1,7 +1,8 @@
-"""The GAP8 target: PMSIS C for the 8-core cluster, each MAC/pool/add layer tiled L2 -> L1 with
-the cluster DMA (double buffered), a GAP SDK Makefile, and `emu.mk`, which builds the same
-sources on the host (or for rv32 under qemu) against the PMSIS emulation layer shipped in the
-project, so the GAP8 code itself is compared bit for bit with the reference.
+"""The GAP8 target: PMSIS C for the 8-core cluster, each MAC/pool/add layer (and the Mul,
+attention MatMul, softmax and LayerNorm steps) tiled L2 -> L1 with the cluster DMA (double
+buffered), a GAP SDK Makefile, and `emu.mk`, which builds the same sources on the host (or for
+rv32 under qemu) against the PMSIS emulation layer shipped in the project, so the GAP8 code
+itself is compared bit for bit with the reference.
 
 Every tile size, L1 offset and DMA size is computed here and handed to the templates; the
 templates only lay the numbers out. The integer semantics of each step are the host kernels'.
@@ -502,20 +503,57 @@ def _gather(dims, strides) -> dict:
     return {"dims": list(dims), "strides": list(strides), "places": places, "carry": carry}
 
 
-def _plan_linear(plan, static, per, n, smallest):
-    """Tiles of consecutive units (output features, elements): the largest tile whose buffers,
-    doubled when there is more than one tile, fit L1 beside the static regions."""
+def _plan_linear(plan, static, per, n, smallest, unit=1):
+    """Tiles of consecutive units (output features, elements; `unit` > 1: whole groups of that
+    many elements, e.g. rows): the largest tile whose buffers, doubled when there is more than
+    one tile, fit L1 beside the static regions. A tile's c0 and nc count elements."""
     static_bytes = sum(_align(static[r["name"]] * r["itemsize"]) for r in plan.regions if r["role"] == "static")
-    for size in _sizes(n):
-        slot = {k: size * v for k, v in per.items()}
-        if static_bytes + (2 if size < n else 1) * sum(_align(v) for v in slot.values()) <= plan.budget:
+    groups = n // unit
+    for size in _sizes(groups):
+        slot = {k: size * unit * v for k, v in per.items()}
+        if static_bytes + (2 if size < groups else 1) * sum(_align(v) for v in slot.values()) <= plan.budget:
             break
     else:
         raise MCUGenError(_no_fit(plan, smallest))
-    plan.tiles = [Tile(c, min(size, n - c), 0, 0, 0, 0, 0, 0, t) for t, c in enumerate(range(0, n, size))]
+    plan.tiles = [Tile(g * unit, min(size, groups - g) * unit, 0, 0, 0, 0, 0, 0, t)
+                  for t, g in enumerate(range(0, groups, size))]
     plan.layout(static, slot)
     plan.dma_bytes = sum(static[r["name"]] * r["itemsize"] for r in plan.regions if r["role"] == "static")
     plan.dma_bytes += sum(per.values()) * n
+
+
+ROW_KINDS = ("softmax", "layernorm")     # steps of independent rows (_plan_rows)
+
+
+def _plan_rows(plan):
+    """A softmax or layernorm step: independent rows, tiled in whole units of consecutive rows
+    (a layernorm's row of n values; a softmax's block of n x inner values, whose `inner` rows
+    interleave: one row when inner is 1) that the cores split; the step's tables and its
+    encoder's (a layernorm's, per position of the row) are loaded whole into L1 once. A step
+    of one unit stays on the FC, where it ran before (on the cluster one core would run it, at
+    a lower clock than the FC's, after a task and the DMA), and so does one whose tables leave
+    no room in L1 for one unit."""
+    step, p = plan.step, plan.step.params
+    src, dst = plan.buf(step.inputs[0]), plan.buf(step.output)
+    unit, units = p["n"] * p.get("inner", 1), p["outer"]
+    if units < 2:
+        return
+    for key in step.consts:      # the step's tables and its encoder's, each loaded whole
+        plan.regions.append(plan.const_region(key, "static", 0))
+    static = {r["name"]: int(plan.consts[r["name"]].size) for r in plan.regions}
+    plan.regions.append(_region("in", CTYPES[src.dtype], "tile", src.name, 1, ITEMSIZE[src.dtype]))
+    plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
+    per = {r["name"]: r["itemsize"] for r in plan.regions if r["role"] != "static"}
+    plan.mode = "chunk"
+    try:
+        _plan_linear(plan, static, per, units * unit, "one row", unit)
+    except MCUGenError:
+        plan.regions, plan.tiles, plan.mode = [], [], "fc"
+        return
+    # templates/gap8/ops/<kind>.c.j2 would shadow the FC's templates/common/ops/<kind>.c.j2,
+    # which the cluster kernel renders for one unit (as `<step>_unit`, its constants in L1
+    # through macros of that prefix: the encoder's too)
+    plan.kernel = {"kernel": f"{step.kind}_cluster", "unit": unit, "enc_ref": f"{step.name}_unit_"}
 
 
 def _no_fit(plan, smallest):
@@ -543,6 +581,8 @@ def plan_tiles(schedule, board) -> dict:
             _plan_mul(plan)
         elif step.kind == "matmul":
             _plan_matmul(plan)
+        elif step.kind in ROW_KINDS:
+            _plan_rows(plan)
         plans[step.name] = plan
     return plans
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.boards import get_board
+from mcugen.lower.head_loops import step_calls
 from mcugen.codegen.kernel_plan import mac_kernel_plan, simd_weight_layout
 from mcugen.codegen.render import render_all
 from mcugen.ir.schedule import CTYPES, ITEMSIZE
@@ -73,7 +74,9 @@ def template_context(schedule, model_file: str, plan: dict | None = None) -> dic
         "schedule": schedule,
         "params": {s.name: {**s.params, **plan.get(s.name, {})} for s in schedule.steps},
         "consts": step_consts(schedule, plan),
-        "simd": any(p.get("simd") for p in plan.values()),
+        # the ISA layer (mcugen_isa.h) when any kernel uses it: a conv's, a dense's, a matmul's
+        "simd": any(p.get("simd") or p.get("matmul_simd") for p in plan.values()),
+        "step_calls": step_calls(schedule),
         "isa_kinds": ISA_KINDS,
         "root_buffers": roots,
         "buffer_types": {b.name: CTYPES[b.dtype] for b in schedule.buffers.values()},

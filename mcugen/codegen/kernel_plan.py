@@ -239,7 +239,62 @@ def simd_weight_layout(weights: np.ndarray, rows: int, plan: dict) -> np.ndarray
     return padded
 
 
+# ---- the SIMD MatMul of two activations (attention's Q K^T and A V) -------------------------
+MATMUL_ROW_BLOCK = 2  # A rows per register block (x SIMD_OC_BLOCK columns of B: 8 accumulators)
+
+
+def matmul_simd_plan(step, isa_name, limit=None) -> dict:
+    """The SIMD kernel of a matmul step ({} for other kinds, a board without 2 x 16-bit signed
+    dot products, or tables wider than int16: the plain kernel then runs).
+
+    Per head, B is decoded once into a stack buffer transposed, one row of padded_k int16 lanes
+    per column of B (zeros after k), in chunks of `chunk_cols` columns when the whole head's B
+    exceeds `limit`; within a chunk, blocks of SIMD_OC_BLOCK columns are interleaved by word as
+    the conv kernels' weight rows (simd_weight_layout), columns past the last block stay plain.
+    Each pair of A rows is decoded into two columns of padded_k lanes and meets every block of
+    4 B columns in one 4 x 2 block of dot products (isa_dot4x2_h), the remainders in 4 x 1
+    blocks and single dot products. Sums are the plain kernel's exactly: int32, whose bound
+    the lowering proved for every partial sum (ops/matmul.py), whatever the order.
+    The plan's key is `matmul_simd` (the lanes, "h"), not `simd`: the C targets' `simd` marks
+    a step whose constants hold SIMD-laid-out `weights` (codegen/host.py step_consts), which a
+    matmul has none of. Every size the kernel's loops and buffers use is in the plan."""
+    limit = KERNEL_STACK_LIMIT if limit is None else limit
+    isa = simd_isa(isa_name)
+    if (step.kind != "matmul" or isa is None or 16 not in isa.lanes
+            or "signed" not in isa.dot_products):
+        return {}
+    if any(step.consts[t].dtype != np.int16 for t in ("table_a", "table_b")):
+        return {}
+    p = step.params
+    k, m = p["k"], p["m"]
+    per_word = isa.lanes[16]
+    padded_k = -(-k // per_word) * per_word
+    row_bytes = padded_k * 2
+    a_bytes = MATMUL_ROW_BLOCK * row_bytes            # the decoded A rows of one block
+    fits = (limit - a_bytes) // row_bytes              # B columns the rest of the limit holds
+    if fits < 1:
+        return {}
+    cols = min(m, fits)
+    if cols < m and cols >= SIMD_OC_BLOCK:
+        cols -= cols % SIMD_OC_BLOCK                   # whole blocks in every chunk but the last
+    lanes = (MATMUL_ROW_BLOCK + cols) * padded_k
+    return {"matmul_simd": "h", "padded_k": padded_k, "k_words": padded_k // per_word,
+            "chunk_cols": cols, "chunks": -(-m // cols),
+            # a B shared by every head, decoded whole: once for all heads
+            "b_once": int(p["b_head"] == 0 and cols == m),
+            "stack_bytes": a_bytes + cols * row_bytes,
+            # the scratch: two decoded A rows, then B's columns
+            "scratch_lanes": lanes, "scratch_words": lanes // 2, "x1_at": padded_k,
+            "columns_at": MATMUL_ROW_BLOCK * padded_k,
+            "k_pairs": k // 2, "odd_k": k % 2, "odd_n": p["n"] % 2, "pair_stride": 2 * m,
+            "head_size": p["n"] * m,
+            # the 4 x 2 block's accumulators: column q of the block against rows i, i + 1
+            "block_accs": [(q, 2 * q, 2 * q + 1) for q in range(SIMD_OC_BLOCK)]}
+
+
 def c_kernel_plan(step, isa_name=None) -> dict:
     """A C target's plan of one step: the SIMD kernel where the board has a SIMD ISA (its name,
-    SIMD_ISAS) and the step's operands fit its lanes, the plain kernel otherwise."""
-    return simd_kernel_plan(step, isa_name) or mac_kernel_plan(step)
+    SIMD_ISAS) and the step's operands fit its lanes (a conv, a dense layer or a MatMul of two
+    activations), the plain kernel otherwise."""
+    return (simd_kernel_plan(step, isa_name) or matmul_simd_plan(step, isa_name)
+            or mac_kernel_plan(step))

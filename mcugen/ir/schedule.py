@@ -57,6 +57,8 @@ class Schedule:
     arena_bytes: int = 0
     output_transform: str | None = None
     meta: dict = field(default_factory=dict)
+    # steps a target runs head by head, their scores held for one head (lower/head_loops.py)
+    head_loops: list = field(default_factory=list)
 
     def step_consts_bytes(self, step) -> int:
         return int(sum(a.nbytes for a in step.consts.values()))
@@ -87,6 +89,8 @@ class Schedule:
             "output_transform": self.output_transform,
             "meta": self.meta,
         }
+        if self.head_loops:
+            doc["head_loops"] = self.head_loops
         (directory / "schedule.json").write_text(json.dumps(doc, indent=1, default=_jsonable))
         np.savez_compressed(directory / "constants.npz", **arrays)
 
@@ -108,7 +112,7 @@ class Schedule:
                 sides[side][key] = arrays[f"{side}__{key}"]
         return cls(steps=steps, buffers=buffers, input=sides["input"], output=sides["output"],
                    arena_bytes=doc["arena_bytes"], output_transform=doc["output_transform"],
-                   meta=doc["meta"])
+                   meta=doc["meta"], head_loops=doc.get("head_loops", []))
 
 
 def _jsonable(value):

@@ -29,8 +29,10 @@ def coerce_inputs(x, shape, what="inputs"):
             x.shape[1:] == tuple(shape[1:]) or (x.ndim == 2 and x.shape[1] == per_sample)
             or tuple(x.shape) == tuple(shape)):
         return x.reshape((-1,) + tuple(shape[1:])).astype(np.float64)
-    raise MCUGenError(f"{what} have shape {list(x.shape)}; expected (N, {', '.join(map(str, shape[1:]))}) "
-                      f"or (N, {per_sample})")
+    forms = f"(N, {', '.join(map(str, shape[1:]))})"
+    if len(shape) > 2:
+        forms += f" or (N, {per_sample})"
+    raise MCUGenError(f"{what} have shape {list(x.shape)}; expected {forms}")
 
 
 def check_calibration(samples, method) -> np.ndarray:

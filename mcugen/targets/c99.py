@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from mcugen.codegen.host import render as render_c99
 from mcugen.codegen.kernel_plan import c_kernel_plan
+from mcugen.lower.head_loops import plan_head_loops
 from mcugen.targets.base import Target
 from mcugen.targets.rtl import RtlRuns
 from mcugen.targets.simd_lines import simd_lines
@@ -20,8 +21,15 @@ class C99Target(Target):
         return render_c99(schedule, model_file, board, plan, rtl="rtl" in self.runs_on)
 
     def plan(self, schedule, board, options=None) -> dict:
+        """Each step's kernel; and attention's steps run head by head where that lowers the
+        arena's peak (lower/head_loops.py), each kernel then planned for one head."""
         isa = board.get("simd") if board else None      # the board's SIMD ISA, if any
-        return {s.name: c_kernel_plan(s, isa) for s in schedule.steps}
+        plan = {s.name: c_kernel_plan(s, isa) for s in schedule.steps}
+        plan_head_loops(schedule)
+        for loop in schedule.head_loops:
+            for name, params in loop["per_head"].items():
+                plan[name].update(params)
+        return plan
 
     def report_extras(self, report, schedule, board, plan) -> None:
         """On a SIMD board, each MAC layer's kernel (its lanes, or plain)."""
@@ -31,7 +39,8 @@ class C99Target(Target):
         report["simd"] = f"{board['name']} ({board['simd']})"
         for layer in report["layers"]:
             if layer["macs"]:
-                layer["kernel"] = plan[layer["step"]].get("simd", "plain")
+                kernel = plan[layer["step"]]
+                layer["kernel"] = kernel.get("simd") or kernel.get("matmul_simd") or "plain"
 
     def report_lines(self, report) -> list:
         return simd_lines(report)
