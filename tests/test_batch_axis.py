@@ -1,17 +1,20 @@
 """Tensors whose batch axis is not first at batch 1 (frontend/batch_axis.py), on small hand-made
 graphs: nn.MultiheadAttention's [T, 1, E] layout with its 5-D qkv permute, Gather on axis 0 and
 a Gemm over 2-D tokens; heads folded into axis 0; Slice, Split, Concat, reductions, LayerNorm
-and a constant operand in that layout. Each graph's float IR against onnxruntime, the generated
-C against the reference bit for bit under ASan/UBSan, a model already batch-first left as it
-was, and a Conv on a moved batch axis refused in one line."""
+and a constant operand in that layout; a sequence-first input [T, 1, E]. Each graph's float IR
+against onnxruntime, the generated C against the reference bit for bit under ASan/UBSan, a
+model already batch-first left as it was, and a Conv on a moved batch axis (or on a fixed batch
+read as a sequence) refused in one line."""
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 from onnx import helper, numpy_helper
 
 import mcugen
 from mcugen.errors import MCUGenError
 from mcugen.frontend.batch_axis import batch_axis_first, canonical
+from mcugen.reference.float_ir import run_float
 from mcugen.verify import compare, verify_inputs
 from onnx_factory import conv_relu_gemm, float_ir_matches_onnxruntime, make_model, save, tensor
 
@@ -129,5 +132,47 @@ def test_a_conv_on_a_moved_batch_axis_is_refused_in_one_line(tmp_path):
     with pytest.raises(MCUGenError, match=r"node 'conv' \(Conv\): reads or writes \[3, 1, 4, 4\], "
                                           r"whose batch axis is not first") as info:
         mcugen.build(save(model, tmp_path / "conv.onnx"), out=tmp_path / "p", input_range=(0.0, 1.0))
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "p").exists()
+
+
+def sequence_first_model():
+    """nn.Transformer's default layout: the input [T, 1, E] (batch on axis 1) -> a Linear ->
+    Softmax over the features -> Neg (rotate_half's spelling of -x) -> a float-to-float Cast ->
+    a Linear -> the output [T, 1, 3]."""
+    nodes = [node("MatMul", ["x", "w1"], ["h"], name="linear1"),
+             node("Softmax", ["h"], ["p"], axis=-1, name="softmax"),
+             node("Neg", ["p"], ["n"], name="negate"),
+             node("Cast", ["n"], ["c"], to=onnx.TensorProto.FLOAT, name="same_type"),
+             node("MatMul", ["c", "w2"], ["y"], name="linear2")]
+    return make_model(nodes, [tensor("x", [T, 1, E])], [tensor("y", [T, 1, 3])],
+                      [("w1", RNG.normal(size=(E, 6))), ("w2", RNG.normal(size=(6, 3)))], opset=17)
+
+
+def test_a_sequence_first_input_runs_with_its_batch_on_axis_1(tmp_path, host_cc):
+    path = save(sequence_first_model(), tmp_path / "seq.onnx")
+    x = inputs(5).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = np.stack([session.run(None, {"x": xi[:, None, :]})[0] for xi in x]).reshape(5, -1)
+    project = mcugen.build(path, out=tmp_path / "out", input_range=(-1.0, 1.0))
+    assert project.schedule.input["shape"] == [1, T, E]
+    graph = project.qgraph.graph
+    np.testing.assert_allclose(run_float(graph, x.astype(np.float64))[graph.output].reshape(5, -1),
+                               want, rtol=1e-5, atol=1e-5)
+    result = compare(tmp_path / "out", project.schedule, verify_inputs(project.schedule, 20, seed=4),
+                     sanitize=True, on="host")
+    assert result.mismatches == 0, result.first
+
+
+def test_a_fixed_batch_that_is_not_a_sequence_is_refused_in_one_line(tmp_path):
+    """[4, 1, 4, 4] read sequence first meets a Conv: the message offers both readings."""
+    nodes = [node("Conv", ["x", "w"], ["c"], name="conv"), node("Flatten", ["c"], ["f"], name="flat"),
+             node("Gemm", ["f", "gw"], ["y"], transB=1, name="fc")]
+    model = make_model(nodes, [tensor("x", [4, 1, 4, 4])], [tensor("y", [4, 2])],
+                       [("w", RNG.normal(size=(2, 1, 3, 3))), ("gw", RNG.normal(size=(2, 8)))])
+    with pytest.raises(MCUGenError, match=r"input 'x' is \[4, 1, 4, 4\], read with its batch on a "
+                                          r"size-1 axis .*node 'conv' \(Conv\).* if axis 0 is a "
+                                          r"batch of 4, re-export with batch 1") as info:
+        mcugen.build(save(model, tmp_path / "b4.onnx"), out=tmp_path / "p", input_range=(0.0, 1.0))
     assert "\n" not in str(info.value)
     assert not (tmp_path / "p").exists()

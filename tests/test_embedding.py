@@ -93,7 +93,7 @@ def test_calibration_ids_must_be_whole_and_within_the_table(tmp_path):
 
 
 @pytest.mark.parametrize("name, nodes, message", [
-    ("computed_ids", [node("Identity", ["x"], ["xi"], name="copy"),
+    ("computed_ids", [node("Add", ["x", "one"], ["xi"], name="shift"),
                       node("Gather", ["table", "xi"], ["e"], name="embed", axis=0)],
      r"node 'embed' \(Gather\): indexes a constant table by a computed tensor"),
     ("table_columns", [node("Gather", ["table", "x"], ["e"], name="embed", axis=1)],
@@ -103,7 +103,44 @@ def test_lookups_mcugen_does_not_do_are_refused_in_one_line(name, nodes, message
     nodes = nodes + [node("MatMul", ["e", "w"], ["y"], name="linear")]
     model = make_model(nodes, [ids_input((1, 3))], [tensor("y", [1, 3, 2])],
                        [("table", RNG.normal(size=(3, 3))), ("w", RNG.normal(size=(3, 2)))])
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1, dtype=np.int64), "one"))
     with pytest.raises(MCUGenError, match=message) as info:
         mcugen.build(save(model, tmp_path / f"{name}.onnx"), out=tmp_path / "p")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "p").exists()
+
+
+def bert_like_embeddings(positions):
+    """transformers' BERT embeddings at max_position_embeddings = `positions`: the ids reshaped
+    (GPT-2's `input_ids.view(-1, n)`) into the word lookup, plus the token type looked up by
+    GatherElements of the registered zero buffer [1, positions] at the constant position ids."""
+    nodes = [node("Reshape", ["x", "view"], ["ids"], name="view"),
+             node("Gather", ["words", "ids"], ["w"], name="word_embeddings", axis=0),
+             node("GatherElements", ["type_buffer", "position_ids"], ["types"], name="token_types", axis=1),
+             node("Gather", ["type_table", "types"], ["t"], name="token_type_embeddings", axis=0),
+             node("Add", ["w", "t"], ["e"], name="embeddings"),
+             node("MatMul", ["e", "lw"], ["y"], name="linear")]
+    model = make_model(nodes, [ids_input()], [tensor("y", [1, TOKENS, 2])],
+                       [("words", RNG.normal(size=(30, 4))), ("type_table", RNG.normal(size=(2, 4))),
+                        ("lw", RNG.normal(size=(4, 2)))])
+    for name, value in (("view", [-1, TOKENS]), ("type_buffer", np.zeros((1, positions))),
+                        ("position_ids", np.arange(TOKENS)[None])):
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(value, dtype=np.int64), name))
+    return model
+
+
+@pytest.mark.parametrize("positions", [32, 512])
+def test_bert_embeddings_fold_their_token_types_and_read_ids_through_a_reshape(positions, tmp_path, host_cc):
+    """onnx's reference evaluator cannot fold GatherElements over more than 64 positions
+    (np.choose); mcugen folds it by numpy."""
+    path = save(bert_like_embeddings(positions), tmp_path / "e.onnx")
+    ids = RNG.integers(0, 30, size=(40, TOKENS))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = np.concatenate([session.run(None, {"x": ids[i:i + 1]})[0] for i in range(4)])
+    project = mcugen.build(path, out=tmp_path / "out", calib=ids)
+    graph = project.qgraph.graph
+    np.testing.assert_allclose(run_float(graph, ids[:4].astype(np.float64))[graph.output], want,
+                               rtol=1e-5, atol=1e-5)
+    assert [s.kind for s in project.schedule.steps][:1] == ["embedding"]
+    result = compare(tmp_path / "out", project.schedule, ids[:10].astype(np.float64), sanitize=True, on="host")
+    assert result.mismatches == 0, result.first

@@ -269,3 +269,62 @@ def test_layer_norm_on_gap8_and_hls(target, tmp_path, host_cc):
     assert "layernorm" in [s.kind for s in project.schedule.steps]
     result = compare(out, project.schedule, verify_inputs(project.schedule, 10, seed=3), on="host")
     assert result.mismatches == 0, f"{target}: {result.first}"
+
+
+RMS_FORMS = ["rms_reciprocal", "rms_div_one", "rms_div", "rms_op"]
+
+
+def rms_model(form, seed=4):
+    """x -> Conv -> tokens -> RMSNorm -> Flatten -> Gemm(3). Forms: Llama's dynamo export
+    (Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul x, Mul gamma), T5's TorchScript (Div(1, Sqrt)
+    then Mul), a Div of x by the Sqrt, and ONNX's RMSNormalization (opset 23)."""
+    rng = np.random.default_rng(seed)
+    graph = [node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             node("Reshape", ["c1", "tok"], ["t"], name="to_tokens")]
+    inits = [("w1", rng.normal(size=(4, 2, 3, 3))), ("b1", rng.normal(size=4) * 0.3),
+             ("g", rng.normal(size=12)), ("two", np.array(2.0)), ("one", np.array(1.0)),
+             ("eps", np.array(1e-6)), ("gw", rng.normal(size=(3, 120))), ("gb", rng.normal(size=3))]
+    opset = 23 if form == "rms_op" else 13
+    if form == "rms_op":
+        graph.append(node("RMSNormalization", ["t", "g"], ["n"], name="rms", axis=-1, epsilon=1e-6))
+    else:
+        graph += [node("Pow", ["t", "two"], ["t2"], name="square"),
+                  node("ReduceMean", ["t2"], ["ms"], name="mean_square", axes=[-1]),
+                  node("Add", ["ms", "eps"], ["mse"], name="add_eps"),
+                  node("Sqrt", ["mse"], ["rms"], name="root")]
+        if form == "rms_div":
+            graph.append(node("Div", ["t", "rms"], ["nd"], name="normalize"))
+        else:
+            inverse = node("Reciprocal", ["rms"], ["inv"], name="inverse") if form == "rms_reciprocal" \
+                else node("Div", ["one", "rms"], ["inv"], name="inverse")
+            graph += [inverse, node("Mul", ["t", "inv"], ["nd"], name="normalize")]
+        graph.append(node("Mul", ["g", "nd"], ["n"], name="gamma"))
+    graph += [node("Flatten", ["n"], ["f"], name="flatten"),
+              node("Gemm", ["f", "gw", "gb"], ["y"], name="fc", transB=1)]
+    model = make_model(graph, [tensor("x", IN_SHAPE)], [tensor("y", [1, 3])], inits, opset=opset)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(TOKENS, dtype=np.int64), "tok"))
+    return model
+
+
+@pytest.mark.parametrize("form", RMS_FORMS)
+def test_rms_norm_forms_are_one_step_matching_onnxruntime(form, tmp_path):
+    path = save(rms_model(form), tmp_path / f"{form}.onnx")
+    graph = check_float_ir(path)
+    norm = [n for n in graph.nodes if n.op == "LayerNormalization"]
+    assert len(norm) == 1 and norm[0].attrs["center"] is False and len(graph.nodes) == 5
+
+
+def test_rms_norm_is_bit_exact_within_its_bound(tmp_path, host_cc):
+    """Without centering (s1 = 0): the C against the reference, and the stated bound (with
+    sqrt(n) for Samuelson's sqrt(n - 1)) on the lowering's sampled rows and more."""
+    path = save(rms_model("rms_reciprocal"), tmp_path / "rms.onnx")
+    rng = np.random.default_rng(7)
+    for _, project in check_bit_exact(path, tmp_path, BOTH):
+        step = ln_step(project)
+        assert step.params["center"] == 0 and step.info["ln_bound_ratio"] <= 1.0, step.info
+        graph_node = next(n for n in project.qgraph.graph.nodes if n.op == "LayerNormalization")
+        x = project.qgraph.encodings[graph_node.inputs[0]]
+        y = project.qgraph.encodings[graph_node.output]
+        codes = np.concatenate([sample_codes(x, 12, rng), rng.integers(x.code_min, x.B + 1, size=(2000, 12))])
+        measured = measure(step, error_model(graph_node, x, y, step.info["x_frac_bits"]), codes)
+        assert float((measured["error"] / measured["bound"]).max()) <= 1.0

@@ -131,7 +131,8 @@ class _Rewrite:
             return self.elementwise(node)
         handler = {"Transpose": self.transpose, "Gather": self.gather, "Split": self.split,
                    "Concat": self.concat, "Slice": self.slice, "MatMul": self.matmul,
-                   "Gemm": self.gemm, "Softmax": self.normalize, "LogSoftmax": self.normalize,
+                   "Gemm": self.gemm, "Expand": self.expand, "Softmax": self.normalize,
+                   "LogSoftmax": self.normalize,
                    "LayerNormalization": self.normalize}.get(op)
         if op in RESHAPES:
             handler = self.reshape_node
@@ -142,13 +143,20 @@ class _Rewrite:
                          if t in self.activations and not is_canonical(self.shapes[t]))
             self.fail(node, f"reads or writes {list(shape)}, whose batch axis is not first; "
                             f"mcugen moves the batch axis to the front through elementwise ops, "
-                            f"reshapes, Transpose, Gather, Slice, Split, Concat, MatMul, Gemm, "
-                            f"reductions, Softmax and LayerNormalization only")
+                            f"reshapes, Transpose, Gather, Slice, Split, Concat, Expand, MatMul, "
+                            f"Gemm, reductions, Softmax and LayerNormalization only")
         handler(node)
 
     def elementwise(self, node):
         order = canonical_order(self.shapes[node.output[0]])
         self.emit(node, [self.operand(name, order, node) for name in node.input])
+
+    def expand(self, node):
+        """A broadcast: its input laid out like the output, the target shape the output's."""
+        y = node.output[0]
+        order = canonical_order(self.shapes[y])
+        shape = self.constant(np.array(canonical(self.shapes[y]), dtype=np.int64), f"{y}/batch_first_shape")
+        self.emit(node, [self.operand(node.input[0], order, node), shape])
 
     def reshape_node(self, node):
         self.reshape(node.input[0], node.output[0], canonical(self.shapes[node.output[0]]),
@@ -284,7 +292,9 @@ class _Rewrite:
         if not name:
             return name
         value = self.constants.get(name)
-        if value is None or value.size != int(np.prod(shape)):
+        if value is None:                 # computed: ops/layernorm.py refuses it by name
+            return name
+        if value.size != int(np.prod(shape)):
             self.fail(node, "its scale and bias must be constants over the normalized axes")
         return self.constant(value.reshape(shape), f"{name}/as:{node.name}")
 
@@ -340,6 +350,37 @@ def _attr(node, name, default):
     return default
 
 
+def _rewrite_or_explain(rewrite, node, input_name, shapes) -> None:
+    """Rewrite the node; when it cannot be and the model's input is sequence-first, say that
+    its first axis may be a batch instead."""
+    try:
+        rewrite.rewrite(node)
+    except MCUGenError as exc:
+        shape = shapes.get(input_name, [1])
+        if is_canonical(shape):
+            raise
+        raise MCUGenError(f"input '{display_name(input_name)}' is {list(shape)}, read with its "
+                          f"batch on a size-1 axis (sequence first); then {exc}; if axis 0 is "
+                          f"a batch of {shape[0]}, re-export with batch 1") from None
+
+
+def _real_input(model):
+    initializers = {i.name for i in model.graph.initializer}
+    return next(i for i in model.graph.input if i.name not in initializers)
+
+
+def _input_batch_first(model, shapes) -> None:
+    """A sequence-first input declared in its canonical shape (the same memory)."""
+    value = _real_input(model)
+    shape = shapes.get(value.name)
+    if shape is None or is_canonical(shape):
+        return
+    dims = value.type.tensor_type.shape.dim
+    del dims[:]
+    for size in canonical(shape):
+        dims.add().dim_value = size
+
+
 def batch_axis_first(model: onnx.ModelProto) -> onnx.ModelProto:
     """The shape-inferred model with every activation's batch axis first (re-inferred when
     anything changed)."""
@@ -356,7 +397,8 @@ def batch_axis_first(model: onnx.ModelProto) -> onnx.ModelProto:
         if empty or all(is_canonical(shapes[t]) for t in tensors):
             rewrite.nodes.append(node)
         else:
-            rewrite.rewrite(node)
+            _rewrite_or_explain(rewrite, node, _real_input(model).name, shapes)
+    _input_batch_first(model, shapes)
     del model.graph.node[:]
     model.graph.node.extend(rewrite.nodes)
     model.graph.initializer.extend(rewrite.initializers)

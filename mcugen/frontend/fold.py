@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from mcugen.errors import MCUGenError, display_name
+
 # node types whose output depends on the input's shape only (static shape: a constant)
 SHAPE_OF = ("Shape", "Size")
 
@@ -38,8 +40,34 @@ def _infer(model):
         return model
 
 
+def _gather_elements(node, feeds) -> list:
+    """GatherElements by numpy: onnx's reference evaluator goes through np.choose, which takes
+    at most 64 choices (transformers' token-type buffer over 512 positions has more)."""
+    data, indices = (feeds[name] for name in node.input[:2])
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0) % data.ndim
+    indices = np.where(indices < 0, indices + data.shape[axis], indices)
+    return [np.take_along_axis(data, indices.astype(np.int64), axis=axis)]
+
+
+# node types folded by mcugen's own numpy instead of onnx's reference evaluator
+OWN_FOLDS = {"GatherElements": _gather_elements}
+
+
 def _evaluate(node, opset_import, feeds) -> list:
-    """The outputs of one node on the given input values."""
+    """The outputs of one node on the given input values; a node the evaluator fails on is
+    refused in one line."""
+    if node.op_type in OWN_FOLDS:
+        return OWN_FOLDS[node.op_type](node, feeds)
+    try:
+        return _reference_evaluate(node, opset_import, feeds)
+    except Exception as exc:      # noqa: BLE001 - the evaluator raises many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MCUGenError(f"node '{display_name(node.name or node.output[0])}' ({node.op_type}): "
+                          f"folding it to a constant failed: {display_name(first, 120)}") from None
+
+
+def _reference_evaluate(node, opset_import, feeds) -> list:
+    """The outputs of one node by onnx's reference evaluator."""
     # deferred: onnx.reference takes a second to import; most models have no constant nodes
     from onnx.reference import ReferenceEvaluator
     outputs = [onnx.ValueInfoProto(name=name) for name in node.output]

@@ -20,6 +20,7 @@ from mcugen.frontend.guards import drop_nan_guards
 from mcugen.frontend.lift_1d import lift_1d
 from mcugen.frontend.linear import fuse_linear_bias
 from mcugen.frontend.patterns import fuse_activation_patterns
+from mcugen.frontend.spellings import respell
 from mcugen.ir.graph import Graph
 from mcugen.ops import onnx_op, supported_onnx_ops
 
@@ -47,6 +48,13 @@ def read_model(path) -> onnx.ModelProto:
     return model
 
 
+def _sequence_first(value) -> bool:
+    """An input whose axis 0 is fixed above 1 and another axis is 1 ([T, 1, E]: nn.Transformer
+    without batch_first): read with its batch on that axis (frontend/batch_axis.py)."""
+    dims = value.type.tensor_type.shape.dim
+    return any(d.HasField("dim_value") and d.dim_value == 1 for d in list(dims)[1:])
+
+
 def _fix_batch(model: onnx.ModelProto) -> None:
     """Fix a symbolic (or zero) batch dimension to 1; any other dynamic dimension is an error."""
     initializers = {i.name for i in model.graph.initializer}
@@ -58,7 +66,8 @@ def _fix_batch(model: onnx.ModelProto) -> None:
             if dynamic and axis == 0:
                 dim.Clear()
                 dim.dim_value = 1
-            elif axis == 0 and dim.dim_value != 1 and value in model.graph.input:
+            elif axis == 0 and dim.dim_value != 1 and value in model.graph.input \
+                    and not _sequence_first(value):
                 raise MCUGenError(
                     f"input '{display_name(value.name)}' has a fixed batch of {dim.dim_value}; "
                     f"the generated code runs one sample at a time: re-export with batch 1 or "
@@ -125,6 +134,10 @@ class ImportContext:
     def is_graph_output(self, name):
         return name in self.graph_outputs
 
+    def producer(self, name):
+        """The node writing tensor `name`, or None (an input or an initializer)."""
+        return next((n for n in self.model.graph.node if name in n.output), None)
+
     def is_read(self, name):
         """A tensor some node or the graph output reads."""
         return name in self.graph_outputs or any(name in n.input for n in self.model.graph.node)
@@ -179,11 +192,20 @@ def _unique_node_names(nodes) -> None:
 
 
 def _check_token_ids(ctx, ir_nodes) -> None:
-    """An integer input is token ids: only embedding lookups may read it."""
+    """An integer input is token ids: only embedding lookups may read it (and reshapes of it
+    that only they read, or nothing: the lookups read through them)."""
     if not ctx.input_is_integer:
         return
+
+    def other_reader(tensor):
+        for node in (n for n in ir_nodes if tensor in n.inputs):
+            if node.op == "Reshape":
+                node = other_reader(node.output)
+            if node is not None and node.op != "Embedding":
+                return node
+        return None
     readers = [n for n in ir_nodes if ctx.input_name in n.inputs]
-    other = next((n for n in readers if n.op != "Embedding"), None)
+    other = other_reader(ctx.input_name)
     if other is not None or not readers:
         what = f"node '{display_name(other.name)}' ({other.onnx_op or other.op}) reads it" if other \
             else "nothing reads it"
@@ -206,7 +228,7 @@ def import_model(model: onnx.ModelProto) -> Graph:
         raise MCUGenError(f"ONNX shape inference failed: {display_name(first, 160)}") from None
     model = lift_1d(batch_axis_first(model))
     ctx = ImportContext(model)
-    nodes = drop_nan_guards(list(model.graph.node), ctx)
+    nodes = respell(drop_nan_guards(list(model.graph.node), ctx), ctx)
     nodes = fuse_linear_bias(fuse_activation_patterns(nodes, ctx), ctx)
     _check_finite(ctx, {i for n in nodes for i in n.input})
     for node in nodes:

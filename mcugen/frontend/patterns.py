@@ -11,12 +11,15 @@ of elementwise ops mcugen cannot quantize one by one:
         x * 0.5 * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))  -> Gelu(x, approximate="tanh")
         (the cube a Pow(x, 3) or two Muls)
 
-and one normalization (frontend of ops/layernorm.py), the form TorchScript writes before opset 17:
+and two normalizations (frontend of ops/layernorm.py), the forms TorchScript writes before
+opset 17 and T5 and Llama write at any opset:
 
 - LayerNorm: d = x - ReduceMean(x), (d or a second x - ReduceMean(x)) / Sqrt(ReduceMean(d^2) + eps)
         [* gamma] [+ beta]   -> LayerNormalization(x, gamma, beta, axis, epsilon)
         (both means over the same trailing axes, keepdims; d^2 a Pow(d, 2) or Mul(d, d); the
         division may be a Mul by Reciprocal; gamma and beta constants along those axes)
+- RMSNorm: x / Sqrt(ReduceMean(x^2) + eps) [* gamma] [+ beta]
+        -> RMSNormalization(x, gamma, beta, axis, epsilon) (the opset-23 op, plus a bias)
 
 Commutative operands may come in either order, and the two outer Muls of a GELU in any
 grouping. A match needs every intermediate tensor read only inside the pattern (and no graph
@@ -227,22 +230,33 @@ def _square_of(node, view):
     return None
 
 
+def _inverse(view, tensor):
+    """The node making `tensor` as 1 / s, Reciprocal(s) or Div(1, s) (T5's TorchScript), else None."""
+    node = _made(view, tensor, "Reciprocal")
+    if node is None:
+        node = _made(view, tensor, "Div")
+        if node is None or not view.is_scalar(node.input[0], 1.0):
+            return None
+    return node
+
+
 def _normalization(node, view):
     """node = (x - mean) / sqrt(var + eps), var the mean of (x - mean)^2, both means over the same
-    trailing axes of x -> (x, axis, eps, [nodes]), else None. The division may be a Mul by a
-    Reciprocal; the numerator the centered value itself or a second Sub of the same operands."""
+    trailing axes of x -> (x, axis, eps, [nodes], True), or RMSNorm's x / sqrt(mean(x^2) + eps)
+    -> (..., False), else None. The division may be a Mul by a Reciprocal; the numerator the
+    centered value itself or a second Sub of the same operands."""
     ctx = view.ctx
     if len(node.input) != 2 or node.domain not in ("", "ai.onnx"):
         return None
     if node.op_type == "Div":
         numerator, std, nodes = node.input[0], node.input[1], [node]
     elif node.op_type == "Mul":
-        inverses = [(i, _made(view, node.input[i], "Reciprocal")) for i in (0, 1)]
+        inverses = [(i, _inverse(view, node.input[i])) for i in (0, 1)]
         found = [(i, inv) for i, inv in inverses if inv is not None]
         if not found:
             return None
         i, inverse = found[0]
-        numerator, std, nodes = node.input[1 - i], inverse.input[0], [node, inverse]
+        numerator, std, nodes = node.input[1 - i], inverse.input[-1], [node, inverse]
     else:
         return None
     sqrt = _made(view, std, "Sqrt")
@@ -258,6 +272,8 @@ def _normalization(node, view):
     square = view.producers.get(second.input[0]) if second is not None else None
     centered = _square_of(square, view)
     sub = _made(view, centered, "Sub") if centered is not None else None
+    if sub is None and centered is not None and numerator == centered:
+        return _root_mean_square(centered, second, view, eps, nodes + [sqrt, add, second, square])
     if sub is None or len(sub.input) != 2:
         return None
     x, mean = sub.input
@@ -274,7 +290,16 @@ def _normalization(node, view):
         if again is None or list(again.input) != [x, mean]:
             return None
         nodes.append(again)
-    return x, axis, eps, nodes
+    return x, axis, eps, nodes, True
+
+
+def _root_mean_square(x, mean_square, view, eps, nodes):
+    """The RMSNorm form x / sqrt(mean(x^2) + eps) (T5, Llama) -> (x, axis, eps, nodes, False)."""
+    shape = view.ctx.shapes.get(x)
+    if view.ctx.const(x) is not None or shape is None:
+        return None
+    axis = _trailing_axes(mean_square, view, len(shape))
+    return None if axis is None else (x, axis, eps, nodes, False)
 
 
 def _along(value, shape, axis):
@@ -310,13 +335,14 @@ def _affine_after(tensor, view, op_type, shape, axis):
 
 
 def _layer_norm(node, view):
-    """node = the normalization of a decomposed LayerNorm, then its Mul(gamma) and Add(beta)
-    when they follow -> (inputs, output, attrs, [nodes]) of one LayerNormalization, else None.
+    """node = the normalization of a decomposed LayerNorm (or RMSNorm), then its Mul(gamma) and
+    Add(beta) when they follow -> (op type, inputs, output, attrs, [nodes]) of one
+    LayerNormalization (RMSNormalization, with the bias a third input), else None.
     Every tensor made inside the match is read only inside it and is no graph output."""
     found = _normalization(node, view)
     if found is None:
         return None
-    x, axis, eps, matched = found
+    x, axis, eps, matched, centered = found
     ctx = view.ctx
     shape = tuple(ctx.shapes[x])
     out, gamma, beta = node.output[0], np.ones(shape[axis:], np.float32), np.zeros(shape[axis:], np.float32)
@@ -346,7 +372,8 @@ def _layer_norm(node, view):
             name = f"{out}/layernorm_{what}#{k}"
         ctx.constants[name] = value
         names.append(name)
-    return [x] + names, out, {"axis": axis, "epsilon": eps}, matched
+    op_type = "LayerNormalization" if centered else "RMSNormalization"
+    return op_type, [x] + names, out, {"axis": axis, "epsilon": eps}, matched
 
 
 PATTERNS = [
@@ -376,8 +403,8 @@ def _fuse_one(nodes, ctx):
             return before + [fused] + [n for n in nodes[index + 1:] if id(n) not in dropped]
         found = _layer_norm(node, view)
         if found is not None:
-            inputs, out, attrs, matched = found
-            fused = helper.make_node("LayerNormalization", inputs, [out], name=out, **attrs)
+            op_type, inputs, out, attrs, matched = found
+            fused = helper.make_node(op_type, inputs, [out], name=out, **attrs)
             dropped = {id(n) for n in matched}
             before = [n for n in nodes[:index] if id(n) not in dropped]
             return before + [fused] + [n for n in nodes[index + 1:] if id(n) not in dropped]

@@ -23,10 +23,11 @@ MAX_ROWS = 1 << 16            # the ids' codes are uint16 at most
 def embedding_lookup(node, ctx):
     """The IR node of an ONNX Gather whose data is a constant (ops/slice.py sends it)."""
     table = np.asarray(ctx.const(node.input[0]), dtype=np.float64)
-    ids = node.input[1]
+    ids = _ids_source(node.input[1], ctx)
     if ids != ctx.input_name or not ctx.input_is_integer:
         ctx.fail(node, "indexes a constant table by a computed tensor; supported: the model's "
-                       "integer input (token ids) indexing an embedding table directly")
+                       "integer input (token ids) indexing an embedding table, directly or "
+                       "through reshapes")
     axis = int(ctx.attrs(node).get("axis", 0))
     if table.ndim < 1 or axis % table.ndim != 0:
         ctx.fail(node, f"gathers along axis {axis} of a constant table; supported: rows (axis 0)")
@@ -36,6 +37,19 @@ def embedding_lookup(node, ctx):
     return Node(name=node.name, op="Embedding", inputs=[ids], output=node.output[0],
                 attrs={"shape": list(ctx.shape(node.output[0]))},
                 params={"table": table.reshape(table.shape[0], -1)}, onnx_op="Gather")
+
+
+SHAPE_ONLY = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+
+
+def _ids_source(name, ctx):
+    """The tensor whose ids `name` holds: itself, or what a chain of shape-only nodes (GPT-2's
+    `input_ids.view(-1, n)`) reshapes: the same ids in the same order."""
+    producer = ctx.producer(name)
+    while producer is not None and producer.op_type in SHAPE_ONLY:
+        name = producer.input[0]
+        producer = ctx.producer(name)
+    return name
 
 
 def token_rows(ids, rows):

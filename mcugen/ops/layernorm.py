@@ -36,10 +36,11 @@ INT32_MAX = (1 << 31) - 1
 SAMPLED_ELEMENTS = 1 << 15   # the error measurement's budget (rows of n elements)
 
 
-def layer_norm(x, axis, gamma, beta, eps):
-    """Float LayerNormalization over the axes [axis, ndim) of x (ONNX: eps inside the sqrt)."""
+def layer_norm(x, axis, gamma, beta, eps, center=True):
+    """Float LayerNormalization over the axes [axis, ndim) of x (ONNX: eps inside the sqrt);
+    without `center`, RMSNormalization (the mean square instead of the variance)."""
     axes = tuple(range(axis, x.ndim))
-    mean = x.mean(axis=axes, keepdims=True)
+    mean = x.mean(axis=axes, keepdims=True) if center else 0.0
     centered = x - mean
     var = (centered * centered).mean(axis=axes, keepdims=True)
     return centered / np.sqrt(var + eps) * gamma + beta
@@ -48,7 +49,7 @@ def layer_norm(x, axis, gamma, beta, eps):
 @register
 class LayerNormalization(OpDef):
     kind = "LayerNormalization"
-    onnx_types = ("LayerNormalization",)
+    onnx_types = ("LayerNormalization", "RMSNormalization")
     step_kinds = ("layernorm",)
     applies_activation = True
     fuses_activation = "elementwise"
@@ -82,14 +83,15 @@ class LayerNormalization(OpDef):
                                f"normalized shape {list(norm_shape)}")
             params[key] = value.reshape(shape[max(axis, 1):]).astype(np.float64)
         return Node(name=node.name, op=self.kind, inputs=[x], output=out, onnx_op=node.op_type,
-                    attrs={"axis": max(axis, 1), "epsilon": eps, "activation": None}, params=params)
+                    attrs={"axis": max(axis, 1), "epsilon": eps, "activation": None,
+                           "center": node.op_type == "LayerNormalization"}, params=params)
 
     def infer_shape(self, node, in_shapes):
         return in_shapes[0]
 
     def run_float(self, node, inputs):
         y = layer_norm(inputs[0], node.attrs["axis"], node.params["scale"], node.params["bias"],
-                       node.attrs["epsilon"])
+                       node.attrs["epsilon"], node.attrs.get("center", True))
         return activation_fn(node.attrs["activation"])(y)
 
     def lower(self, node, ctx):
@@ -97,12 +99,13 @@ class LayerNormalization(OpDef):
         shape = ctx.shape(node.inputs[0])
         axis = node.attrs["axis"]
         outer, n = int(np.prod(shape[1:axis])), int(np.prod(shape[axis:]))
-        fixed = frac_bits(node, ctx, x, n, node.attrs["epsilon"])
+        center = int(node.attrs.get("center", True))
+        fixed = frac_bits(node, ctx, x, n, node.attrs["epsilon"], center)
         gamma = node.params["scale"].reshape(-1)
         beta = node.params["bias"].reshape(-1)
-        z_bits, sign, scales, bias, bound, constant = positions(gamma, beta, n, y.range)
+        z_bits, sign, scales, bias, bound, constant = positions(gamma, beta, n, y.range, center)
         consts, params, info = ctx.encoder_parts(node, node.attrs["activation"], scales, bound)
-        params.update(outer=outer, n=n, x_offset=x.table_offset, eps_units=fixed["eps_units"],
+        params.update(outer=outer, n=n, center=center, x_offset=x.table_offset, eps_units=fixed["eps_units"],
                       norm_bits=NORM_BITS, norm_steps=NORM_STEPS, root_steps=ROOT_STEPS,
                       recip_bits=RECIP_BITS, shift_base=RECIP_BITS - z_bits)
         consts.update(dx=fixed["table"].astype(np.int16), ln_sign=sign.astype(np.int8),
@@ -122,9 +125,10 @@ class LayerNormalization(OpDef):
         return encode(step, acc, np.arange(p["n"])).reshape(inputs[0].shape[0], -1)
 
 
-def frac_bits(node, ctx, x, n, eps) -> dict:
+def frac_bits(node, ctx, x, n, eps, center=1) -> dict:
     """Step 1 of the contract: the decode table's fractional bits F, as many as int16 tables
-    allow (the uniform grid too), lowered until S1, c_i and V' + E provably fit."""
+    allow (the uniform grid too), lowered until S1, c_i and V' + E provably fit (RMSNorm,
+    without `center`: c_i = n D_i, |c_i| <= n max|D|, V' <= n^3 max|D|^2 + E)."""
     if n > MAX_N:
         ctx.fail(node, f"it normalizes rows of {n} elements; supported: up to {MAX_N}")
     frac = default_frac_bits(x, fine=True)
@@ -134,8 +138,9 @@ def frac_bits(node, ctx, x, n, eps) -> dict:
         unit = x.range / table_scale(x, frac)
         exact = eps * n ** 3 / unit ** 2
         eps_units = max(1, int(round_half_away(exact))) if exact < VAR_LIMIT else VAR_LIMIT + 1
-        var_bound = n ** 3 * span ** 2 // 4
-        if n * peak <= ACC_LIMIT and (n - 1) * span <= INT32_MAX and var_bound + eps_units <= VAR_LIMIT:
+        var_bound = n ** 3 * span ** 2 // 4 if center else n ** 3 * peak ** 2
+        c_bound = (n - 1) * span if center else n * peak
+        if n * peak <= ACC_LIMIT and c_bound <= INT32_MAX and var_bound + eps_units <= VAR_LIMIT:
             return {"frac": frac, "table": table, "unit": unit, "eps_units": eps_units,
                     "var_bound": var_bound}
         if frac == 0:
@@ -145,16 +150,19 @@ def frac_bits(node, ctx, x, n, eps) -> dict:
         frac -= 1
 
 
-def positions(gamma, beta, n, y_range):
-    """Step 10: per position j, (Z, g_j, scale_j, b_j, the accumulator bound, constant_j)."""
-    constant = (gamma == 0) | (np.abs(gamma) * math.sqrt(n - 1) <= NEGLIGIBLE * np.abs(beta))
+def positions(gamma, beta, n, y_range, center=1):
+    """Step 10: per position j, (Z, g_j, scale_j, b_j, the accumulator bound, constant_j).
+    LayerNorm's |z| < 2^Z (|y| <= sqrt(n - 1)); RMSNorm's |y| < sqrt(n) leaves no such slack,
+    so its bound takes |z| <= 2^Z + 1 (r and z rounded up)."""
+    spread = math.sqrt(n - 1) if center else math.sqrt(n)
+    constant = (gamma == 0) | (np.abs(gamma) * spread <= NEGLIGIBLE * np.abs(beta))
     sign = np.where(constant, 0, np.sign(gamma)).astype(np.int64)
     fixed_scale = np.where(beta != 0, np.abs(beta), y_range) / (1 << CONSTANT_BITS)
     for z_bits in range(MAX_Z, -1, -1):
         scales = fixed_scale.copy()
         scales[~constant] = np.abs(gamma[~constant]) * math.sqrt(n) / (1 << z_bits)
         bias = round_half_away(beta / scales).astype(np.int64)
-        bound = int(np.max(np.abs(sign) * (1 << z_bits) + np.abs(bias)))
+        bound = int(np.max(np.abs(sign) * ((1 << z_bits) + 1 - center) + np.abs(bias)))
         if bound <= ACC_LIMIT:
             return z_bits, sign, scales, bias, bound, constant
     raise AssertionError("unreachable: Z = 14 always fits (docs/design.md)")
@@ -164,8 +172,9 @@ def error_model(node, x, y, frac) -> dict:
     """What `measure` compares a step of `node` with: its float parameters, the input and
     output encodings, the table's unit (x_frac_bits = frac) and the encoder rows' scales."""
     gamma, beta = node.params["scale"].reshape(-1), node.params["bias"].reshape(-1)
-    _, _, scales, _, _, constant = positions(gamma, beta, gamma.size, y.range)
-    return {"x": x, "y": y, "gamma": gamma, "beta": beta, "eps": node.attrs["epsilon"],
+    center = int(node.attrs.get("center", True))
+    _, _, scales, _, _, constant = positions(gamma, beta, gamma.size, y.range, center)
+    return {"x": x, "y": y, "gamma": gamma, "beta": beta, "eps": node.attrs["epsilon"], "center": center,
             "unit": x.range / table_scale(x, frac), "activation": node.attrs["activation"],
             "scales": scales, "constant": constant}
 
@@ -174,7 +183,7 @@ def integer_rows(p, consts, codes) -> np.ndarray:
     """Steps 1-10 on codes (..., n): the int64 accumulators acc (same shape), as the C does."""
     n = p["n"]
     d = consts["dx"].astype(np.int64)[np.asarray(codes, dtype=np.int64) + p["x_offset"]]
-    s1 = d.sum(axis=-1, keepdims=True)
+    s1 = d.sum(axis=-1, keepdims=True) if p.get("center", 1) else 0
     c = n * d - s1
     w = (c * c).sum(axis=-1) + p["eps_units"]
     k = np.zeros_like(w)
@@ -218,11 +227,12 @@ def measure(step, model, codes) -> dict:
     p, consts = step.params, step.consts
     n = p["n"]
     x, y, gamma, beta, eps = model["x"], model["y"], model["gamma"], model["beta"], model["eps"]
+    center = model["center"]
     acc = integer_rows(p, consts, codes)
     value = acc * model["scales"]
     decoded = x.decode(codes)
     with np.errstate(divide="ignore", invalid="ignore"):     # eps = 0 on a constant row: 0/0
-        exact = layer_norm(decoded, 1, gamma, beta, eps)
+        exact = layer_norm(decoded, 1, gamma, beta, eps, center)
     defined = np.isfinite(exact)
     exact = np.where(defined, exact, 0.0)
     unit = model["unit"]
@@ -232,14 +242,16 @@ def measure(step, model, codes) -> dict:
     e_units, e_exact = p["eps_units"], eps * n ** 3 / unit ** 2
     d_e = abs(e_units - e_exact)
     z_bits = RECIP_BITS - p["shift_base"]
+    m = n - 1 if center else n           # |y| <= sqrt(m): Samuelson's bound, or the mean square's
     own = np.abs(gamma) * (2 * math.sqrt(n) * 2.0 ** -z_bits)
-    if n > 1:
-        own += np.abs(gamma) * math.sqrt(n - 1) * d_e / (2 * (n * (n - 1) + max(e_units - d_e, 0.0)))
-    own = np.where(model["constant"], np.abs(gamma) * math.sqrt(max(n - 1, 0)) + np.abs(beta) * 2.0 ** -25, own)
+    if m > 0:
+        own += np.abs(gamma) * math.sqrt(m) * d_e / (2 * (n * m + max(e_units - d_e, 0.0)))
+    own = np.where(model["constant"], np.abs(gamma) * math.sqrt(max(m, 0)) + np.abs(beta) * 2.0 ** -25, own)
     # the table's rounding (u/2 per element) against the decoded inputs
-    spread = np.sqrt(table.var(axis=-1, keepdims=True) + eps)
+    second = table.var(axis=-1, keepdims=True) if center else np.mean(table ** 2, axis=-1, keepdims=True)
+    spread = np.sqrt(second + eps)
     with np.errstate(divide="ignore", invalid="ignore"):
-        normalized = np.nan_to_num(np.abs(layer_norm(decoded, 1, 1.0, 0.0, eps)))
+        normalized = np.nan_to_num(np.abs(layer_norm(decoded, 1, 1.0, 0.0, eps, center)))
         rounding = np.where(model["constant"], 0.0,
                             np.abs(gamma) * unit * (1 + normalized / 2) / spread)
     bound = own + np.nan_to_num(rounding, nan=np.inf) + 1e-12 * (1 + np.abs(exact))   # float64 slack
