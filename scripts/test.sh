@@ -25,4 +25,8 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 # every skip fails the run (tests/conftest.py); MCUGEN_ALLOW_SKIPS=1 accepts them
 export MCUGEN_SKIPS=fail
-exec python3 -m pytest -q -rs "$@"
+# one pytest-xdist worker a core (MCUGEN_TEST_WORKERS=N to choose; 0 runs serially). loadgroup:
+# tests are handed out one by one, except those sharing a module-scoped fixture or memo, which
+# go to one worker together (tests/conftest.py). Arguments given here come after, so they win
+# (`-n 0`, `--dist load`, ...).
+exec python3 -m pytest -q -rs -n "${MCUGEN_TEST_WORKERS:-auto}" --dist loadgroup "$@"
