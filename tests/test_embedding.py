@@ -144,3 +144,20 @@ def test_bert_embeddings_fold_their_token_types_and_read_ids_through_a_reshape(p
     assert [s.kind for s in project.schedule.steps][:1] == ["embedding"]
     result = compare(tmp_path / "out", project.schedule, ids[:10].astype(np.float64), sanitize=True, on="host")
     assert result.mismatches == 0, result.first
+
+
+def test_computing_from_the_ids_is_refused_with_the_workaround(tmp_path):
+    """RoBERTa computes its position ids from the token ids (Equal to the padding id, CumSum):
+    the refusal says how to export instead."""
+    nodes = [node("Gather", ["table", "x"], ["e"], name="embed", axis=0),
+             node("Equal", ["x", "pad"], ["is_pad"], name="padding"),
+             node("Cast", ["is_pad"], ["mask"], to=onnx.TensorProto.FLOAT, name="to_float"),
+             node("Unsqueeze", ["mask", "last"], ["mask3"], name="per_token"),
+             node("Mul", ["e", "mask3"], ["y"], name="masked")]
+    model = make_model(nodes, [ids_input((1, 3))], [tensor("y", [1, 3, 3])], [("table", RNG.normal(size=(5, 3)))])
+    for name, value in (("pad", 1), ("last", [2])):
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(value, dtype=np.int64), name))
+    with pytest.raises(MCUGenError, match=r"node 'padding' \(Equal\): computes from the token ids .* "
+                                          r"export with constant position ids and no mask") as info:
+        mcugen.build(save(model, tmp_path / "pad.onnx"), out=tmp_path / "p")
+    assert "\n" not in str(info.value)
