@@ -112,8 +112,8 @@ def format_report(report: dict) -> str:
 def _integer_step_errors(layers) -> list:
     """The integer Softmax's proven error bound and LayerNorm's worst measured error (on
     sampled rows, with its share of the stated bound), each against the float step."""
-    parts = [f"{layer['step']} softmax <= {layer['softmax_error_bound']:.2g}" for layer in layers
-             if layer.get("softmax_error_bound") is not None]
+    parts = [f"{layer['step']} {layer['op'].lower()} <= {layer['softmax_error_bound']:.2g}"
+             for layer in layers if layer.get("softmax_error_bound") is not None]
     parts += [f"{layer['step']} layernorm {layer['ln_max_error']:.2g} ({layer['ln_bound_ratio']:.0%} "
               f"of its bound)" for layer in layers if layer.get("ln_max_error") is not None]
     return ["integer steps' worst error against float (before encoding): " + "; ".join(parts)] if parts else []

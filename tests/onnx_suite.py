@@ -216,13 +216,16 @@ def quantized_cases():
 
 
 def float_ir_output(model: onnx.ModelProto, x):
-    """mcugen's float IR on x, with the host-side Softmax/LogSoftmax applied."""
+    """mcugen's float IR on x, with the host-side Softmax/LogSoftmax applied. x is one sample
+    in the ONNX input's shape, which mcugen may read batch first (a sequence-first [T, 1, ...]
+    input: frontend/batch_axis.py): the same values in the graph's input shape."""
     from mcugen.frontend.onnx_reader import import_model
     from mcugen.ops.softmax import apply_output_transform
     from mcugen.passes import run_flow
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     graph = run_flow(import_model(copy))
+    x = np.asarray(x).reshape((-1,) + tuple(graph.shapes[graph.input][1:]))
     return graph, apply_output_transform(graph.output_transform, run_float(graph, x)[graph.output])
 
 

@@ -160,6 +160,12 @@ CASES = {
                                                             helper.make_node("Softmax", ["a"], ["s2"], axis=1),
                                                             helper.make_node("Mul", ["s1", "s2"], ["r"])],
                                                            [("cw", w(3, 2, 3, 3))], [1, 2, 4, 5], (1, 3, 4, 5)),
+    # issue 24: LogSoftmax inside the graph, the softmax step with the integer log of its sum
+    "logsoftmax_inside_over_last_axis_and_channels": lambda: ([conv("c", "x", "a", "cw", pads=[1, 1, 1, 1]),
+                                                               helper.make_node("LogSoftmax", ["a"], ["s1"], axis=-1),
+                                                               helper.make_node("LogSoftmax", ["a"], ["s2"], axis=1),
+                                                               helper.make_node("Add", ["s1", "s2"], ["r"])],
+                                                              [("cw", w(3, 2, 3, 3))], [1, 2, 4, 5], (1, 3, 4, 5)),
     "class_token_and_position_constants": lambda: ([conv("c", "x", "a", "cw", pads=[1, 1, 1, 1]),
                                                     helper.make_node("Concat", ["tok", "a"], ["cat"], axis=2),
                                                     helper.make_node("Add", ["cat", "pos"], ["ap"]),

@@ -536,7 +536,7 @@ def _plan_rows(plan):
     step, p = plan.step, plan.step.params
     src, dst = plan.buf(step.inputs[0]), plan.buf(step.output)
     unit, units = p["n"] * p.get("inner", 1), p["outer"]
-    if units < 2:
+    if units < 2 or p.get("masked"):     # a mask row follows the row's index: the FC's kernel
         return
     for key in step.consts:      # the step's tables and its encoder's, each loaded whole
         plan.regions.append(plan.const_region(key, "static", 0))

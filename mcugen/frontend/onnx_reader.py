@@ -18,6 +18,7 @@ from mcugen.frontend.batch_axis import batch_axis_first
 from mcugen.frontend.fold import fold_constants
 from mcugen.frontend.guards import drop_nan_guards
 from mcugen.frontend.lift_1d import lift_1d
+from mcugen.frontend.masks import split_masks
 from mcugen.frontend.linear import fuse_linear_bias
 from mcugen.frontend.patterns import fuse_activation_patterns
 from mcugen.frontend.spellings import respell
@@ -237,7 +238,7 @@ def import_model(model: onnx.ModelProto) -> Graph:
         raise MCUGenError(f"ONNX shape inference failed: {display_name(first, 160)}") from None
     model = lift_1d(batch_axis_first(model))
     ctx = ImportContext(model)
-    nodes = respell(drop_nan_guards(list(model.graph.node), ctx), ctx)
+    nodes = split_masks(respell(drop_nan_guards(list(model.graph.node), ctx), ctx), ctx)
     nodes = fuse_linear_bias(fuse_activation_patterns(nodes, ctx), ctx)
     _check_finite(ctx, {i for n in nodes for i in n.input})
     computed_from_ids = _computed_from_ids(nodes, ctx)

@@ -24,6 +24,8 @@ def head_loop(schedule, i) -> dict | None:
         return None
     if c.params["a_head"] == 0 or b.params["inner"] != 1 or b.params["outer"] % heads:
         return None
+    if b.params.get("masked") and b.params["mask_rows"] > b.params["outer"] // heads:
+        return None                    # a mask that differs between heads: rows count across them
     readers = {name: [s.name for s in schedule.steps if name in s.inputs] for name in (scores, probs)}
     if readers != {scores: [b.name], probs: [c.name]} or schedule.output["buffer"] in (scores, probs):
         return None
