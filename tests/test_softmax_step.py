@@ -117,9 +117,9 @@ def inputs(n, seed=0):
     return np.random.default_rng(seed).uniform(-1.0, 1.0, size=(n, *IN_SHAPE[1:])).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_float_ir_matches_onnxruntime_and_softmax_is_a_step(name, tmp_path):
-    path = MODELS[name](tmp_path / f"{name}.onnx")
+def float_ir_then_steps(path):
+    """The float IR against onnxruntime (no host-side transform: the step is inside), then the
+    build and its softmax steps."""
     x = inputs(6)
     session = ort.InferenceSession(str(path))
     want = np.concatenate([session.run(None, {"x": xi[None]})[0] for xi in x])
@@ -128,7 +128,13 @@ def test_float_ir_matches_onnxruntime_and_softmax_is_a_step(name, tmp_path):
     np.testing.assert_allclose(run_float(graph, x.astype(np.float64))[graph.output], want,
                                rtol=1e-4, atol=1e-4)
     project = mcugen.build(path, input_range=(-1.0, 1.0))
-    steps = [s for s in project.schedule.steps if s.kind == "softmax"]
+    return project, [s for s in project.schedule.steps if s.kind == "softmax"]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_float_ir_matches_onnxruntime_and_softmax_is_a_step(name, tmp_path):
+    path = MODELS[name](tmp_path / f"{name}.onnx")
+    project, steps = float_ir_then_steps(path)
     assert [(s.params["n"], s.params["inner"]) for s in steps] == LAYOUTS[name]
     for step in steps:
         assert step.info["acc_bound"] == (1 << RECIP_BITS) + (1 << (step.params["prob_bits"] - 1))
@@ -251,15 +257,7 @@ def test_logsoftmax_inside_the_graph_is_the_step_with_its_log(name, tmp_path):
     """Float IR against onnxruntime; the step's layout (opset 11: H and W together, 13: H alone),
     its log table, its signed output and its stated bound."""
     path = LOG_MODELS[name](tmp_path / f"{name}.onnx")
-    x = inputs(6)
-    session = ort.InferenceSession(str(path))
-    want = np.concatenate([session.run(None, {"x": xi[None]})[0] for xi in x])
-    graph = run_flow(import_model(onnx.load(str(path))))
-    assert graph.output_transform is None
-    np.testing.assert_allclose(run_float(graph, x.astype(np.float64))[graph.output], want,
-                               rtol=1e-4, atol=1e-4)
-    project = mcugen.build(path, input_range=(-1.0, 1.0))
-    steps = [s for s in project.schedule.steps if s.kind == "softmax"]
+    project, steps = float_ir_then_steps(path)
     assert [(s.params["n"], s.params["inner"]) for s in steps] == LOG_LAYOUTS[name]
     for step in steps:
         p, node = step.params, next(n for n in project.qgraph.graph.nodes if n.name == step.layer)
