@@ -176,3 +176,14 @@ def test_a_fixed_batch_that_is_not_a_sequence_is_refused_in_one_line(tmp_path):
         mcugen.build(save(model, tmp_path / "b4.onnx"), out=tmp_path / "p", input_range=(0.0, 1.0))
     assert "\n" not in str(info.value)
     assert not (tmp_path / "p").exists()
+
+
+def test_samples_in_the_sequence_first_layout_are_taken_as_they_come(tmp_path):
+    """Calibration samples [N, T, 1, E] (the model's own input per sample) or [N, T, E]."""
+    path = save(sequence_first_model(), tmp_path / "seq.onnx")
+    x = inputs(8)
+    a = mcugen.build(path, calib=x[:, :, None, :])
+    b = mcugen.build(path, calib=x)
+    np.testing.assert_array_equal(a.run(x[:, :, None, :]), b.run(x))
+    with pytest.raises(MCUGenError, match=r"calibration samples have shape \[8, 5, 2, 4\]"):
+        mcugen.build(path, calib=x.reshape(8, T, 2, 4))

@@ -19,15 +19,21 @@ def synthetic_inputs(shape, input_range, seed, n=SYNTHETIC_SAMPLES):
     return rng.uniform(lo, hi, size=(n,) + tuple(shape[1:]))
 
 
+def _squeezed(dims) -> tuple:
+    return tuple(d for d in dims if d != 1)
+
+
 def coerce_inputs(x, shape, what="inputs"):
-    """(N, *shape[1:]) or (N, flat) or one sample -> (N, *shape[1:]) float64, or a clear error."""
+    """(N, *shape[1:]) or (N, flat) or one sample -> (N, *shape[1:]) float64, or a clear error.
+    A sample may also differ from shape[1:] by axes of 1 only (a sequence-first model's
+    [T, 1, E] samples for its batch-first [1, T, E]: frontend/batch_axis.py)."""
     x = np.asarray(x)
     if x.dtype.kind not in "fiu":
         raise MCUGenError(f"{what} must be numeric, got dtype {x.dtype}")
     per_sample = int(np.prod(shape[1:]))
     if x.ndim >= 1 and x.size % per_sample == 0 and x.size > 0 and (
             x.shape[1:] == tuple(shape[1:]) or (x.ndim == 2 and x.shape[1] == per_sample)
-            or tuple(x.shape) == tuple(shape)):
+            or tuple(x.shape) == tuple(shape) or _squeezed(x.shape[1:]) == _squeezed(shape[1:])):
         return x.reshape((-1,) + tuple(shape[1:])).astype(np.float64)
     forms = f"(N, {', '.join(map(str, shape[1:]))})"
     if len(shape) > 2:
