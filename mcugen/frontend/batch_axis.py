@@ -59,7 +59,7 @@ def is_canonical(shape) -> bool:
 
 class _Rewrite:
     def __init__(self, model, shapes, activations):
-        self.model, self.shapes, self.activations = model, shapes, activations
+        self.shapes, self.activations = shapes, activations
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
         self.constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
         self.initializers, self.nodes = [], []
@@ -98,8 +98,8 @@ class _Rewrite:
         self.nodes.append(new)
 
     def settle(self, node, natural, outputs=None):
-        """Emit the node writing shapes `natural` (one per output), then free Reshapes to the
-        outputs' canonical shapes where they differ."""
+        """(the names the node writes its `natural` shapes to, the pending (name, output) pairs
+        `finish` reshapes to the outputs' canonical shapes where the two differ)."""
         outputs, renamed = list(outputs or node.output), []
         for out, shape in zip(outputs, natural):
             same = not out or list(shape) == canonical(self.shapes[out])
@@ -110,7 +110,7 @@ class _Rewrite:
         for natural_name, out in pending:
             self.reshape(natural_name, out, canonical(self.shapes[out]), f"{out}/batch_first")
 
-    def operand(self, name, order, node, keep_last=0):
+    def operand(self, name, order, node):
         """An input laid out in the output's canonical order: a constant re-laid (or kept
         when it broadcasts the same), an activation viewed."""
         if not name:
