@@ -238,16 +238,15 @@ def test_a_point_that_does_not_fit_the_board_is_marked_not_dropped(data):
 
 
 def test_ctrl_c_keeps_finished_points_and_a_rerun_finishes(data):
-    """Twenty points on two workers (the grid's 24, W8A8 twice with first and last layers at 8
-    bits): Ctrl-C once the first is logged lands well before the last (with six, a busy
-    machine -- the suite on every core -- once let them all finish)."""
-    (data / "twelve.toml").write_text('[grid]\nscheme = ["uniform", "power"]\n'
-                                      'bits = ["W8A8", "W4A8", "W4A4"]\nfirst_last_bits = [8, "same"]\n'
-                                      'encoder = ["auto", "lut"]\n')
+    (data / "six.toml").write_text('[grid]\nscheme = ["uniform", "power"]\n'
+                                   'bits = ["W8A8", "W4A8", "W4A4"]\n')
     out = data / "interrupted"
+    # Ctrl-C's default restored in the child: a process that ignores SIGINT (a pytest-xdist
+    # worker) passes that on, and Python then installs no KeyboardInterrupt handler
     proc = subprocess.Popen([sys.executable, "-m", "mcugen", "explore",
-                             *map(str, sweep_args(data, out, "twelve.toml"))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *map(str, sweep_args(data, out, "six.toml"))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = out / "points.jsonl"
     deadline = time.monotonic() + 120
     while not (log.is_file() and log.read_text().count("\n") >= 1) and time.monotonic() < deadline:
@@ -256,14 +255,14 @@ def test_ctrl_c_keeps_finished_points_and_a_rerun_finishes(data):
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     kept = len(read_csv(out / "results.csv"))
-    assert 1 <= kept < 20
+    assert 1 <= kept < 6
     (message,) = [line for line in stderr.splitlines() if line.startswith("mcugen:")]
-    assert f"{kept} of 20 points are kept" in message and "run the same command again" in message
+    assert f"{kept} of 6 points are kept" in message and "run the same command again" in message
     assert "Traceback" not in stderr
-    done = mcugen("explore", *sweep_args(data, out, "twelve.toml"))
+    done = mcugen("explore", *sweep_args(data, out, "six.toml"))
     assert f"({kept} from an earlier run" in done.stdout
     rows = read_csv(out / "results.csv")
-    assert len(rows) == 20 and all(r["status"] == "ok" for r in rows)
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
 
 
 def test_an_explore_directory_of_another_sweep_is_refused_unless_force(serial, data):
