@@ -144,17 +144,21 @@ def test_float_ir_matches_onnxruntime_and_softmax_is_a_step(name, tmp_path):
         assert step.info["table_bytes"] > 0 and "encoder_max_code_error" in step.info
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("name", list(MODELS))
-def test_c_is_bit_exact_under_sanitizers(name, config, tmp_path, host_cc):
-    path = MODELS[name](tmp_path / f"{name}.onnx")
+def build_config(path, config, out):
+    """The model built in configuration `config` of CONFIGS (NUPES calibrated on 64 inputs)."""
     options = dict(CONFIGS[config])
     if options.get("method") == "nupes":
         options["calib"] = inputs(64, seed=3)
     else:
         options["input_range"] = (-1.0, 1.0)
+    return mcugen.build(path, out=out, **options)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("name", list(MODELS))
+def test_c_is_bit_exact_under_sanitizers(name, config, tmp_path, host_cc):
     out = tmp_path / "out"
-    project = mcugen.build(path, out=out, **options)
+    project = build_config(MODELS[name](tmp_path / f"{name}.onnx"), config, out)
     assert "softmax" in {s.kind for s in project.schedule.steps}
     result = compare(out, project.schedule, verify_inputs(project.schedule, 40, seed=1), sanitize=True)
     assert result.mismatches == 0, f"{config}: {result.first}"
@@ -274,14 +278,8 @@ def test_logsoftmax_inside_the_graph_is_the_step_with_its_log(name, tmp_path):
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("name", list(LOG_MODELS))
 def test_logsoftmax_c_is_bit_exact_under_sanitizers(name, config, tmp_path, host_cc):
-    path = LOG_MODELS[name](tmp_path / f"{name}.onnx")
-    options = dict(CONFIGS[config])
-    if options.get("method") == "nupes":
-        options["calib"] = inputs(64, seed=3)
-    else:
-        options["input_range"] = (-1.0, 1.0)
     out = tmp_path / "out"
-    project = mcugen.build(path, out=out, **options)
+    project = build_config(LOG_MODELS[name](tmp_path / f"{name}.onnx"), config, out)
     assert any(s.kind == "softmax" and s.params["log"] for s in project.schedule.steps)
     result = compare(out, project.schedule, verify_inputs(project.schedule, 40, seed=1), sanitize=True)
     assert result.mismatches == 0, f"{config}: {result.first}"

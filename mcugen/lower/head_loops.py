@@ -67,6 +67,7 @@ def step_calls(schedule) -> dict:
     its elements per head: `h * stride`), the loop it opens (its head count, 0: none), whether
     it closes one, and whether its output is whole afterwards (traced)."""
     loops = {name: loop for loop in schedule.head_loops for name in loop["steps"]}
+    partial = partial_outputs(schedule)
     calls = {}
     for step in schedule.steps:
         loop = loops.get(step.name)
@@ -76,5 +77,5 @@ def step_calls(schedule) -> dict:
         calls[step.name] = {"args": ", ".join(args),
                             "open": loop["heads"] if loop and loop["steps"][0] == step.name else 0,
                             "close": bool(loop) and loop["steps"][-1] == step.name,
-                            "trace": step.name not in partial_outputs(schedule)}
+                            "trace": step.name not in partial}
     return calls
