@@ -1,9 +1,11 @@
 """FPGA benchmark: mcugen's hls target at uniform W8A8, power W4A8 and power W4A4, per model:
 the estimate (DSP, BRAM_18K, LUT, latency), the C simulation's build time and its bit-exact
-check, and the accuracy of the integer code; then hls4ml 1.3.0 on the same models and inputs
-(bench/_hls4ml_peer.py: its ONNX conversion and csim).
+check, and the accuracy of the integer code; then, per layer of the resnet8-like models, DSP,
+LUT and BRAM_18K with 16-bit decode tables ("before") and `--decode-bits auto` ("after"); then
+hls4ml 1.3.0 on the same models and inputs (bench/_hls4ml_peer.py: its ONNX conversion and csim).
 
     python bench/hls.py [--board zcu104] [--reuse 16] [--no-peer] [--out bench/hls.md]
+    python bench/hls.py --per-layer [--decode-bits 16,auto,8]   # the per-layer tables alone (~1 min)
 
 The resource and latency figures are mcugen's estimate before synthesis (docs/hls.md), not
 synthesis results: there are no Xilinx tools here.
@@ -36,6 +38,11 @@ CONFIGS = {"uniform W8A8": dict(scheme="uniform", wbits=8, abits=8),
 CALIBRATION = {"digits_cnn": lambda: digits_data("digits_cnn")[2],
                "act_digits": lambda: digits_data("act_digits")[2]}
 CSIM_RUNS = 3
+# the per-layer tables: residual CNNs, where every inner layer multiplies 4-bit weights by
+# activations (8-bit under W4A8) and the decode tables' width decides fabric or DSP
+LAYER_MODELS = ("resnet8",)
+DECODES = "16,auto"          # before, after
+NAME_CHARS = 24
 
 
 def calibration_for(name):
@@ -78,6 +85,69 @@ def measure(name, path, x, labels, label, config, board, reuse):
             f"{check.mismatches}/{check.n}", accuracy_text(scores)]
 
 
+def layer_report(name, path, config, board, reuse, decode):
+    project = mcugen.build(str(path), target="hls", board=board, calib=calibration_for(name),
+                           target_options={"reuse": reuse, "fit": True}, decode_bits=decode,
+                           **config)
+    for layer in project.report["layers"]:
+        plan = project.plan["macs"].get(layer["step"])
+        if plan is not None:          # how it multiplies, and the decoded operands' widths
+            layer["how"] = f"{plan.multiply} {'x'.join(map(str, plan.operand_bits))}"
+    return project.report
+
+
+def layer_rows(reports: dict) -> list:
+    """One row per MAC layer, then the other layers, the layer buffers and the total: for each
+    decode width, how the layer multiplies and its DSP, LUT and BRAM_18K."""
+    keys = ("dsp", "lut", "bram_18k")
+    first = next(iter(reports.values()))
+    macs = [layer["step"] for layer in first["layers"] if layer.get("multiply")]
+    rows = []
+    for step in macs:
+        row = [step[:NAME_CHARS]]
+        for report in reports.values():
+            layer = report["layers"][[x["step"] for x in report["layers"]].index(step)]
+            row += [layer["how"]] + [f"{layer[k]:,}" for k in keys]
+        rows.append(row)
+    for label in ("other layers", "layer buffers", "total"):
+        row = [f"**{label}**" if label == "total" else label]
+        for report in reports.values():
+            row += [""] + [f"{resource_of(report, label, k):,}" for k in keys]
+        rows.append(row)
+    return rows
+
+
+def resource_of(report, label, key) -> int:
+    """A resource of the layers that do not multiply, of the buffers between layers (the
+    total's remainder), or the total."""
+    layers = report["layers"]
+    if label == "other layers":
+        return sum(layer.get(key, 0) for layer in layers if not layer.get("multiply"))
+    if label == "layer buffers":
+        return report["hls"][key] - sum(layer.get(key, 0) for layer in layers)
+    return report["hls"][key]
+
+
+def per_layer_tables(inputs, board, reuse, decodes):
+    emit(f"## DSP, LUT and BRAM_18K per layer: --decode-bits {' vs '.join(decodes)} "
+         f"(--board {board}, reuse {reuse}, raised by --fit where needed)")
+    emit()
+    emit("`how`: the layer's multiply (rom, fabric or dsp) and its decoded operands' widths "
+         "(weight x input); DSP includes the encoders' (4 per index encoder).")
+    emit()
+    for name, path, _, _ in inputs:
+        for label, config in CONFIGS.items():
+            reports = {d: layer_report(name, path, config, board, reuse, d) for d in decodes}
+            emit(f"### {name}, {label}: reuse " + ", ".join(
+                f"{r['hls']['reuse']} ({d})" for d, r in reports.items()))
+            emit()
+            head = ["layer"]
+            for d in decodes:
+                head += [f"how ({d})", f"DSP ({d})", f"LUT ({d})", f"BRAM_18K ({d})"]
+            table(head, layer_rows(reports))
+            print(f"{name} {label} done", file=sys.stderr, flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--board", default="zcu104")
@@ -85,9 +155,19 @@ def main():
     parser.add_argument("--no-peer", action="store_true", help="skip hls4ml")
     parser.add_argument("--models", help="comma-separated subset")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--per-layer", action="store_true",
+                        help="only the per-layer tables (estimates: no csim, no peer)")
+    parser.add_argument("--decode-bits", default=DECODES,
+                        help=f"the per-layer tables' columns (default {DECODES})")
     args = parser.parse_args()
     chosen = set(args.models.split(",")) if args.models else None
     inputs = [item for item in benchmark_inputs() if not chosen or item[0] in chosen]
+    layered = [item for item in inputs if chosen or item[0] in LAYER_MODELS]
+    decodes = args.decode_bits.split(",")
+    if args.per_layer:
+        per_layer_tables(layered, args.board, args.reuse, decodes)
+        save(args.out)
+        return
     emit(f"## mcugen --target hls --board {args.board} (reuse {args.reuse}, raised by --fit "
          f"where needed)")
     emit()
@@ -99,6 +179,7 @@ def main():
     table(["model", "config", "reuse", "DSP", "DSP in 4-bit MACs' multipliers", "BRAM_18K", "LUT", "latency cycles",
            "latency us", f"csim build s (median of {CSIM_RUNS})", "bit-exact (mismatches/inputs)",
            "accuracy of the integer code"], rows)
+    per_layer_tables(layered, args.board, args.reuse, decodes)
     if not args.no_peer:
         emit("## hls4ml 1.3.0 on the same models and inputs (bench/_hls4ml_peer.py)")
         emit()

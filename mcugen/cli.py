@@ -119,6 +119,14 @@ def cli():
               help="width of the decoded weights and inputs of MAC layers: 8 (4 x 8-bit SIMD lanes, "
                    "coarser power tables), 16 (2 x 16-bit lanes); auto: per layer on SIMD boards "
                    "(8 where it costs little weight error, see the report), the widest elsewhere")
+@click.option("--lanes", default="auto", show_default=True, type=click.Choice(["auto", "8", "16"]),
+              help="8: 4-bit weight levels and A4-A6 power levels rounded to 8-bit integers, so "
+                   "their decoded values ride 8-bit SIMD lanes or FPGA fabric; 16: levels as the "
+                   "grid has them; auto: 8 on SIMD boards and FPGAs")
+@click.option("--act-grid", default="auto", show_default=True, type=click.Choice(["auto", "power", "uniform"]),
+              help="each activation's grid: power (the scheme's), uniform (a = 1: 8-bit lanes at "
+                   "A8), auto: per tensor, the grid in 8-bit lanes where its error on the "
+                   "calibration samples is within 4x the best, one bit (with --lanes 8; else power)")
 @click.option("--encoder", default="auto", show_default=True,
               type=click.Choice(["auto", "threshold", "lut", "pade"]),
               help="how accumulators become the next layer's codes: threshold (exact, monotone "
@@ -131,7 +139,7 @@ def cli():
 @click.option("--force", is_flag=True, help="replace a project mcugen made earlier")
 def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_bits, objective,
           method, calib, percentile, input_range, seed, weight_storage, mac_tables, decode_bits,
-          encoder, max_code_error, force, **given):
+          lanes, act_grid, encoder, max_code_error, force, **given):
     """Quantize MODEL, lower it and emit a buildable project in OUT."""
     calib_data = load_array(calib, "--calib") if calib else None
     # `given`: the targets' own options (target_options above); the chosen target checks them
@@ -139,7 +147,8 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
     project = run_build(model, target=target, board=board, out=out, force=force,
                         target_options=target_options,
                         weight_storage=weight_storage, mac_tables=mac_tables,
-                        decode_bits=decode_bits, encoder=encoder, max_code_error=max_code_error, progress=_progress(
+                        decode_bits=decode_bits, lanes=lanes, act_grid=act_grid,
+                        encoder=encoder, max_code_error=max_code_error, progress=_progress(
                             "NUPES, layers done" if method == "nupes" else "exponent search"),
                         scheme=scheme, wbits=wbits, method=method,
                         abits=abits, exponent=exponent,

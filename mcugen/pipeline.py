@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcugen.boards import get_board
+from mcugen.boards import get_board, narrow_decode
 from mcugen.codegen.project import check_destination, write_project
 from mcugen.errors import MCUGenError
 from mcugen.frontend.onnx_reader import import_model, read_model
@@ -17,6 +17,7 @@ from mcugen.lower.lowering import lower
 from mcugen.ops.softmax import apply_output_transform
 from mcugen.passes import run_flow
 from mcugen.quant.calibrate import check_calibration, coerce_inputs, synthetic_inputs
+from mcugen.quant.lanes import ACT_GRIDS, LANE_CHOICES
 from mcugen.quant.methods import quantize
 from mcugen.quant.power import SCHEMES
 from mcugen.quant.qgraph import METHODS, QuantOptions, simulated_run
@@ -66,6 +67,8 @@ def check_options(target, options: QuantOptions, board=None, calib_given=False):
     for name in ("wbits", "abits"):
         if not 2 <= getattr(options, name) <= 8:
             raise MCUGenError(f"--{name} must be between 2 and 8")
+    if options.act_grid not in ACT_GRIDS:
+        raise MCUGenError(f"--act-grid takes {', '.join(ACT_GRIDS)}, not '{options.act_grid}'")
     if options.exponent not in ("auto", "per-layer"):
         try:
             value = float(options.exponent)
@@ -73,6 +76,18 @@ def check_options(target, options: QuantOptions, board=None, calib_given=False):
             raise MCUGenError("--exponent takes auto, per-layer or a number such as 0.7") from None
         if not 0.05 <= value <= 4.0:
             raise MCUGenError("--exponent must be between 0.05 and 4")
+
+
+def resolve_lanes(lanes, board, target) -> int:
+    """--lanes as the quantizer takes it (quant/lanes.py): 8, or 0 for levels as the grid has
+    them. auto: 8 where operands of 8 bits are the fast path (a SIMD board's 4 x 8-bit dot
+    products, a FPGA's fabric multipliers), else 0."""
+    lanes = str(lanes)
+    if lanes not in LANE_CHOICES:
+        raise MCUGenError(f"--lanes takes {', '.join(LANE_CHOICES)}, not '{lanes}'")
+    if lanes == "auto":
+        return 8 if board.get("simd") or target == "hls" else 0
+    return 8 if lanes == "8" else 0
 
 
 def safe_file_label(path) -> str:
@@ -103,8 +118,8 @@ def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", en
     back to `auto-small` (the smallest tables) before the weights are packed. `mac_tables`: auto
     uses product tables where they fit (the most faithful), separable never (the fastest).
     `encoder` and `max_code_error` choose the encoders (mcugen/lower/encoders). On a board with
-    SIMD dot products (board `simd`), `decode_bits` auto chooses 8- or 16-bit decode tables per
-    layer and `mac_tables` auto means separable (a SIMD lane beats a table look-up); elsewhere
+    SIMD dot products (board `simd`) or fabric multipliers for narrow operands (an FPGA's
+    `narrow_decode`), `decode_bits` auto chooses 8- or 16-bit decode tables per layer and `mac_tables` auto means separable (a SIMD lane beats a table look-up); elsewhere
     auto keeps the widest tables (lower/decode_width.py).
     Returns the schedule, the target's plan of its kernels, and where its weights are read from
     at run time (Target.weights_placement)."""
@@ -122,7 +137,7 @@ def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", en
     simd = bool(board.get("simd"))
     products = target.product_tables and mac_tables == "auto" and not simd
     decode_bits = check_decode_bits(decode_bits)
-    if decode_bits == "auto" and not simd:
+    if decode_bits == "auto" and not (simd or narrow_decode(board)):
         decode_bits = "wide"
     # the fastest first; then smaller encoder tables (a few % of the instructions), then packed
     # weights (~40% more instructions), each only when the board is short
@@ -154,9 +169,11 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
           target_options=None, decode_bits="auto", **quant) -> Project:
     """`target_options`: the target's own options (e.g. the hls target's reuse and io)."""
     calib = quant.pop("calib", None)
+    lanes = quant.pop("lanes", "auto")
     options = QuantOptions(**quant)
     board = _resolve_board(target, board)
     check_options(target, options, board, calib_given=calib is not None)
+    options.lanes = resolve_lanes(lanes, board, target)
     chosen = get_target(target)
     target_options = chosen.check_options(target_options or {})
     decode_bits = check_decode_bits(decode_bits)

@@ -11,7 +11,8 @@ LAYER_FIELDS = ("macs", "weight_bytes", "wbits", "abits", "exponent", "recon_err
                 "constant_channels", "encoder_max_code_error", "encoder_off_share",
                 "encoder_mean_code_error", "encoder_entries", "encoder_bits", "encoder_ops",
                 "output_error", "output_error_before", "decode_bits", "decode8_cost",
-                "softmax_error_bound", "ln_max_error", "ln_bound_ratio")
+                "softmax_error_bound", "ln_max_error", "ln_bound_ratio", "w_lanes", "act_grid",
+                "act_lanes", "act_error", "act_alternative", "act_alternative_error")
 
 
 def build_report(schedule) -> dict:
@@ -100,6 +101,7 @@ def format_report(report: dict) -> str:
         lines.append(f"RV32IMC model.o: text {t['text_bytes']:,} B, rodata {t['rodata_bytes']:,} B, "
                      f"data {t['data_bytes']:,} B, bss {t['bss_bytes']:,} B")
     lines.extend(_integer_step_errors(report["layers"]))
+    lines.extend(_grid_choices(report["layers"]))
     constant = [(layer["step"], layer["constant_channels"]) for layer in report["layers"]
                 if layer.get("constant_channels")]
     if constant:
@@ -117,6 +119,17 @@ def _integer_step_errors(layers) -> list:
     parts += [f"{layer['step']} layernorm {layer['ln_max_error']:.2g} ({layer['ln_bound_ratio']:.0%} "
               f"of its bound)" for layer in layers if layer.get("ln_max_error") is not None]
     return ["integer steps' worst error against float (before encoding): " + "; ".join(parts)] if parts else []
+
+
+def _grid_choices(layers) -> list:
+    """Per MAC layer whose input grid was chosen between 8-bit and 16-bit lanes (--act-grid
+    auto): the grid taken, its lanes and error, and the alternative's error (quant/lanes.py)."""
+    parts = [f"{layer['step']} {layer['act_grid']} in {layer['act_lanes']}-bit lanes "
+             f"(error {layer['act_error']:.3g}; {layer['act_alternative']} "
+             f"{layer['act_alternative_error']:.3g})"
+             for layer in layers if layer.get("act_alternative")]
+    return ["input grids chosen (mean squared error of the encoded calibration values): "
+            + "; ".join(parts)] if parts else []
 
 
 def _output_error(layer) -> str:

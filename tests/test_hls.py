@@ -80,13 +80,15 @@ def assert_roms_fit_their_widths(out):
     """Every ROM value fits the exact width declared for synthesis (the C simulation reads the
     same values from plain C types)."""
     text = "".join(path.read_text() for path in sorted((out / "firmware" / "roms").glob("*.h")))
-    roms = re.findall(r"MCUGEN_ROM\(ap_(u?)int<(\d+)>, \w+\) (\w+)\[(\d+)\] = \{([^}]*)\}", text)
+    # a product ROM is two-dimensional: [copies][entries]
+    roms = re.findall(r"MCUGEN_ROM\(ap_(u?)int<(\d+)>, \w+\) (\w+)((?:\[\d+\])+) = \{(.*?)\};", text, re.S)
     assert roms
-    for unsigned, bits, name, size, body in roms:
-        values = np.array([int(v) for v in body.replace("\n", " ").split(",")])
+    for unsigned, bits, name, dims, body in roms:
+        values = np.array([int(v) for v in re.findall(r"-?\d+", body)])
         bits = int(bits)
         lo, hi = (0, 2 ** bits - 1) if unsigned else (-2 ** (bits - 1), 2 ** (bits - 1) - 1)
-        assert values.size == int(size) and lo <= values.min() and values.max() <= hi, name
+        size = np.prod([int(d) for d in re.findall(r"\d+", dims)])
+        assert values.size == size and lo <= values.min() and values.max() <= hi, name
 
 
 @pytest.mark.parametrize("config", ["w4a8", "w4a4"])
@@ -267,3 +269,71 @@ def test_lanes_stop_at_the_unroll_limit(tmp_path, gxx):
     assert layer["lanes"] == UNROLL_LIMIT and layer["reuse"] == 2
     assert_well_formed(out)
     assert_bit_exact(project, out, n=20)
+
+
+def two_convs(path):
+    """x [1, 2, 5, 5] -> Conv 3x3 -> Relu -> Conv 3x3 -> Relu -> Gemm(3): the second conv and the
+    Gemm multiply 4-bit weights by the codes of a ReLU."""
+    from onnx import helper
+    from onnx_factory import make_model, save, tensor
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Flatten", ["r2"], ["f"]),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], name="fc", transB=1)]
+    inits = [("w1", rng.normal(size=(4, 2, 3, 3))), ("b1", rng.normal(size=4) * 0.1),
+             ("w2", rng.normal(size=(6, 4, 3, 3))), ("b2", rng.normal(size=6) * 0.1),
+             ("gw", rng.normal(size=(3, 6 * 25))), ("gb", rng.normal(size=3))]
+    return save(make_model(nodes, [tensor("x", [1, 2, 5, 5])], [tensor("y", [1, 3])], inits), path)
+
+
+def mac_layers(project) -> dict:
+    return {layer["step"]: layer for layer in project.report["layers"] if layer.get("multiply")}
+
+
+@pytest.mark.parametrize("board, multiply, layers", [
+    ("pynq-z2", "rom", ("conv2", "fc")), ("zcu104", "dsp", ("conv2", "fc")),
+    ("4 DSPs", "rom", ("conv1", "conv2", "fc"))])
+def test_a_product_rom_replaces_the_multiply_where_it_is_cheaper(board, multiply, layers, tmp_path, gxx):
+    """W4A4 on 16-bit decode tables (no product table from the lowering): a ROM of the decoded
+    products (240 entries, 1 BRAM_18K a lane) against a DSP a lane. pynq-z2 has 220 DSPs and 280
+    BRAM_18K: the ROM is the smaller share; zcu104 has 1,728 DSPs for 624: the DSP. On a part of 4
+    DSPs the first layer too, whose inputs are the network's signed 8-bit uniform codes (no
+    decode table: 15 x 255 entries). Either way the C simulation is bit-exact."""
+    from mcugen.boards import get_board
+    if board == "4 DSPs":
+        board = get_board("pynq-z2")
+        board["fpga"]["dsp"] = 4
+    out = tmp_path / "hls"
+    project = build_hls(two_convs(tmp_path / "m.onnx"), out, board=board, input_range=(-1.0, 1.0),
+                        wbits=4, abits=4, first_last_bits="same", mac_tables="separable",
+                        decode_bits="16")
+    macs = mac_layers(project)
+    chosen = {name: layer["multiply"] for name, layer in macs.items() if name.split("_", 1)[1] in layers}
+    assert len(chosen) == len(layers) and set(chosen.values()) == {multiply}, chosen
+    if multiply == "rom":
+        assert all(macs[name]["mac_dsp"] == 0 for name in chosen)
+        assert "_product[u / 2][" in (out / "firmware" / "model.cpp").read_text()
+    assert_roms_fit_their_widths(out)
+    assert_well_formed(out)
+    assert_bit_exact(project, out, n=6)
+
+
+def test_fabric_width_operands_take_no_dsp(tmp_path):
+    """W4A8: with 8-bit decode tables every multiply is 8 x 8 bits, LUTs, no DSP; with 16-bit
+    tables the decoded operands of more than 10 bits take one DSP48E2 a lane (the first layer's
+    8-bit power weights at least)."""
+    model = two_convs(tmp_path / "m.onnx")
+    for decode in ("8", "16"):
+        project = mcugen.build(model, target="hls", board="zcu104", input_range=(-1.0, 1.0), wbits=4,
+                               abits=8, decode_bits=decode, target_options={"reuse": 4})
+        kinds = set()
+        for name, layer in mac_layers(project).items():
+            wb, xb = project.plan["macs"][name].operand_bits
+            fabric = max(wb, xb) <= 10
+            assert layer["multiply"] == ("fabric" if fabric else "dsp"), (decode, name, wb, xb)
+            assert layer["mac_dsp"] == (0 if fabric else layer["lanes"]), (decode, name)
+            kinds.add(layer["multiply"])
+        assert kinds == ({"fabric"} if decode == "8" else kinds | {"dsp"}), (decode, kinds)

@@ -17,7 +17,9 @@ from mcugen.verify import compare, verify_inputs
 from test_kernels import CONVS, conv_model, w
 
 CONFIGS = {"uniform_w8a8": ("uniform", 8, 8), "power_w4a4": ("power", 4, 4),
-           "power_w4a8": ("power", 4, 8)}
+           "power_w4a8": ("power", 4, 8), "power_w4a8_16": ("power", 4, 8)}
+# the 16-bit-lane build: levels as the grids have them, power grids on every activation
+SIXTEEN_BIT_LANES = dict(lanes="16", act_grid="power")
 
 
 def power_weights(bits, exponent, rng):
@@ -49,7 +51,7 @@ def test_an_eight_bit_table_costs_nothing_for_uniform_codes_and_little_for_4_bit
 def build_simd(path, out, config, **extra):
     scheme, wbits, abits = CONFIGS[config]
     options = dict(input_range=(-2.0, 2.0), first_last_bits="same", scheme=scheme,
-                   wbits=wbits, abits=abits) | extra
+                   wbits=wbits, abits=abits) | (SIXTEEN_BIT_LANES if config.endswith("_16") else {}) | extra
     return mcugen.build(path, target="rv32", board="cv32e40p", out=out, **options)
 
 
@@ -71,12 +73,13 @@ def test_simd_kernels_are_bit_exact_on_the_host(name, config, tmp_path, host_cc)
     project = build_simd(shared_model(name), out, config, input_range=MODELS[name])
     used = simd_kernels(project)
     # 8-bit uniform codes are their own 8-bit decoded values; 8-bit power inputs need 16 bits
-    # (the network's input is 8-bit uniform: the first layer may use 8-bit lanes)
+    # (the network's input is 8-bit uniform: the first layer may use 8-bit lanes); by default
+    # 4-bit weights and the chosen activation grids decode to 8 bits (quant/lanes.py)
     assert "plain" not in used.values(), used
     if config == "uniform_w8a8":
         assert set(used.values()) <= {"b", "ub"}, used
     else:
-        assert set(used.values()) & ({"h"} if config == "power_w4a8" else {"b", "ub"}), used
+        assert set(used.values()) & ({"h"} if config == "power_w4a8_16" else {"b", "ub"}), used
     result = compare(out, project.schedule, verify_inputs(project.schedule, 100, seed=7),
                      sanitize=name in ("resnet8", "kws_dscnn"))
     assert result.mismatches == 0, result.first
@@ -89,7 +92,7 @@ def test_simd_conv_shapes_are_bit_exact(name, tmp_path, host_cc):
     in_shape, wshape, attrs = CONVS[name]
     path = conv_model(tmp_path, name, in_shape, w(*wshape), **attrs)
     per_group = wshape[0] // attrs.get("group", 1)
-    for config in ("uniform_w8a8", "power_w4a8"):
+    for config in ("uniform_w8a8", "power_w4a8_16"):
         out = tmp_path / config
         project = build_simd(path, out, config)
         conv = next(s for s in project.schedule.steps if s.kind == "conv2d")

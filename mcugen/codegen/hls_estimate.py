@@ -1,9 +1,12 @@
 """Resource and latency estimates of the generated HLS design, before synthesis.
 
 A model, stated here and in docs/hls.md, not a synthesis result:
-- multipliers: `lanes` per MAC layer. A product ROM needs none; operands of at most
-  FABRIC_MAX_BITS bits become LUTs (about wbits x xbits each); wider ones take
-  ceil(wbits / dsp_a) x ceil(xbits / dsp_b) DSP slices (the board's DSP port widths).
+- multipliers: `lanes` per MAC layer. A product ROM needs none (its copies are memories, one
+  per two lanes); operands of at most FABRIC_MAX_BITS bits become LUTs (about wbits x xbits
+  each); wider ones take ceil(wbits / dsp_a) x ceil(xbits / dsp_b) DSP slices (the board's DSP
+  port widths). Where a layer could read its products from a ROM of its decoded operands
+  instead (hls_plan.product_rom_plan), the cheaper of the two wins: `cheaper` sums each
+  resource as a share of the board's budget.
 - memories: a ROM or buffer split into `banks` (cyclic partition: two reads per cycle per
   dual-port bank) takes, per bank, LUTs (64 x 1 bit per LUT6) when it holds at most
   LUTRAM_BITS bits, else the fewest BRAM_18K in any aspect ratio (16K x 1 ... 512 x 36).
@@ -26,6 +29,7 @@ from mcugen.codegen.hls_plan import type_bits
 from mcugen.ops import step_op
 
 LUTRAM_BITS = 1024
+BUDGET_KEYS = ("dsp", "lut", "ff", "bram_18k")
 # true dual-port aspect ratios of an 18 Kb block (512 x 36 has one read port: not for a bank
 # that serves two reads a cycle)
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
@@ -69,6 +73,32 @@ def encoder_cost(step, acc_bits: int) -> dict:
     return cost
 
 
+def multiplier_cost(plan, board) -> dict:
+    """DSP or LUT of one lane's multiplier (none for a product ROM: its copies are memories)."""
+    wb, xb = plan.operand_bits
+    if plan.multiply == "dsp":
+        # the wider operand on the wider port; an unsigned one needs a sign bit there
+        wide, narrow = sorted((wb + _unsigned(plan.decode_w_t), xb + _unsigned(plan.window_t)),
+                              reverse=True)
+        return {"dsp": math.ceil(wide / board["dsp_a_bits"]) * math.ceil(narrow / board["dsp_b_bits"])}
+    return {"lut": wb * xb} if plan.multiply == "fabric" else {}
+
+
+def device_share(cost: dict, board) -> float:
+    """A cost in one currency: each resource as a share of the board's budget, summed (on a part
+    with 220 DSPs and 53,200 LUTs, one DSP weighs as much as 242 LUTs)."""
+    return sum(cost.get(key, 0) / board[key] for key in BUDGET_KEYS)
+
+
+def cheaper(step, plan, alternative, board):
+    """`plan` or `alternative` (None: there is none), whichever costs the smaller share of the
+    board; a tie keeps `plan` (the multiply: no ROM copies to place)."""
+    if alternative is None:
+        return plan
+    shares = [device_share(mac_cost(step, p, board), board) for p in (plan, alternative)]
+    return alternative if shares[1] < shares[0] else plan
+
+
 def mac_cost(step, plan, board) -> dict:
     """DSP, LUT, FF, BRAM_18K and cycles of one conv2d/dense layer."""
     wb, xb = plan.operand_bits
@@ -76,13 +106,8 @@ def mac_cost(step, plan, board) -> dict:
     # one copy per two lanes
     lanes, read_banks = plan.lanes, math.ceil(plan.lanes / 2)
     cost = {"dsp": 0, "lut": 0, "ff": 0, "bram_18k": 0}
-    if plan.multiply == "dsp":
-        # the wider operand on the wider port; an unsigned one needs a sign bit there
-        wide, narrow = sorted((wb + _unsigned(plan.decode_w_t), xb + _unsigned(plan.window_t)),
-                              reverse=True)
-        cost["dsp"] = lanes * math.ceil(wide / board["dsp_a_bits"]) * math.ceil(narrow / board["dsp_b_bits"])
-    elif plan.multiply == "fabric":
-        cost["lut"] += lanes * wb * xb
+    for key, value in multiplier_cost(plan, board).items():
+        cost[key] += lanes * value
     cost["mac_dsp"] = cost["dsp"]                # the multipliers' own (encoders add theirs)
     _add(cost, memory(plan.weight_rom.size, _bits(plan.weight_t), lanes))
     for table, kind in ((plan.decode_w, plan.decode_w_t), (plan.product, plan.product_t)):
@@ -140,8 +165,7 @@ def _bits(ap: str) -> int:
 
 
 def totals(layers: list) -> dict:
-    keys = ("dsp", "lut", "ff", "bram_18k")
-    out = {k: int(np.sum([layer.get(k, 0) for layer in layers])) for k in keys}
+    out = {k: int(np.sum([layer.get(k, 0) for layer in layers])) for k in BUDGET_KEYS}
     cycles = [layer.get("cycles", 0) for layer in layers]
     out["latency_cycles"] = int(sum(cycles))
     out["interval_cycles"] = int(max(cycles, default=0))

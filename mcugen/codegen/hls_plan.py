@@ -6,13 +6,14 @@ Everything the HLS templates print comes from here or from the Schedule:
 - a MAC layer's weights as a ROM of b-bit codes plus a decode table (or the decoded values for
   a uniform 8-bit grid), its input decode table, bias and accumulator at their exact widths;
 - how a product of two codes is realized: a product ROM indexed by both codes (no multiplier),
-  a fabric multiply of narrow decoded operands, or a DSP multiply;
+  a fabric multiply of narrow decoded operands, or a DSP multiply (the target keeps the ROM of
+  the decoded operands, product_rom_plan, where the estimate finds it cheaper);
 - the reuse factor: a layer of K products per output runs `lanes` multipliers for
   `chunks = ceil(K / lanes)` pipelined iterations per output.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from mcugen.ops._mac import PRODUCT_ENTRY_BYTES
 MAX_UNROLL = 4096         # Vitis HLS gives up on loop nests that unroll beyond about this
 FABRIC_MAX_BITS = 10      # Vivado maps a multiply whose operands are this narrow to LUTs
 MAC_KINDS = ("conv2d", "dense")
+PRODUCT_ROM_MAX = 1 << 16   # entries; larger ROMs never beat a multiply, so are not even built
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -98,6 +100,7 @@ class MacPlan:
     bias_t: str
     acc_t: str
     acc_bits: int
+    rom_copies: int = 1     # product ROM copies: every lane reads it, two lanes per dual-port copy
 
     @property
     def operand_bits(self) -> tuple:
@@ -148,7 +151,31 @@ def mac_plan(step, reuse: int, x_range: tuple) -> MacPlan:
                    prod_t=(array_type(product) if product is not None
                            else f"ap_int<{operand_bits[0] + operand_bits[1] + 1}>"),
                    bias_t=array_type(step.consts["bias"]),
-                   acc_t=f"ap_int<{acc_bits}>", acc_bits=acc_bits)
+                   acc_t=f"ap_int<{acc_bits}>", acc_bits=acc_bits, rom_copies=-(-lanes // 2))
+
+
+def product_rom_plan(plan: MacPlan, x_range: tuple) -> MacPlan | None:
+    """The layer with its products read from a ROM of every (weight code, input code) pair,
+    P[i][j] = Dw[i] * Dx[j]: the very products the multiplier computes, so bit-exact by
+    construction. A weight's ROM entry becomes its row start (plus the input table's offset) and
+    the window holds the input codes, as in the lowering's product tables. None where the layer
+    has no weight decode table (its codes are its values: 8-bit uniform grids, where the ROM
+    would have 64 K entries), or where code 0 does not decode to 0 (the window's zero padding
+    must read a zero product). An input without a table (uniform) has its codes as values."""
+    if plan.multiply == "rom" or plan.decode_w is None:
+        return None
+    if plan.decode_x is None:
+        lo, hi = x_range
+        dx, offset = np.arange(lo, hi + 1, dtype=np.int64), -int(lo)
+    else:
+        dx, offset = plan.decode_x.astype(np.int64), plan.x_offset
+    if not 0 <= offset < len(dx) or dx[offset] != 0 or len(plan.decode_w) * len(dx) > PRODUCT_ROM_MAX:
+        return None
+    table = np.outer(plan.decode_w.astype(np.int64), dx).reshape(-1)
+    rows = np.arange(len(plan.decode_w), dtype=np.int64) * len(dx) + offset
+    return replace(plan, multiply="rom", decode_w=narrowest(rows), decode_w_t=array_type(rows),
+                   decode_x=None, x_offset=0, window_t=ap_type(*x_range),
+                   product=narrowest(table), product_t=array_type(table), prod_t=array_type(table))
 
 
 def readers(schedule) -> dict:

@@ -12,7 +12,7 @@ of the levels for 4-bit power codes, and a coarse one for 8-bit power codes.
   layer amplifies.
 - `16`: both tables fit int16.
 - `8`: the weight table fits int8 and the input table int8 (signed inputs) or uint8.
-- `auto` on a SIMD board: 8 where the 8-bit weight table adds at most EIGHT_BIT_BUDGET to the
+- `auto` on a SIMD board (or a FPGA's `narrow_decode` one): 8 where the 8-bit weight table adds at most EIGHT_BIT_BUDGET to the
   layer's weight reconstruction error and the 8-bit input table keeps every code within half
   the gap to its neighbours (codes stay distinct and ordered); 16 otherwise.
 """

@@ -1,42 +1,71 @@
 """Attention one head at a time: the steps Q K^T (matmul), softmax and A V (matmul) over H
-heads compute every head on its own, so a target may run them head by head, the scores and
-the probabilities held for one head ([T, T] codes instead of [H, T, T]). The steps and the
-reference are unchanged (each head's numbers are the same in either order); a loop only
-changes the memory plan (memory.py) and the order a target calls the kernels in. A target
-that renders such loops (the C99 targets' model_run) takes the ones that lower the arena's
-peak (plan_head_loops)."""
+heads (and any recode of the scores between the first two) compute every head on its own, so
+a target may run them head by head, the scores and the probabilities held for one head
+([T, T] codes instead of [H, T, T]). The steps and the reference are unchanged (each head's
+numbers are the same in either order); a loop only changes the memory plan (memory.py) and the
+order a target calls the kernels in. A target that renders such loops (the C99 targets' and
+GAP8's model_run) takes the ones that lower the arena's peak (plan_head_loops)."""
 from __future__ import annotations
+
+import numpy as np
 
 from mcugen.lower.memory import plan_arena
 
 
 def head_loop(schedule, i) -> dict | None:
-    """The loop of steps i, i + 1, i + 2, or None when they are not Q K^T -> softmax over
-    its last axis -> A V whose scores and probabilities nothing else reads."""
-    if i + 3 > len(schedule.steps):
+    """The loop of steps i, i + 1, ...: Q K^T (matmul), any one-table recodes of the scores (a
+    scale some exporters apply after the product, a per-element code-to-code table: the same
+    for every head), softmax over the last axis, A V (matmul), whose scores and probabilities
+    nothing else reads; or None."""
+    steps = schedule.steps
+    if steps[i].kind != "matmul":
         return None
-    a, b, c = schedule.steps[i:i + 3]
-    if (a.kind, b.kind, c.kind) != ("matmul", "softmax", "matmul"):
+    heads = steps[i].params["heads"]
+    j = i + 1
+    while j < len(steps) and one_table_per_head(steps[j], heads) is not None:
+        j += 1
+    if j + 2 > len(steps):
         return None
-    heads = a.params["heads"]
-    scores, probs = a.output, b.output
-    if heads < 2 or c.params["heads"] != heads or b.inputs != [scores] or c.inputs[0] != probs:
+    a, recodes, b, c = steps[i], steps[i + 1:j], steps[j], steps[j + 1]
+    if (b.kind, c.kind) != ("softmax", "matmul"):
+        return None
+    chain = [a] + recodes + [b]                  # each reads the one before it
+    if heads < 2 or c.params["heads"] != heads or c.inputs[0] != b.output or \
+            any(s.inputs != [prev.output] for prev, s in zip(chain, chain[1:])):
         return None
     if c.params["a_head"] == 0 or b.params["inner"] != 1 or b.params["outer"] % heads:
         return None
     if b.params.get("masked") and b.params["mask_rows"] > b.params["outer"] // heads:
         return None                    # a mask that differs between heads: rows count across them
-    readers = {name: [s.name for s in schedule.steps if name in s.inputs] for name in (scores, probs)}
-    if readers != {scores: [b.name], probs: [c.name]} or schedule.output["buffer"] in (scores, probs):
+    local = [s.output for s in chain]
+    readers = {name: [s.name for s in steps if name in s.inputs] for name in local}
+    if readers != {s.output: [n.name] for s, n in zip(chain, chain[1:] + [c])} or \
+            schedule.output["buffer"] in local:
         return None
-    return {"steps": [a.name, b.name, c.name], "heads": heads, "local": [scores, probs],
+    return {"steps": [s.name for s in chain + [c]], "heads": heads, "local": local,
             # per step: each input's and the output's elements per head (0: the same for all)
             "in_strides": {a.name: [a.params["a_head"], a.params["b_head"]], b.name: [0],
-                           c.name: [0, c.params["b_head"]]},
-            "out_strides": {a.name: 0, b.name: 0, c.name: c.params["n"] * c.params["m"]},
+                           **{r.name: [0] for r in recodes}, c.name: [0, c.params["b_head"]]},
+            "out_strides": {a.name: 0, b.name: 0, **{r.name: 0 for r in recodes},
+                            c.name: c.params["n"] * c.params["m"]},
             # the parameters a step runs one head with
             "per_head": {a.name: {"heads": 1}, b.name: {"outer": b.params["outer"] // heads},
+                         **{r.name: one_table_per_head(r, heads) for r in recodes},
                          c.name: {"heads": 1}}}
+
+
+def one_table_per_head(step, heads) -> dict | None:
+    """The parameters a recode step runs one head with, when every head reads the same table:
+    a single table (over H x T x T codes: one head's share), or one per head (its channels are
+    the heads) all alike; None for any other step."""
+    if step.kind != "recode":
+        return None
+    channels, tables = step.params["channels"], step.consts["lut"]
+    if channels == 1 and step.params["plane"] % heads == 0:
+        return {"plane": step.params["plane"] // heads}
+    if channels == heads and np.all(tables == tables[:1]):
+        return {"channels": 1}
+    return None
 
 
 def plan_head_loops(schedule) -> None:

@@ -43,6 +43,12 @@ class LowerContext:
     def qweights(self, node):
         return self.qgraph.weights[node.name]
 
+    def grid_choice(self, tensor) -> dict:
+        """What the quantizer chose for the grid of `tensor`'s codes, and the alternative it
+        measured (quant/lanes.py), as report fields; {} when nothing was chosen."""
+        choice = self.qgraph.grid_choices.get(code_root(self.graph, tensor))
+        return choice.info() if choice is not None else {}
+
     def output_is_accumulator(self, node):
         return output_is_accumulator(self.graph) and code_root(self.graph, self.graph.output) == node.output
 

@@ -83,7 +83,8 @@ def lower_mac(node, ctx, kind, params, macs):
             "output_error": qw.output_error, "output_error_before": qw.output_error_before,
             **rz.info, "acc_bound": rz.acc_bound,
             "weight_storage": "codes" if params["w_codes"] else "decoded",
-            "weight_bytes": sum(int(consts[k].nbytes) for k in ("weights", "weight_codes", "dw") if k in consts)}
+            "weight_bytes": sum(int(consts[k].nbytes) for k in ("weights", "weight_codes", "dw") if k in consts),
+            "w_lanes": qw.grid.lanes, **ctx.grid_choice(node.inputs[0])}
     if ctx.output_is_accumulator(node):
         params["output_acc"] = 1
         ctx.set_output_scales(rz.acc_scale)

@@ -7,7 +7,6 @@ import numpy as np
 
 from mcugen.errors import MCUGenError
 from mcugen.ops import get_op
-from mcugen.reference.float_ir import run_float
 
 SYNTHETIC_SAMPLES = 64
 NUPES_MIN_SAMPLES = 32
@@ -61,12 +60,6 @@ def check_calibration(samples, method) -> np.ndarray:
     if samples.min() == samples.max():
         raise MCUGenError("every calibration value is the same: --calib needs samples of real inputs")
     return samples
-
-
-def activation_ranges(graph, samples, percentile=None) -> dict:
-    """tensor -> (range R > 0, observed minimum); the bounds an op knows (a table's values)
-    replace what the samples happened to reach."""
-    return with_known_bounds(graph, tensor_ranges(run_float(graph, samples), percentile))
 
 
 def with_known_bounds(graph, ranges) -> dict:

@@ -30,10 +30,10 @@ from mcugen.quant.calibrate import tensor_ranges, with_known_bounds
 from mcugen.quant.gptq import (grouped, gptq_codes, inverse_factor, least_squares_target,
                                row_scales, ungrouped)
 from mcugen.quant.layer_stats import layer_stats
-from mcugen.quant.power import (Encoding, Grid, constant_channels, quantize_weights,
-                                relative_error)
+from mcugen.quant.lanes import GridChoice, choose_grid, encoded_error
+from mcugen.quant.power import Encoding, constant_channels, quantize_weights, relative_error
 from mcugen.quant.qgraph import (QGraph, QWeights, data_free_exponents, layer_weight_bits,
-                                 mac_nodes, tensor_encodings, weight_scheme)
+                                 mac_nodes, tensor_encodings, weight_grid, weight_scheme)
 from mcugen.reference.float_ir import run_float
 
 MAX_SAMPLES = 1024           # more adds time, not accuracy (a seeded subset is used)
@@ -57,16 +57,19 @@ def quantize_nupes(graph, options, progress=None) -> QGraph:
     float_values = run_float(graph, samples)
     ranges = with_known_bounds(graph, tensor_ranges(float_values, None))
 
+    choices = {}
+
     def activation_encoding(root, abits, signed, value_range):
-        return fit_activation(float_values[root], consumer_weights(graph, root), abits, signed,
-                              value_range, data_free, options, rng)
+        choices[root] = fit_activation(float_values[root], consumer_weights(graph, root), abits,
+                                       signed, value_range, data_free, options, rng)
+        return choices[root].encoding
     encodings = tensor_encodings(graph, ranges, input_range, options, activation_encoding)
     weights = _quantize_layers(graph, options, bits, data_free, encodings, float_values,
                                samples, progress)
     notes = [f"NUPES on {len(samples)} calibration samples (seed {options.seed})"]
     layer_exponents = [qw.grid.exponent for qw in weights.values()]
     return QGraph(graph, encodings, weights, float(np.median(layer_exponents)),
-                  input_range, options, notes)
+                  input_range, options, notes, grid_choices=choices)
 
 
 def _quantize_layers(graph, options, bits, data_free, encodings, float_values, samples, progress):
@@ -117,12 +120,11 @@ def quantize_layer(node, x_q, x_f, x_range, bits, data_free, options) -> QWeight
     w_float = grouped(np.where(constant.reshape((-1,) + (1,) * (w.ndim - 1)), 0.0, w), group)
     target = least_squares_target(w_float, stats)
     factor = inverse_factor(stats.cqq)
-    scheme = weight_scheme(options)
-    _, _, w_before = quantize_weights(w, Grid(bits, True, data_free, scheme), constant)
+    _, _, w_before = quantize_weights(w, weight_grid(bits, data_free, options), constant)
     error_before = stats.relative_error(grouped(w_before, group), w_float, bias, corrected=False)
 
     def attempt(exponent):
-        grid = Grid(bits, True, exponent, scheme)
+        grid = weight_grid(bits, exponent, options)
         scale = row_scales(target, grid, stats.input_energy, constant_rows)
         codes = gptq_codes(target, scale, grid, factor)
         codes[constant_rows] = 0
@@ -176,10 +178,11 @@ def consumer_weights(graph, tensor):
     return total
 
 
-def fit_activation(values, weights, bits, signed, value_range, data_free, options, rng) -> Encoding:
+def fit_activation(values, weights, bits, signed, value_range, data_free, options, rng) -> GridChoice:
     """The range (clipped) and exponent of one activation tensor that minimize the squared error
     of its encoded values on the calibration samples, weighted per channel by `weights`
-    (consumer_weights; None: every value alike). Grids of FINE_BITS or more keep the
+    (consumer_weights; None: every value alike); with lanes, `--act-grid` weighs that against
+    the best grid in 8-bit lanes (quant/lanes.py). Grids of FINE_BITS or more keep the
     data-free exponent: their rounding error is small already, and an exponent far below the
     weights' one makes every index encoder's table outgrow 2^16 entries, leaving 255 thresholds
     per channel (docs/nupes.md)."""
@@ -192,11 +195,7 @@ def fit_activation(values, weights, bits, signed, value_range, data_free, option
     exponents = [data_free]
     if options.scheme == "power" and options.exponent in ("auto", "per-layer") and bits < FINE_BITS:
         exponents = ACTIVATION_EXPONENTS
-    best = None
-    for exponent in exponents:
-        for factor in CLIP_RANGE:
-            enc = Encoding(bits, signed, float(exponent), scheme, value_range * float(factor))
-            error = float(np.mean(weight * (enc.decode(enc.encode(flat)) - flat) ** 2))
-            if best is None or error < best[0]:
-                best = (error, enc)
-    return best[1]
+    candidates = [Encoding(bits, signed, float(exponent), scheme, value_range * float(factor))
+                  for exponent in exponents for factor in CLIP_RANGE]
+    return choose_grid(candidates, options.lanes, options.act_grid,
+                       lambda enc: encoded_error(enc, flat, weight))

@@ -7,7 +7,8 @@ rounding rule: code = #{k : |x|/R >= boundaries[k-1]}.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,17 +17,33 @@ from mcugen.numerics import round_half_away
 SCHEMES = ("power", "uniform", "log2")
 
 
+def lane_limit(lanes: int, signed: bool) -> int:
+    """The largest decoded magnitude a SIMD lane of `lanes` bits holds: int8 or uint8."""
+    return (1 << (lanes - 1)) - 1 if signed else (1 << lanes) - 1
+
+
 @dataclass(frozen=True)
 class Grid:
-    """A code grid without a range: bits, signedness, exponent and scheme."""
+    """A code grid without a range: bits, signedness, exponent and scheme. `lanes` (8, or 0 for
+    none) makes the levels whole multiples of 1 / lane_scale: integers of at most `lanes` bits
+    once decoded, so a SIMD core multiplies them in its narrow lanes and a FPGA in fabric
+    (issue 25). The rounding of the levels is part of the grid: the quantizers measure and
+    optimize the levels as they are, and the codes still round in the power domain."""
     bits: int
     signed: bool
     exponent: float = 1.0
     scheme: str = "power"       # "power" covers uniform (exponent 1); "log2" is the log grid
+    lanes: int = field(default=0, kw_only=True)
 
     @property
     def B(self) -> int:
         return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    @property
+    def lane_scale(self) -> int:
+        """The decoded value of level 1 in the lanes: B times the largest power of two that
+        keeps it within lane_limit (the 8-bit decode table's scale, lower/fixedpoint.py)."""
+        return self.B << int(np.floor(np.log2(lane_limit(self.lanes, self.signed) / self.B)))
 
     @property
     def levels(self) -> np.ndarray:
@@ -35,7 +52,17 @@ class Grid:
             lv = np.exp2(k - self.B)
             lv[0] = 0.0
             return lv
-        return (k / self.B) ** (1.0 / self.exponent)
+        levels = (k / self.B) ** (1.0 / self.exponent)
+        if self.lanes:
+            return round_half_away(levels * self.lane_scale) / self.lane_scale
+        return levels
+
+    def fits_lanes(self, lanes: int) -> bool:
+        """Whether this grid with `lanes` keeps every level distinct (and a power grid fits them
+        at all): where it does not, rounding to the lanes merges codes."""
+        if self.scheme != "power" or self.B > lane_limit(lanes, self.signed):
+            return False
+        return bool(np.all(np.diff(with_lanes(self, lanes).levels) > 0))
 
     def magnitude_codes(self, t):
         """Normalized magnitudes t >= 0 -> codes 0..B (float64 math, half away from zero)."""
@@ -73,6 +100,11 @@ class Grid:
     def codes(self) -> np.ndarray:
         """Every code in table order: -B..B when signed, 0..B otherwise."""
         return np.arange(self.code_min, self.B + 1)
+
+
+def with_lanes(grid, lanes: int):
+    """The same grid (or Encoding) with its levels rounded to `lanes`-bit integers (0: free)."""
+    return dataclasses.replace(grid, lanes=lanes)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ import numpy as np
 
 from mcugen.errors import MCUGenError
 from mcugen.ops import get_op
-from mcugen.quant.calibrate import activation_ranges, synthetic_inputs, token_calibration
+from mcugen.quant.calibrate import (synthetic_inputs, tensor_ranges, token_calibration,
+                                    with_known_bounds)
+from mcugen.quant.lanes import choose_grid, encoded_error, weight_lanes
 from mcugen.quant.power import (Encoding, Grid, constant_channels, quantize_weights,
                                 reconstruction_error)
 from mcugen.quant.search import search_exponent
@@ -37,6 +39,8 @@ class QuantOptions:
     percentile: float | None = None
     input_range: tuple | None = None
     seed: int = 0
+    lanes: int = 0                     # 8: decoded values fit 8-bit lanes where they can (lanes.py)
+    act_grid: str = "auto"             # auto | power | uniform: each activation's grid (lanes.py)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class QGraph:
     input_range: tuple
     options: QuantOptions
     notes: list = field(default_factory=list)
+    grid_choices: dict = field(default_factory=dict)   # activation root -> lanes.GridChoice
 
 
 def mac_nodes(graph):
@@ -103,12 +108,19 @@ def data_free_exponents(graph, bits, options, progress):
     if options.exponent not in ("auto", "per-layer"):
         a = float(options.exponent)
         return a, {name: a for name in bits}
-    layers = [(n.params["weight"], bits[n.name]) for n in mac_nodes(graph)]
+    layers = [(n.params["weight"], bits[n.name], weight_grid(bits[n.name], 1.0, options).lanes)
+              for n in mac_nodes(graph)]
     a = search_exponent(layers, options.objective, progress)
     if options.exponent == "auto":
         return a, {name: a for name in bits}
-    return a, {n.name: search_exponent([(n.params["weight"], bits[n.name])], options.objective)
-               for n in mac_nodes(graph)}
+    return a, {n.name: search_exponent([layer], options.objective)
+               for n, layer in zip(mac_nodes(graph), layers)}
+
+
+def weight_grid(bits, exponent, options) -> Grid:
+    """A MAC layer's weight grid: the scheme's, its levels in the lanes where they apply."""
+    scheme = weight_scheme(options)
+    return Grid(bits, True, exponent, scheme, lanes=weight_lanes(bits, scheme, options.lanes))
 
 
 def _nonnegative(graph, tensor, input_lo):
@@ -141,20 +153,27 @@ def quantize_powerquant(graph, options: QuantOptions, progress=None) -> QGraph:
     bits = layer_weight_bits(graph, options)
     exponent, layer_exponents = data_free_exponents(graph, bits, options, progress)
     samples, input_range, notes = _calibration(graph, options)
-    ranges = activation_ranges(graph, samples, options.percentile)
+    values = run_float(graph, samples)
+    ranges = with_known_bounds(graph, tensor_ranges(values, options.percentile))
     weights = {}
     for node in mac_nodes(graph):
-        grid = Grid(bits[node.name], True, layer_exponents[node.name], weight_scheme(options))
+        grid = weight_grid(bits[node.name], layer_exponents[node.name], options)
         w, bias = node.params["weight"], node.params["bias"]
         constant = constant_channels(w, bias, ranges[node.inputs[0]][0])
         codes, scale, w_hat = quantize_weights(w, grid, constant)
         weights[node.name] = QWeights(codes, scale, grid, w_hat, reconstruction_error(w, grid),
                                       bias, int(constant.sum()))
 
+    choices = {}
+
     def activation_encoding(root, bits, signed, value_range):
-        return Encoding(bits, signed, exponent, weight_scheme(options), value_range)
+        candidates = [Encoding(bits, signed, exponent, weight_scheme(options), value_range)]
+        choices[root] = choose_grid(candidates, options.lanes, options.act_grid,
+                                    lambda enc: encoded_error(enc, values[root]))
+        return choices[root].encoding
     encodings = tensor_encodings(graph, ranges, input_range, options, activation_encoding)
-    return QGraph(graph, encodings, weights, exponent, tuple(input_range), options, notes)
+    return QGraph(graph, encodings, weights, exponent, tuple(input_range), options, notes,
+                  grid_choices=choices)
 
 
 def weight_scheme(options) -> str:

@@ -24,15 +24,21 @@ def _layer_error(w, grid, objective, norm=None):
 
 
 def objective_fn(layers, objective="normalized"):
-    """layers: list of (weight array, bits) -> f(a). Each layer's norm is computed once, not
-    at each of the search's ~30 evaluations: the same value, and on a multi-threaded BLAS a
-    norm of a large layer costs a thread hand-off, a large part of a small model's build."""
-    norms = [np.linalg.norm(w) for w, _ in layers] if objective == "normalized" else [None] * len(layers)
+    """layers: list of (weight array, bits) or (weight array, bits, lanes) -> f(a): the lanes
+    (quant/lanes.py) round the levels, and the search measures the levels as they are. Each
+    layer's norm is computed once, not at each of the search's ~30 evaluations: the same value,
+    and on a multi-threaded BLAS a norm of a large layer costs a thread hand-off, a large part
+    of a small model's build."""
+    norms = [np.linalg.norm(layer[0]) for layer in layers] if objective == "normalized" else [None] * len(layers)
 
     def f(a):
-        return sum(_layer_error(w, Grid(bits, True, float(a)), objective, norm)
-                   for (w, bits), norm in zip(layers, norms))
+        return sum(_layer_error(layer[0], Grid(layer[1], True, float(a), lanes=lanes_of(layer)),
+                                objective, norm) for layer, norm in zip(layers, norms))
     return f
+
+
+def lanes_of(layer) -> int:
+    return layer[2] if len(layer) > 2 else 0
 
 
 def search_exponent(layers, objective="normalized", progress=None) -> float:

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from mcugen.codegen import hls_estimate as estimate
-from mcugen.codegen.hls_plan import MAC_KINDS, ap_type, buffer_ranges, mac_plan, readers, type_bits
+from mcugen.codegen.hls_plan import (MAC_KINDS, ap_type, buffer_ranges, mac_plan, product_rom_plan,
+                                     readers, type_bits)
 from mcugen.codegen.project import recording_new_files
 from mcugen.errors import MCUGenError
 from mcugen.reference.interpreter import quantize_input, run_codes
@@ -141,8 +142,9 @@ def design_plan(schedule, board, reuse: int, io: str) -> dict:
     ranges = buffer_ranges(schedule)
     types = {name: ap_type(*ranges[name]) for name in schedule.buffers}
     roots = {b.name: (b.alias_of or b.name) for b in schedule.buffers.values()}
-    macs = {s.name: mac_plan(s, reuse, ranges[s.inputs[0]]) for s in schedule.steps if s.kind in MAC_KINDS}
     fpga = board["fpga"]
+    macs = {s.name: layer_plan(s, reuse, ranges[s.inputs[0]], fpga)
+            for s in schedule.steps if s.kind in MAC_KINDS}
     layers, costs = {}, []
     for step in schedule.steps:
         if step.name in macs:
@@ -166,6 +168,14 @@ def design_plan(schedule, board, reuse: int, io: str) -> dict:
     totals["latency_us"] = round(totals["latency_cycles"] / fpga["clock_mhz"], 2)
     return {"reuse": reuse, "io": io, "types": types, "ranges": ranges, "roots": roots,
             "macs": macs, "readers": fanout, "layers": layers, "totals": totals}
+
+
+def layer_plan(step, reuse: int, x_range: tuple, fpga: dict):
+    """A MAC layer's plan: its multiply (a fabric or DSP multiply of the decoded operands, or the
+    lowering's product table), or a ROM of the decoded operands' products where the estimate
+    finds that cheaper on this board (e.g. W4 x A4 on 16-bit tables on a part short of DSPs)."""
+    plan = mac_plan(step, reuse, x_range)
+    return estimate.cheaper(step, plan, product_rom_plan(plan, x_range), fpga)
 
 
 def ap_types_dir() -> Path:
