@@ -12,8 +12,9 @@ import mcugen.report
 from conftest import MODELS, shared_model
 from mcugen.lower.decode_width import inputs_fit_eight_bits, weight_cost8
 from mcugen.lower.fixedpoint import decode_table, default_frac_bits
-from mcugen.quant.lanes import NARROW_TOLERANCE, choose_grid, encoded_error, in_lanes, uniform_twin
-from mcugen.quant.power import Encoding, Grid, with_lanes
+from mcugen.quant.lanes import (NARROW_TOLERANCE, choose_grid, encoded_error, in_lanes,
+                                narrow_weights, uniform_twin)
+from mcugen.quant.power import Encoding, Grid, reconstruction_error, with_lanes
 from mcugen.verify import compare, verify_inputs
 
 W4A8 = dict(scheme="power", wbits=4, abits=8, first_last_bits="same")
@@ -135,3 +136,25 @@ def test_bad_lane_options_are_one_line(tmp_path):
         mcugen.build(shared_model("sine"), lanes="12")
     with pytest.raises(mcugen.MCUGenError, match="--act-grid takes"):
         mcugen.build(shared_model("sine"), act_grid="log")
+
+
+def test_eight_bit_weights_take_the_uniform_grid_unless_it_costs_more_than_a_bit():
+    rng = np.random.default_rng(3)
+    gaussian = rng.normal(size=(8, 64))
+    power = Grid(8, True, 0.7)
+
+    def error_of(w):
+        return lambda grid: reconstruction_error(w, grid)
+    assert narrow_weights(power, 8, error_of(gaussian)).exponent == 1.0
+    assert narrow_weights(power, 0, error_of(gaussian)) is power          # no lanes: no choice
+    # most weights far below each row's largest: uniform 8-bit codes lose them
+    spiky = rng.normal(size=(8, 64)) * 1e-3
+    spiky[:, 0] = 1.0
+    assert reconstruction_error(spiky, Grid(8, True, 1.0)) ** 2 > \
+        NARROW_TOLERANCE * reconstruction_error(spiky, power) ** 2
+    assert narrow_weights(power, 8, error_of(spiky)) is power
+    p = mcugen.build(shared_model("mnist8"), input_range=MODELS["mnist8"], scheme="power",
+                     wbits=4, abits=8, target="rv32", board="cv32e40p")
+    grids = [qw.grid for qw in p.qgraph.weights.values()]
+    assert [g.bits for g in grids] == [8, 4, 8]          # the first and last layers keep 8 bits
+    assert grids[0].exponent == 1.0 and grids[1].lanes == 8

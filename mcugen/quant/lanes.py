@@ -6,7 +6,9 @@ when both fit int8/uint8 as when one needs 16-bit lanes; a FPGA maps operands of
 to LUTs instead of DSP slices. With `lanes` 8:
 - weights of at most LANE_WEIGHT_BITS bits on a power grid get levels rounded to 8-bit integers
   (Grid.lanes): 4-bit weights then always decode to int8, and the exponent search, PowerQuant's
-  rounding and NUPES's GPTQ all see the levels as they are;
+  rounding and NUPES's GPTQ all see the levels as they are; wider weights (the first and last
+  layers' 8 bits) take the uniform grid, whose levels are int8 themselves, unless it costs more
+  than a bit of their error (narrow_weights);
 - each activation tensor takes a grid by `--act-grid`: `power` keeps the scheme's power grid
   (its levels rounded to the lanes where they stay distinct, A4-A6); `uniform` takes a = 1
   (the identity table: 8-bit lanes at any width); `auto` measures the encoded values' error
@@ -35,6 +37,16 @@ NARROW_TOLERANCE = 4.0
 def weight_lanes(bits: int, scheme: str, lanes: int) -> int:
     """The lanes a weight grid's levels are rounded to (0: none)."""
     return lanes if lanes and scheme == "power" and bits <= LANE_WEIGHT_BITS else 0
+
+
+def narrow_weights(grid, lanes: int, error_of):
+    """A weight grid that does not fit the lanes (8-bit weights on a power grid) against its
+    uniform twin, whose 255 levels are int8 themselves: the twin unless its error
+    (`error_of(grid)`, a relative norm) is more than a bit worse (NARROW_TOLERANCE in squares)."""
+    if not lanes or grid.lanes or grid.exponent == 1.0 or grid.scheme != "power":
+        return grid
+    twin = dataclasses.replace(grid, exponent=1.0)
+    return twin if error_of(twin) ** 2 <= NARROW_TOLERANCE * error_of(grid) ** 2 else grid
 
 
 def lane_grid(enc: Encoding, lanes: int) -> Encoding:

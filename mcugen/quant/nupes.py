@@ -30,7 +30,7 @@ from mcugen.quant.calibrate import tensor_ranges, with_known_bounds
 from mcugen.quant.gptq import (grouped, gptq_codes, inverse_factor, least_squares_target,
                                row_scales, ungrouped)
 from mcugen.quant.layer_stats import layer_stats
-from mcugen.quant.lanes import GridChoice, choose_grid, encoded_error
+from mcugen.quant.lanes import GridChoice, choose_grid, encoded_error, narrow_weights
 from mcugen.quant.power import Encoding, constant_channels, quantize_weights, relative_error
 from mcugen.quant.qgraph import (QGraph, QWeights, data_free_exponents, layer_weight_bits,
                                  mac_nodes, tensor_encodings, weight_grid, weight_scheme)
@@ -131,6 +131,13 @@ def quantize_layer(node, x_q, x_f, x_range, bits, data_free, options) -> QWeight
         w_hat = grid.dequantize(codes, scale[:, :, None])
         return stats.relative_error(w_hat, w_float, bias, corrected=True), grid, codes, scale
     error, grid, codes, scale = _search_exponent(attempt, *candidate_exponents(options, data_free))
+    tried = {grid.exponent: (error, grid, codes, scale)}
+
+    def error_of(g):                   # narrow_weights asks for the uniform twin's at most once
+        if g.exponent not in tried:
+            tried[g.exponent] = attempt(g.exponent)
+        return tried[g.exponent][0]
+    error, grid, codes, scale = tried[narrow_weights(grid, options.lanes, error_of).exponent]
     w_hat = grid.dequantize(codes, scale[:, :, None])
     corrected = bias - ungrouped(stats.mean_error(w_hat, w_float), None)
     w_hat = ungrouped(w_hat, w.shape)

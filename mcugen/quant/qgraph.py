@@ -16,7 +16,7 @@ from mcugen.errors import MCUGenError
 from mcugen.ops import get_op
 from mcugen.quant.calibrate import (synthetic_inputs, tensor_ranges, token_calibration,
                                     with_known_bounds)
-from mcugen.quant.lanes import choose_grid, encoded_error, weight_lanes
+from mcugen.quant.lanes import choose_grid, encoded_error, narrow_weights, weight_lanes
 from mcugen.quant.power import (Encoding, Grid, constant_channels, quantize_weights,
                                 reconstruction_error)
 from mcugen.quant.search import search_exponent
@@ -157,8 +157,9 @@ def quantize_powerquant(graph, options: QuantOptions, progress=None) -> QGraph:
     ranges = with_known_bounds(graph, tensor_ranges(values, options.percentile))
     weights = {}
     for node in mac_nodes(graph):
-        grid = weight_grid(bits[node.name], layer_exponents[node.name], options)
         w, bias = node.params["weight"], node.params["bias"]
+        grid = narrow_weights(weight_grid(bits[node.name], layer_exponents[node.name], options),
+                              options.lanes, lambda g: reconstruction_error(w, g))
         constant = constant_channels(w, bias, ranges[node.inputs[0]][0])
         codes, scale, w_hat = quantize_weights(w, grid, constant)
         weights[node.name] = QWeights(codes, scale, grid, w_hat, reconstruction_error(w, grid),
