@@ -124,12 +124,11 @@ def _integer_step_errors(layers) -> list:
 def _grid_choices(layers) -> list:
     """Per MAC layer whose input grid was chosen between 8-bit and 16-bit lanes (--act-grid
     auto): the grid taken, its lanes and error, and the alternative's error (quant/lanes.py)."""
-    parts = [f"{layer['step']} {layer['act_grid']} in {layer['act_lanes']}-bit lanes "
-             f"(error {layer['act_error']:.3g}; {layer['act_alternative']} "
-             f"{layer['act_alternative_error']:.3g})"
+    parts = [f"  {layer['step']}: {layer['act_grid']} in {layer['act_lanes']}-bit lanes, error "
+             f"{layer['act_error']:.3g}; {layer['act_alternative']} {layer['act_alternative_error']:.3g}"
              for layer in layers if layer.get("act_alternative")]
-    return ["input grids chosen (mean squared error of the encoded calibration values): "
-            + "; ".join(parts)] if parts else []
+    return ["input grids chosen per MAC layer (mean squared error of the encoded calibration "
+            "values, against the grid not taken):"] + parts if parts else []
 
 
 def _output_error(layer) -> str:

@@ -104,7 +104,7 @@ def test_the_default_on_a_simd_board_rides_8_bit_lanes_and_says_what_it_chose(tm
     # (the first layer reads the network's 8-bit uniform input: 8-bit lanes whatever the grids)
     assert all(s.info["decode_bits"] == 16 for s in wide.schedule.steps[1:] if s.info.get("macs"))
     text = mcugen.report.format_report(p.report)
-    assert "input grids chosen" in text and "uniform in 8-bit lanes" in text
+    assert "input grids chosen" in text and ": uniform in 8-bit lanes" in text
     result = compare(out, p.schedule, verify_inputs(p.schedule, 60, seed=5), sanitize=True)
     assert result.mismatches == 0, result.first
 

@@ -6,9 +6,9 @@ when both fit int8/uint8 as when one needs 16-bit lanes; a FPGA maps operands of
 to LUTs instead of DSP slices. With `lanes` 8:
 - weights of at most LANE_WEIGHT_BITS bits on a power grid get levels rounded to 8-bit integers
   (Grid.lanes): 4-bit weights then always decode to int8, and the exponent search, PowerQuant's
-  rounding and NUPES's GPTQ all see the levels as they are; wider weights (the first and last
-  layers' 8 bits) take the uniform grid, whose levels are int8 themselves, unless it costs more
-  than a bit of their error (narrow_weights);
+  rounding and NUPES's GPTQ all see the levels as they are; wider weights (5 to 8 bits, such as
+  the first and last layers' 8 bits) take the uniform grid, whose levels are int8 themselves,
+  unless it costs more than a bit of their error (narrow_weights);
 - each activation tensor takes a grid by `--act-grid`: `power` keeps the scheme's power grid
   (its levels rounded to the lanes where they stay distinct, A4-A6); `uniform` takes a = 1
   (the identity table: 8-bit lanes at any width); `auto` measures the encoded values' error
