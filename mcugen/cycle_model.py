@@ -26,7 +26,8 @@ def layer_cycles(layer: dict, counts: dict, measured: int, model: dict, unit="in
     emulation's per-step counters in the same unit: cores_longest / cores_total (inside team
     forks: the busiest core, all cores), emulation (the emulation layer's own), transfers,
     forks. `unit` "instructions" (qemu) are taken at the model's cpi, "cycles" (the RTL) as
-    they are."""
+    they are. A step run head by head (Schedule.head_loops) sends one cluster task per head
+    (layer["tasks"]), each with its fixed cost."""
     per_count = model["cpi"] if unit == "instructions" else 1.0
     busiest = f"busiest_core_{unit}"
     own = measured - counts["emulation"]                # what the board would execute
@@ -35,7 +36,7 @@ def layer_cycles(layer: dict, counts: dict, measured: int, model: dict, unit="in
         return {"est_cycles": round(fc), "bound": "fc", busiest: own}
     controller = own - counts["cores_total"]             # the cluster controller outside forks
     compute = (per_count * (controller + counts["cores_longest"])
-               + model["fork_cycles"] * counts["forks"] + model["task_cycles"])
+               + model["fork_cycles"] * counts["forks"] + model["task_cycles"] * layer.get("tasks", 1))
     dma = layer["dma_bytes"] / model["dma_bytes_per_cycle"] + model["dma_setup_cycles"] * counts["transfers"]
     tiles = max(1, layer.get("tiles", 1))
     cycles = max(compute, dma) + min(compute, dma) / tiles if tiles > 1 else compute + dma

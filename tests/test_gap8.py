@@ -239,3 +239,15 @@ def test_gap8_tiles_are_planned_once_per_build(tmp_path, monkeypatch):
     conv = max(plans, key=lambda name: len(plans[name].tiles))
     rows = re.search(rf"{conv}_tiles\[\d+\] = {{\n(.*?)\n}};", files["model.c"], re.S).group(1).splitlines()
     assert [tuple(map(int, re.findall(r"-?\d+", row))) for row in rows] == [tuple(t) for t in plans[conv].tiles]
+
+
+def test_gap8_cycle_model_counts_a_task_per_head():
+    """A step run head by head (Schedule.head_loops) sends one cluster task per head: the
+    estimate adds each task's fixed cost (layer["tasks"], from tile_plan)."""
+    from mcugen.cycle_model import layer_cycles, model_constants
+    model = model_constants(get_board("gap8"))
+    counts = {"emulation": 0, "cores_total": 800, "cores_longest": 100, "transfers": 0, "forks": 4}
+    layer = {"runs_on": "cluster", "dma_bytes": 0, "tiles": 1, "macs": 0}
+    one = layer_cycles(layer, counts, 1000, model, "cycles")["est_cycles"]
+    four = layer_cycles(dict(layer, tasks=4), counts, 1000, model, "cycles")["est_cycles"]
+    assert four - one == 3 * model["task_cycles"]

@@ -24,11 +24,13 @@ def board_with_l2(l2_bytes):
 
 @pytest.fixture(scope="module")
 def resnet8_l3(tmp_path_factory):
-    """resnet8 at W4A8 with threshold encoders does not fit GAP8's 512 KB L2 with its weights
-    (514 KB of constants; with the default encoders it fits)."""
+    """resnet8 at W4A8 with threshold encoders and power activations in 16-bit lanes does not
+    fit GAP8's 512 KB L2 with its weights (514 KB of constants; with the default encoders, or
+    the default grids in 8-bit lanes, it fits)."""
     out = tmp_path_factory.mktemp("l3") / "resnet8"
     project = mcugen.build(shared_model("resnet8"), target="gap8", out=out, wbits=4, abits=8,
-                           input_range=MODELS["resnet8"], encoder="threshold")
+                           input_range=MODELS["resnet8"], encoder="threshold", lanes="16",
+                           act_grid="power")
     return project, out
 
 

@@ -142,3 +142,23 @@ def test_gap8_weights_in_l3_on_the_rtl(tmp_path, rtl_tools):
     data[: len(data) // 2] = bytes(len(data) // 2)
     image.write_bytes(bytes(data))
     assert compare(out, project.schedule, x[2:], on="rtl").mismatches == 1
+
+
+@pytest.mark.parametrize("name", ["oc5_3x3_s2_asym", "3x3_32"])
+def test_gap8_hwc_conv_blocks_are_bit_exact_on_the_rtl(name, tmp_path, rtl_tools):
+    """The hwc conv's CORE-V 4 x 4 block (its own assembly, conv2d_hwc.c.j2) on the RTL: 4-pixel
+    items with a remainder, a remainder channel, stride 2 and 3 input channels padded to 4; a
+    32-channel window of 24 words a row."""
+    from test_gap8_simd import SHAPES
+    from test_kernels import conv_model, w
+    in_shape, wshape, attrs = SHAPES[name]
+    path = conv_model(tmp_path, name, in_shape, w(*wshape), **attrs)
+    out = tmp_path / "gap8"
+    project = mcugen.build(path, target="gap8", out=out, wbits=8, abits=8, scheme="uniform",
+                           input_range=(-2.0, 2.0))
+    step = next(s for s in project.schedule.steps if s.kind == "conv2d")
+    assert project.plan[step.name]["tiles"].simd.get("hwc")
+    assert "_dot4x4" in (out / "model.c").read_text()
+    done = cli("verify", out, "--on", "rtl", "--n", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 differences (bit-exact)" in done.stdout

@@ -29,7 +29,8 @@ def gap8_schedule(tmp_path, name, decode_bits):
 
 
 def is_simd(plan):
-    return bool(plan.simd) and any(r["role"] == "cols" for r in plan.regions)
+    """The SIMD conv: im2col columns, or (ungrouped, undilated) the hwc window."""
+    return bool(plan.simd) and any(r["role"] in ("cols", "hwc") for r in plan.regions)
 
 
 @pytest.mark.parametrize("decode_bits", ["8", "16"])
@@ -116,7 +117,7 @@ def test_gap8_pulp_branch_of_the_isa_layer_with_stand_in_builtins(decode_bits, f
     from mcugen.runners import run_harness
     schedule = gap8_schedule(tmp_path, "kernel_5x2_stride_2x1", decode_bits)
     project = write_gap8(schedule, tmp_path / "proj")
-    assert "isa_dot4x2_" in (project / "model.c").read_text()
+    assert "isa_dot4x" in (project / "model.c").read_text()     # the hwc kernel or im2col's
     seen = subprocess.run(["cc", "-E", *FLAVOURS[flavour].split(), "-Ipmsis_emu", "model.c"], cwd=project,
                           capture_output=True, text=True, check=True).stdout
     assert "__builtin_pulp_sdotsp" in seen, f"{flavour} does not take the Xpulp branch"
@@ -147,3 +148,26 @@ def test_gap8_report_names_each_mac_layers_kernel_and_counts_the_simd_layout(tmp
     laid_out = gap8.kernel_consts(step, plans[step.name].simd)["weights"]
     extra = get_target("gap8").plan(schedule, board)[step.name]["layout_extra_bytes"]
     assert extra == laid_out.nbytes - step.consts["weights"].nbytes > 0
+
+
+@pytest.mark.parametrize("name", ["oc5_3x3_s2_asym", "kernel_5x2_stride_2x1", "grouped_ocg8"])
+def test_gap8_hwc_conv_reorders_the_weights_as_its_window(name, tmp_path):
+    """Ungrouped, undilated convs take the hwc kernel (conv2d_hwc.c.j2): weights in (ky, kx,
+    channel) order, channels padded with zeros to whole words per window row, no im2col columns
+    in L1; the others keep the column kernel."""
+    schedule = gap8_schedule(tmp_path, name, "8")
+    plan = conv_plan(schedule, gap8.get_board("gap8"))
+    p = plan.step.params
+    roles = {r["role"] for r in plan.regions}
+    if p["group"] != 1:
+        assert not plan.simd.get("hwc") and "cols" in roles and "hwc" not in roles
+        return
+    simd = plan.simd
+    assert simd["hwc"] and "hwc" in roles and "cols" not in roles
+    assert simd["cp"] * p["k_w"] % 4 == 0 and simd["cp"] - p["in_c"] < 4
+    rows = plan.step.consts["bias"].size
+    w = np.asarray(plan.step.consts["weights"]).reshape(rows, p["in_c"], p["k_h"], p["k_w"])
+    hwc = np.zeros((rows, p["k_h"], p["k_w"], simd["cp"]), dtype=np.int64)
+    hwc[..., :p["in_c"]] = w.transpose(0, 2, 3, 1)
+    expected = simd_weight_layout(hwc.reshape(rows, -1), rows, simd)
+    assert np.array_equal(plan.consts["weights"], expected)

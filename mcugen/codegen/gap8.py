@@ -10,6 +10,7 @@ templates only lay the numbers out. The integer semantics of each step are the h
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -34,7 +35,7 @@ FILES = {"model.c": "model.c.j2", "model.h": "model.h.j2", "main.c": "main.c.j2"
 
 ALIGN = 4
 BOARD_SAMPLES = 3                                # self-check inputs baked into the board main.c
-ONE_SLOT_ROLES = ("band", "cols")               # filled and consumed within one tile: one slot
+ONE_SLOT_ROLES = ("band", "cols", "hwc")        # filled and consumed within one tile: one slot
 # per conv tile: decoded band rows the cores fill (channels x rows), the tile's band rows, the
 # band row its first loaded input row goes to, (register block, output row) work items, the
 # tile's first register block and its output channel plane
@@ -74,10 +75,14 @@ class _Plan:
     """One step's L1 layout and tiles. Regions: static (loaded once per step), block (per
     output-channel block, two slots), tile (per tile, two slots), out (per tile, two slots),
     band (a conv tile's decoded input, filled and read by the cores within the tile: one slot),
-    cols (the SIMD conv's per-core im2col columns, likewise one slot)."""
+    cols (the SIMD conv's per-core im2col columns, likewise one slot), hwc (the SIMD conv's
+    decoded window in (row, column, channel) order, likewise one slot)."""
 
-    def __init__(self, step, schedule, budget, consts, simd=None, cores=8):
+    def __init__(self, step, schedule, budget, consts, simd=None, cores=8, runs=1):
         self.step, self.schedule, self.budget, self.cores = step, schedule, budget, cores
+        # the step's tasks per inference: a head loop's step (`step` then has one head's
+        # parameters) is sent once per head
+        self.runs = runs
         self.consts = consts          # the constants as the kernel reads them (SIMD weight layout)
         self.simd = simd or {}        # the step's SIMD kernel plan ({}: the band kernel)
         # template params beside the step's: a cluster kernel named apart from its kind's FC one
@@ -235,7 +240,9 @@ def _search_band(plan, g, static_bytes, per, band, block_sizes=None, fixed=None)
             niy = max(b - a for a, b in (_row_span(g, y0, y1) for y0, y1 in bands))
             slot = {"in": nic * niy * g["in_w"] * isz, "out": oct_ * oht * out_w * osz}
             slot.update({k: oct_ * v for k, v in per.items()})
-            if band is not None:
+            if band is not None and "row_bytes" in band:      # the SIMD conv's hwc window
+                slot["hwc"] = _band_rows(g, oht) * band["row_bytes"]
+            elif band is not None:
                 slot["band"] = nic * _band_rows(g, oht) * band["band_w"] * band["itemsize"]
             slot.update(fixed or {})
             if static_bytes + plan.slotted_bytes(slot, n_tiles, len(blocks)) <= plan.budget:
@@ -285,13 +292,18 @@ def _plan_simd_conv(plan, g) -> bool:
     lanes, blocks of 4 rows interleaved) per channel block, blocks cut where the layout's
     4-row blocks start, and one column buffer per core (two pixels' decoded inputs: `cols`)
     that each core fills and consumes within a tile."""
-    _conv_const_regions(plan, plan.simd["padded_k"])
+    simd, ctype = plan.simd, CTYPES[plan.simd["column_type"]]
+    _conv_const_regions(plan, simd["padded_k"])
     _io_regions(plan)
-    cols = plan.cores * plan.simd["stack_bytes"]
-    plan.regions.insert(-1, _region("cols", CTYPES[plan.simd["column_type"]], "cols", None, 0,
-                                    ITEMSIZE[plan.simd["column_type"]]))
+    fixed, window_rows = {}, None
+    if simd.get("hwc"):
+        window_rows = {"row_bytes": simd["band_w"] * simd["cp"] * ITEMSIZE[simd["column_type"]]}
+        plan.regions.insert(-1, _region("hwc", ctype, "hwc", None, 0, ITEMSIZE[simd["column_type"]]))
+    else:
+        fixed["cols"] = plan.cores * simd["stack_bytes"]
+        plan.regions.insert(-1, _region("cols", ctype, "cols", None, 0, ITEMSIZE[simd["column_type"]]))
     static, static_bytes, per = _sizes_of(plan)
-    best = _search_band(plan, g, static_bytes, per, None, _simd_block_sizes(g), {"cols": cols})
+    best = _search_band(plan, g, static_bytes, per, window_rows, _simd_block_sizes(g), fixed)
     if best is None:
         return False
     _band_tiles(plan, g, best)
@@ -434,16 +446,17 @@ def _plan_mul(plan):
 def _plan_matmul(plan):
     """A matmul step tiled in bands of consecutive output rows (head, row) of m values each,
     driven as a one-plane band (the 2-D DMA moves contiguous rows: in_w = k, out_w = m): B
-    (every head's, or the shared one) is loaded whole into L1 once, and a tile loads the A rows
-    its output rows read (_matmul_tiles). A step whose B leaves no room in L1 for tiles of one
-    output row stays on the FC, where it ran before."""
+    (every head's, the shared one, or in a head loop one head's) is loaded whole into L1 once,
+    and a tile loads the A rows its output rows read (_matmul_tiles). A step whose B leaves no
+    room in L1 for tiles of one output row stays on the FC, where it ran before."""
     step, p = plan.step, plan.step.params
     a, b, dst = (plan.buf(n) for n in (step.inputs[0], step.inputs[1], step.output))
     for key in ("table_a", "table_b"):
         plan.regions.append(plan.const_region(key, "static", 0))
     plan.encoder_regions(per_row=False)
     static = {r["name"]: int(plan.consts[r["name"]].size) for r in plan.regions}
-    static["in_b"] = b.size
+    # B's elements, from the parameters: a head loop's task holds one head's B
+    static["in_b"] = p["k"] * p["m"] * (p["heads"] if p["b_head"] else 1)
     plan.regions.append(_region("in_b", CTYPES[b.dtype], "static", b.name, 1, ITEMSIZE[b.dtype]))
     static_bytes = sum(_align(static[r["name"]] * r["itemsize"]) for r in plan.regions)
     plan.regions.append(_region("in", CTYPES[a.dtype], "tile", a.name, 1, ITEMSIZE[a.dtype]))
@@ -459,8 +472,9 @@ def _plan_matmul(plan):
     plan.dma_bytes += sum(t.niy * row_bytes["in"] + t.ny * row_bytes["out"] for t in plan.tiles)
     # templates/gap8/ops/matmul.c.j2 would shadow the FC's templates/common/ops/matmul.c.j2;
     # a_wrap: how far the kernel's A index steps back at a head's end (a shared A restarts)
-    plan.kernel = {"kernel": "matmul_cluster", "in_w": p["k"], "in_plane": a.size,
-                   "out_w": p["m"], "out_plane": dst.size,
+    plan.kernel = {"kernel": "matmul_cluster", "in_w": p["k"],
+                   "in_plane": (p["heads"] if p["a_head"] else 1) * p["n"] * p["k"],
+                   "out_w": p["m"], "out_plane": p["heads"] * p["n"] * p["m"],
                    "a_wrap": 0 if p["a_head"] else p["n"] * p["k"]}
 
 
@@ -567,10 +581,15 @@ def plan_tiles(schedule, board) -> dict:
     plan of a build (Gap8Target.plan), which the fit check, the render and the report read.
     Raises MCUGenError naming the first layer that fits no tiling."""
     budget = _l1_budget(board)
+    looped = head_runs(schedule)
     plans = {}
     for step in schedule.steps:
+        params, runs = looped.get(step.name, ({}, 1))
+        if params:
+            step = replace(step, params={**step.params, **params})    # as one head's task runs it
         simd = simd_plan(step, schedule, board)
-        plan = _Plan(step, schedule, budget, kernel_consts(step, simd), simd, int(board.get("cores", 8)))
+        plan = _Plan(step, schedule, budget, kernel_consts(step, simd), simd, int(board.get("cores", 8)),
+                     runs)
         if step.kind in BAND_KINDS:
             _plan_band(plan)
         elif step.kind == "dense":
@@ -585,6 +604,13 @@ def plan_tiles(schedule, board) -> dict:
             _plan_rows(plan)
         plans[step.name] = plan
     return plans
+
+
+def head_runs(schedule) -> dict:
+    """step name -> (its parameters for one head, the heads) for the steps the schedule's head
+    loops run head by head (lower/head_loops.py): model_run calls or sends each once per head."""
+    return {name: (params, loop["heads"]) for loop in schedule.head_loops
+            for name, params in loop["per_head"].items()}
 
 
 # The runtimes' cluster stacks when a task leaves their sizes at 0 (PulpOS and FreeRTOS alike)
@@ -622,24 +648,67 @@ def simd_plan(step, schedule, board) -> dict:
     isa = simd_isa(board.get("simd"))          # refuses an ISA the kernels are not planned for
     if step.kind != "conv2d" or isa is None or schedule.meta.get("weights_in") == "l3":
         return {}
-    return simd_kernel_plan(step, isa.name, _l1_budget(board) // int(board.get("cores", 8)))
+    limit = _l1_budget(board) // int(board.get("cores", 8))
+    plan = simd_kernel_plan(step, isa.name, limit)
+    return _hwc_plan(step, plan) or plan
+
+
+def _hwc_plan(step, plan) -> dict:
+    """The SIMD conv without im2col ({} where it does not apply): per tile the cores decode the
+    input once into a zero-padded window in (row, column, channel) order (`hwc`, channels
+    padded to `cp` so that a window row of k_w pixels is whole words), in which one output
+    pixel's inputs are k_h runs of row_lanes lanes, row_pitch lanes apart, and the next pixel's
+    px_lanes further on; the kernel (templates/gap8/ops/conv2d_hwc.c.j2) takes blocks of 4
+    output channels x 4 pixels of a row straight from it, against weights in the same
+    (ky, kx, channel) order. Ungrouped, undilated convs only: there a window row's channels
+    are contiguous. `asm_ok`: the CORE-V block's offsets fit its loads' and adds' immediates."""
+    p = step.params
+    if not plan or p.get("group", 1) != 1 or p["dil_h"] != 1 or p["dil_w"] != 1:
+        return {}
+    lane = ITEMSIZE[plan["column_type"]]
+    cp = p["in_c"]
+    while cp * p["k_w"] * lane % 4:
+        cp += 1
+    row_lanes = p["k_w"] * cp
+    padded_k = p["k_h"] * row_lanes
+    weights = step.consts["weights"]
+    # the window's columns: `left` of padding, the input's, then padding from `right` on
+    band_w = window(p["out_w"], p["stride_w"], p["k_w"], 1)
+    left = min(p["pad_left"], band_w)
+    px_lanes, row_pitch = p["stride_w"] * cp, band_w * cp
+    asm_ok = 3 * px_lanes * lane - 4 < 2048 and (row_pitch - row_lanes) * lane < 2048
+    return dict(plan, kernel="conv2d_hwc", hwc=1, cp=cp, row_lanes=row_lanes,
+                row_words=row_lanes * lane // 4, padded_k=padded_k, k_words=padded_k * lane // 4,
+                lane_bytes=lane, px_lanes=px_lanes, row_pitch=row_pitch, asm_ok=int(asm_ok),
+                band_w=band_w, band_left=left, band_right=left + max(0, min(p["in_w"], band_w - left)),
+                layout_extra_bytes=step.consts["bias"].size * padded_k * lane - weights.nbytes)
 
 
 def kernel_consts(step, simd) -> dict:
-    """The step's constants as its kernel reads them: the SIMD kernel's weights in its layout."""
+    """The step's constants as its kernel reads them: the SIMD kernel's weights in its layout
+    (the hwc kernel's rows first reordered to (ky, kx, channel), channels padded with zeros)."""
     consts = dict(step.consts)
-    if simd:
-        consts["weights"] = simd_weight_layout(step.consts["weights"], step.consts["bias"].size, simd)
+    if not simd:
+        return consts
+    rows, weights = step.consts["bias"].size, step.consts["weights"]
+    if simd.get("hwc"):
+        p = step.params
+        w = np.asarray(weights).reshape(rows, p["in_c"], p["k_h"], p["k_w"]).transpose(0, 2, 3, 1)
+        weights = np.pad(w, ((0, 0), (0, 0), (0, 0), (0, simd["cp"] - p["in_c"]))).reshape(rows, -1)
+    consts["weights"] = simd_weight_layout(weights, rows, simd)
     return consts
 
 
 def tile_plan(schedule, board: dict, plans: dict | None = None) -> list:
     """Per step: tiles, L1 bytes used (both buffers) and DMA bytes moved per inference, from
     `plans` (plan_tiles'; planned here when not given). Steps that are not tiled (concat,
-    transpose, recode) run on the fabric controller from L2."""
+    transpose, recode) run on the fabric controller from L2. A head loop's step: the tiles and
+    L1 of one head's task, the DMA bytes of all heads', and as many cluster tasks (`tasks`) as
+    heads."""
     plans = plans or plan_tiles(schedule, board)
     return [{"step": s.name, "layer": s.layer, "kind": s.kind, "tiles": len(plan.tiles),
-             "l1_bytes": plan.l1_bytes, "dma_bytes": plan.dma_bytes, "on": "cluster" if plan.tiles else "fc",
+             "l1_bytes": plan.l1_bytes, "dma_bytes": plan.dma_bytes * plan.runs, "tasks": plan.runs,
+             "on": "cluster" if plan.tiles else "fc",
              "kernel": plan.simd.get("simd") or ("h" if _sdot_ok(s, schedule) else "plain")}
             for s, plan in zip(schedule.steps, plans.values())]
 
@@ -659,12 +728,17 @@ def template_context(schedule, model_file: str, board: dict, plans: dict) -> dic
     """The host target's context (the same model.c numbers) plus the tile plans."""
     codes, expected = _board_samples(schedule)
     l1 = l1_layout(board)
-    context = host.template_context(schedule, model_file, {name: {**p.simd, **p.kernel}
-                                                           for name, p in plans.items()})
+    # a head loop's step renders for one head, as its tiles were planned (plan_tiles)
+    one_head = {name: params for name, (params, _) in head_runs(schedule).items()}
+    kernels = {name: {**one_head.get(name, {}), **p.simd, **p.kernel} for name, p in plans.items()}
+    context = host.template_context(schedule, model_file, kernels)
+    # the constants as the cluster kernels read them (the hwc kernel's weight order is its own)
+    context["consts"].update({name: p.consts for name, p in plans.items() if p.simd})
     layout = board_layout(schedule, board) if schedule.meta.get("weights_in") == "l3" else None
     schedule_consts = {s.name: s.consts for s in schedule.steps}
     context.update({
-        "plans": {name: {"mode": p.mode, "regions": p.regions, "tiles": p.tiles,
+        "io_fields": {s.name: _io_fields(s, schedule) for s in schedule.steps},
+        "plans": {name: {"mode": p.mode, "regions": _l2_sources(p), "tiles": p.tiles,
                          "n_tiles": len(p.tiles), "l1_bytes": p.l1_bytes, "dma_bytes": p.dma_bytes,
                          "out_index": len(p.regions) - 1, "drain_from": max(0, len(p.tiles) - 2)}
                   for name, p in plans.items()},
@@ -689,6 +763,29 @@ def template_context(schedule, model_file: str, board: dict, plans: dict) -> dic
                      for name, record in (layout["steps"].items() if layout else [])},
     })
     return context
+
+
+def _io_names(step) -> list:
+    """The members of <step>_io_t, the cluster task's argument: a pointer to each of the step's
+    operands in L2, inputs then output, in the order of model_run's arguments (step_calls: in a
+    head loop, offset to the task's head)."""
+    return [f"in{i}" for i in range(len(step.inputs))] + ["out"]
+
+
+def _io_fields(step, schedule) -> list:
+    """<step>_io_t's members: name, C type, and whether the step only reads it."""
+    operands = step.inputs + [step.output]
+    return [{"name": name, "ctype": CTYPES[schedule.buffers[buffer].dtype], "const": k < len(step.inputs)}
+            for k, (name, buffer) in enumerate(zip(_io_names(step), operands))]
+
+
+def _l2_sources(plan) -> list:
+    """The plan's regions, a buffer's read or written through the task's argument (`io` in
+    driver.c.j2), a constant's from its own array."""
+    fields = {}
+    for field, name in zip(_io_names(plan.step), plan.step.inputs + [plan.step.output]):
+        fields.setdefault(name, f"io->{field}")
+    return [dict(r, src=fields.get(r["src"], r["src"])) for r in plan.regions]
 
 
 def _sdot_ok(step, schedule):

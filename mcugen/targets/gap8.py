@@ -9,6 +9,7 @@ from mcugen.codegen.gap8_l3 import board_layout, kept_in_l2, staging_need
 from mcugen.codegen.kernel_plan import mac_kernel_plan
 from mcugen.cycle_model import model_constants
 from mcugen.errors import MCUGenError
+from mcugen.lower.head_loops import plan_head_loops
 from mcugen.targets.base import Target
 from mcugen.targets.rtl import RtlRuns
 from mcugen.targets.simd_lines import simd_lines
@@ -30,7 +31,9 @@ class Gap8Target(RtlRuns, Target):
         # them), and so do the bytes the SIMD conv's weight layout adds. The cluster's tiles are
         # planned once, here: the fit check reads their L1 (a layer that fits no tiling sends
         # the lowering to its smaller-table fallbacks first), the render and the report the
-        # tiles themselves.
+        # tiles themselves. Attention's steps run head by head where that lowers the L2 arena's
+        # peak (lower/head_loops.py): their tiles are then planned for one head's task.
+        plan_head_loops(schedule)
         plan = {s.name: {**mac_kernel_plan(s), "layout_extra_bytes":
                          simd_plan(s, schedule, board or {}).get("layout_extra_bytes", 0)}
                 for s in schedule.steps}
@@ -78,7 +81,7 @@ class Gap8Target(RtlRuns, Target):
         plans = {name: p["tiles"] for name, p in plan.items()}
         for layer, tiles in zip(report["layers"], tile_plan(schedule, board, plans)):
             layer.update(tiles=tiles["tiles"], l1_bytes=tiles["l1_bytes"],
-                         dma_bytes=tiles["dma_bytes"], runs_on=tiles["on"])
+                         dma_bytes=tiles["dma_bytes"], runs_on=tiles["on"], tasks=tiles["tasks"])
             if board.get("simd") and layer["macs"]:
                 layer["kernel"] = tiles["kernel"]        # the SIMD lanes of its conv kernel, or plain
         if board.get("simd"):
