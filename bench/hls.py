@@ -6,6 +6,7 @@ hls4ml 1.3.0 on the same models and inputs (bench/_hls4ml_peer.py: its ONNX conv
 
     python bench/hls.py [--board zcu104] [--reuse 16] [--no-peer] [--out bench/hls.md]
     python bench/hls.py --per-layer [--decode-bits 16,auto,8]   # the per-layer tables alone (~1 min)
+    python bench/hls.py --dataflow [--board pynq-z2]   # --io stream --fit beside MLPerf Tiny (~30 s)
 
 The resource and latency figures are mcugen's estimate before synthesis (docs/hls.md), not
 synthesis results: there are no Xilinx tools here.
@@ -148,6 +149,46 @@ def per_layer_tables(inputs, board, reuse, decodes):
             print(f"{name} {label} done", file=sys.stderr, flush=True)
 
 
+# MLPerf Tiny results MEASURED ON HARDWARE by their submitters (v1.0/v1.1 closed division and
+# the submitters' papers): (design, model, board, latency ms)
+MLPERF_TINY = (("hls4ml, 8-bit, io_stream", "ResNet (IC)", "Pynq-Z2", 7.64),
+               ("FINN", "CNV (IC)", "Pynq-Z2", 1.51),
+               ("fpgaConvNet, INT8", "IC", "ZedBoard (XC7Z020)", 0.41),
+               ("fpgaConvNet, INT8", "KWS", "ZedBoard (XC7Z020)", 0.32))
+DATAFLOW = (("resnet8", "power W4A4"), ("resnet8", "uniform W8A8"), ("kws_dscnn", "power W4A4"))
+
+
+def dataflow_rows(inputs, board) -> list:
+    """mcugen's --io stream --fit designs: the estimate, the cycle simulation beside it."""
+    rows = []
+    for name, label in DATAFLOW:
+        path = next(item[1] for item in inputs if item[0] == name)
+        project = mcugen.build(str(path), target="hls", board=board, calib=calibration_for(name),
+                               target_options={"io": "stream", "fit": True}, **CONFIGS[label])
+        h = project.report["hls"]
+        mhz = h["clock_mhz"]
+        rows.append([f"mcugen {label}", name, board,
+                     f"{h['latency_cycles']:,} cycles = {h['latency_cycles'] / mhz / 1000:.3f} ms "
+                     f"(sim {h['sim_latency_cycles']:,})",
+                     f"{h['interval_cycles']:,} cycles = {h['interval_cycles'] / mhz / 1000:.3f} ms "
+                     f"(sim {h['sim_interval_cycles']:,})",
+                     f"{h['dsp']:,}", f"{h['bram_18k']:,}", f"{h['lut']:,}", "estimate (a model, no synthesis)"])
+        print(rows[-1], file=sys.stderr, flush=True)
+    for design, model, where, ms in MLPERF_TINY:
+        rows.append([design, model, where, f"{ms} ms", "", "", "", "", "measured on hardware (MLPerf Tiny)"])
+    return rows
+
+
+def dataflow_table(inputs, board):
+    emit(f"## --io stream --fit on {board} beside MLPerf Tiny")
+    emit()
+    emit("mcugen's rows are estimates of docs/hls.md's model (the cycle simulation of the same "
+         "plan in brackets); MLPerf Tiny's were measured on boards.")
+    emit()
+    table(["design", "model", "board", "latency", "interval", "DSP", "BRAM_18K", "LUT", "source"],
+          dataflow_rows(inputs, board))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--board", default="zcu104")
@@ -157,6 +198,8 @@ def main():
     parser.add_argument("--out", type=Path)
     parser.add_argument("--per-layer", action="store_true",
                         help="only the per-layer tables (estimates: no csim, no peer)")
+    parser.add_argument("--dataflow", action="store_true",
+                        help="only the --io stream --fit table beside MLPerf Tiny (default board pynq-z2)")
     parser.add_argument("--decode-bits", default=DECODES,
                         help=f"the per-layer tables' columns (default {DECODES})")
     args = parser.parse_args()
@@ -164,6 +207,10 @@ def main():
     inputs = [item for item in benchmark_inputs() if not chosen or item[0] in chosen]
     layered = [item for item in inputs if chosen or item[0] in LAYER_MODELS]
     decodes = args.decode_bits.split(",")
+    if args.dataflow:
+        dataflow_table(benchmark_inputs(), "pynq-z2" if args.board == "zcu104" else args.board)
+        save(args.out)
+        return
     if args.per_layer:
         per_layer_tables(layered, args.board, args.reuse, decodes)
         save(args.out)

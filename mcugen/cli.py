@@ -230,6 +230,9 @@ def verify(project, n, inputs, seed, sanitize, on):
         click.echo(f"verify: FAILED, {result.mismatches} of {result.n} inputs differ; first: {result.first}")
         sys.exit(1)
     click.echo(f"verify: {result.n} inputs on {on}, 0 differences (bit-exact)")
+    if result.dataflow:
+        click.echo(f"dataflow cycle simulation: no deadlock with the planned FIFO depths; interval "
+                   f"{result.dataflow['interval']:,} cycles, latency {result.dataflow['latency']:,}")
 
 
 @cli.command()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcugen.codegen import hls_sim
 from mcugen.errors import MCUGenError
 from mcugen.ir.schedule import Schedule
 from mcugen.reference.inputs import verify_inputs
@@ -33,6 +34,7 @@ class VerifyResult:
     mismatches: int
     first: str | None = None
     profile: dict = field(default_factory=dict)
+    dataflow: dict | None = None       # an hls stream project: its simulated interval and latency
 
 
 def compare(project: Path, schedule: Schedule, x: np.ndarray, sanitize=False, on="host") -> VerifyResult:
@@ -43,9 +45,10 @@ def compare(project: Path, schedule: Schedule, x: np.ndarray, sanitize=False, on
     exe = target.build(project, "asan" if sanitize else "", sanitize=sanitize, on=on)
     run = target.run(exe, schedule, x, on=on)
     expected = run_codes(schedule, quantize_input(schedule, x)).reshape(len(x), -1)
+    dataflow = hls_sim.check_project(Path(project))     # an hls stream project: its cycles
     bad = np.nonzero(np.any(run.outputs != expected, axis=1))[0]
     if bad.size == 0:
-        return VerifyResult(len(x), 0, profile=run.profile)
+        return VerifyResult(len(x), 0, profile=run.profile, dataflow=dataflow)
     first = int(bad[0])
     return VerifyResult(len(x), int(bad.size),
                         target.locate_mismatch(project, schedule, x[first:first + 1], first),

@@ -26,7 +26,8 @@ def gxx():
 
 
 def build_hls(model, out, **options):
-    target_options = {k: options.pop(k) for k in ("reuse", "io", "fit") if k in options}
+    target_options = {k: options.pop(k) for k in ("reuse", "io", "fit", "interval", "fps")
+                      if k in options}
     return mcugen.build(model, target="hls", out=out, target_options=target_options, **options)
 
 
@@ -155,8 +156,9 @@ def project_target(project):
 
 
 def test_fit_raises_the_reuse_factor_until_the_estimate_fits(tmp_path):
-    """resnet8 on the small pynq-z2: W4A4 fits once --fit raises the reuse factor; W8A8 fits at
-    no reuse factor (its ROMs and buffers alone outgrow the BRAM)."""
+    """resnet8 on the small pynq-z2: W4A4 fits once --fit raises the reuse factor; W8A8 (8-bit
+    weights in 8-bit lanes since the lanes change) just fits, its ROMs and ping-pong buffers
+    taking nearly all the BRAM (a model too big at any reuse: the next test)."""
     model = shared_model("resnet8")
     w4a4 = ("--wbits", "4", "--abits", "4", "--input-range", "0:255")
     code, _, err = mcugen_cli("build", model, "--target", "hls", "--board", "pynq-z2", "--reuse", "1",
@@ -168,11 +170,12 @@ def test_fit_raises_the_reuse_factor_until_the_estimate_fits(tmp_path):
     h = project.report["hls"]
     assert h["reuse"] > 1
     assert all(h[k] <= h["budget"][k] for k in ("dsp", "bram_18k", "lut", "ff"))
-    code, _, err = mcugen_cli("build", model, "--target", "hls", "--board", "pynq-z2", "--fit",
-                              "--input-range", "0:255", "-o", tmp_path / "w8")
-    lines = [line for line in err.splitlines() if line.startswith("mcugen: error:")]
-    assert code == 1 and len(lines) == 1 and "BRAM_18K needs" in lines[0], err
-    assert not (tmp_path / "w8").exists()
+    project = mcugen.build(model, target="hls", board="pynq-z2", input_range=(0.0, 255.0),
+                           scheme="uniform", wbits=8, abits=8, target_options={"fit": True})
+    h = project.report["hls"]
+    assert 0.9 * h["budget"]["bram_18k"] <= h["bram_18k"] <= h["budget"]["bram_18k"], h
+
+
 
 
 def test_a_model_too_big_at_any_reuse_fails_in_one_line(tmp_path):

@@ -59,7 +59,8 @@ def test_an_unknown_option_is_refused_in_one_line_naming_those_taken():
 def test_hls_keeps_its_range_check():
     hls = get_target("hls")
     assert hls.check_options({"reuse": 1, "fit": True}) == {"reuse": 1, "io": "parallel",
-                                                             "fit": True}
+                                                             "fit": True, "interval": 0,
+                                                             "fps": 0.0}
     assert "--reuse must be" in one_line_error(lambda: hls.check_options({"reuse": 0}))
 
 
@@ -93,7 +94,8 @@ def test_the_union_becomes_command_options_that_pass_on_only_what_is_given():
     assert "hls 16" in help_text and "reuse-fake 3" in help_text   # each its own default
     done = runner.invoke(command, ["--lanes", "7", "--order", "columns", "--fit"])
     assert done.exit_code == 0, done.output
-    assert seen == {"lanes": 7, "order": "columns", "fit": True, "reuse": None, "io": None}
+    assert seen == {"lanes": 7, "order": "columns", "fit": True, "reuse": None, "io": None,
+                    "interval": None, "fps": None}
     assert runner.invoke(command, ["--order", "diagonal"]).exit_code != 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mcugen.codegen import hls_sim, hls_stream
 from mcugen.codegen.hls_plan import MAC_KINDS, copy_name
 from mcugen.codegen.render import environment, render_all
 from mcugen.reference.inputs import verify_inputs
@@ -17,6 +18,7 @@ FILES = {"firmware/model.cpp": "firmware/model.cpp.j2", "firmware/model.h": "fir
          "firmware/constants.h": "firmware/constants.h.j2", "tb/tb_model.cpp": "tb/tb_model.cpp.j2",
          "hls_config.cfg": "hls_config.cfg.j2", "build_prj.tcl": "build_prj.tcl.j2",
          "README.md": "README.md.j2"}
+STREAM_FILES = {"firmware/model.cpp": "stream/model.cpp.j2"}
 TB_SAMPLES = 16        # golden vectors in tb_data/ (verify runs as many more as asked)
 # what a MAC layer's kernel reads from the plan's ROMs instead of the Schedule's C arrays
 MAC_ROM_KEYS = ("weights", "weight_codes", "dw", "dx", "pt", "bias")
@@ -75,13 +77,32 @@ def lines_of(values) -> str:
     return "\n".join(" ".join(str(int(v)) for v in row) for row in values) + "\n"
 
 
+def stream_context(schedule, plan, context) -> dict:
+    """What the stream templates add: the processes' steps, each stream MAC layer's plan, the
+    width of the emission tables, each deep FIFO's storage."""
+    emit_bits = {p.step: max(1, int(max(p.t["row_emit"].max(), p.t["col_emit"].max())).bit_length())
+                 for p in plan["processes"] if "row_emit" in p.t}
+    fifo_impl = {n: ("bram" if hls_stream.fifo_cost(f, plan["fpga"])["bram_18k"] else "srl")
+                 for n, f in plan["streams"].items()}
+    return {**context, "steps": {s.name: s for s in schedule.steps}, "smacs": plan["smacs"],
+            "emit_bits": emit_bits, "fifo_impl": fifo_impl}
+
+
 def render(schedule, model_file: str, board: dict, plan: dict) -> dict:
     context = template_context(schedule, model_file, board, plan)
-    files = render_all("hls", FILES, context)
+    stream = plan["io"] == "stream"
+    if stream:
+        context = stream_context(schedule, plan, context)
+    files = render_all("hls", {**FILES, **(STREAM_FILES if stream else {})}, context)
     rom = environment("hls").get_template("firmware/rom.h.j2")
+    stream_rom = environment("hls").get_template("stream/rom.h.j2")
     for step in schedule.steps:          # each MAC layer's ROMs, statics of its function
         if step.name in plan["macs"]:
             files[f"firmware/roms/{step.name}.h"] = rom.render(**context, s=step)
+        elif step.name in plan.get("smacs", {}):
+            files[f"firmware/roms/{step.name}.h"] = stream_rom.render(**context, s=step)
+    if stream:     # what `mcugen verify` simulates: the processes and FIFOs as planned
+        files["dataflow.json"] = hls_sim.dump(plan)
     codes, expected = golden_vectors(schedule)
     files["tb_data/inputs.txt"] = lines_of(codes)
     files["tb_data/golden.txt"] = lines_of(expected)

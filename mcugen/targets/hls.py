@@ -4,8 +4,10 @@ its run place is runners.RUN_PLACES["csim"], which `--on host` selects (a user a
 on this machine; for an hls project that is the C simulation).
 
 Options (HlsTarget.options): `reuse` (products per multiplier per output, adjusted per layer),
-`io` (parallel: arrays on ap_memory ports; stream: AXI-Stream), `fit` (raise reuse until the
-estimate fits).
+`io` (parallel: arrays on ap_memory ports; stream: a dataflow of processes on pixel streams,
+AXI-Stream ports: mcugen/codegen/hls_stream.py), `interval` or `fps` (stream: the cycles per
+frame every layer is sized to meet), `fit` (raise reuse, or the interval, until the estimate
+fits).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mcugen.codegen import hls_estimate as estimate
+from mcugen.codegen import hls_stream
 from mcugen.codegen.hls_plan import (MAC_KINDS, ap_type, buffer_ranges, mac_plan, product_rom_plan,
                                      readers, type_bits)
 from mcugen.codegen.project import recording_new_files
@@ -46,8 +49,13 @@ class HlsTarget(Target):
                      "report)", int, 16),
         TargetOption("io", "array ports (parallel) or AXI-Stream (stream)", str, "parallel",
                      IO_MODES),
-        TargetOption("fit", "raise the reuse factor until the estimated DSP, BRAM, LUT and FF "
-                     "fit the board", default=False, is_flag=True),
+        TargetOption("interval", "io stream: cycles per frame every layer is sized to meet (0: "
+                     "from --reuse, or the fastest that fits with --fit)", int, 0),
+        TargetOption("fps", "io stream: frames per second at the board's clock (instead of "
+                     "--interval)", float, 0.0),
+        TargetOption("fit", "raise the reuse factor (io stream: the interval) until the estimated "
+                     "DSP, BRAM, LUT and FF fit the board (io stream: 80 % of it)",
+                     default=False, is_flag=True),
     )
 
     def check_options(self, given: dict) -> dict:
@@ -55,11 +63,17 @@ class HlsTarget(Target):
         if not 1 <= options["reuse"] <= MAX_REUSE:
             raise MCUGenError(f"--reuse must be a whole number from 1 to {MAX_REUSE:,} "
                               f"(got {options['reuse']})")
+        if options["interval"] < 0 or options["fps"] < 0:
+            raise MCUGenError("--interval and --fps take a positive number")
+        if (options["interval"] or options["fps"]) and options["io"] != "stream":
+            raise MCUGenError("--interval and --fps size a dataflow: they need --io stream")
         return options
 
     # ---- plan and fit -----------------------------------------------------------------------
     def plan(self, schedule, board, options=None) -> dict:
         options = self.check_options(options or {})
+        if options["io"] == "stream":
+            return stream_plan(schedule, board, options)
         design = design_plan(schedule, board, options["reuse"], options["io"])
         while options["fit"] and self.shortfalls(schedule, board, design) and \
                 any(m.lanes > 1 for m in design["macs"].values()):
@@ -81,7 +95,9 @@ class HlsTarget(Target):
 
     def shortfalls(self, schedule, board, plan, weights_in=None) -> list:
         short = super().shortfalls(schedule, board, plan, weights_in)
-        return [(what, f"{text} at reuse {plan['reuse']}") for what, text in short]
+        at = (f"at interval {plan['interval_target']:,}" if plan["io"] == "stream"
+              else f"at reuse {plan['reuse']}")
+        return [(what, f"{text} {at}") for what, text in short]
 
     def shortfall_phrase(self, what, need, have, holds) -> str:
         return f"{RESOURCES[what]} needs {need:,} of {have:,} ({holds})"
@@ -100,6 +116,9 @@ class HlsTarget(Target):
                          "clock_mhz": board["fpga"]["clock_mhz"], "reuse": plan["reuse"],
                          "io": plan["io"], **plan["totals"],
                          "budget": {k: int(board["fpga"][k]) for k in RESOURCES}}
+        if plan["io"] == "stream":
+            report["hls"].update(interval_target=plan["interval_target"],
+                                 fifos=hls_stream.fifo_rows(plan))
 
     def report_lines(self, report) -> list:
         return hls_lines(report)
@@ -135,6 +154,23 @@ class HlsTarget(Target):
         want = run_codes(schedule, quantize_input(schedule, x1)).reshape(-1)
         e = int(np.nonzero(got != want)[0][0])
         return f"input {index}: output element {e}: expected {int(want[e])}, got {int(got[e])}"
+
+
+def stream_plan(schedule, board, options) -> dict:
+    """The dataflow design (hls_stream): the target interval from --interval, --fps, --fit or
+    --reuse, every layer sized to meet it."""
+    if options["interval"]:
+        interval = options["interval"]
+    elif options["fps"]:
+        interval = max(1, int(board["fpga"]["clock_mhz"] * 1e6 / options["fps"]))
+    elif options["fit"]:
+        interval = hls_stream.fastest_interval(schedule)
+    else:
+        interval = hls_stream.reuse_interval(schedule, options["reuse"])
+    design = hls_stream.plan_stream(schedule, board, interval, options["fit"])
+    design.update(reuse=options["reuse"], io="stream", readers=readers(schedule),
+                  layers=hls_stream.layer_rows(design))
+    return design
 
 
 def design_plan(schedule, board, reuse: int, io: str) -> dict:
@@ -239,8 +275,30 @@ def hls_lines(report) -> list:
                  f"{h['bram_18k']:,}/{b['bram_18k']:,}", f"{h['lut']:,}/{b['lut']:,}",
                  f"{h['ff']:,}/{b['ff']:,}", fmt(h["latency_cycles"])))
     lines = [""] + table(head, rows)
+    if h["io"] == "stream":
+        return lines + stream_lines(h)
     lines.append(f"HLS estimate (a MODEL before synthesis, docs/hls.md) for {h['board']} ({h['part']}) at "
                  f"{h['clock_mhz']} MHz, reuse {h['reuse']}, io {h['io']}: latency "
                  f"{h['latency_cycles']:,} cycles = {h['latency_us']:,} us, a new input every "
                  f"{h['interval_cycles']:,} cycles (DATAFLOW)")
+    return lines
+
+
+def stream_lines(h) -> list:
+    """The FIFOs, then the estimate beside the cycle simulation (build time, and `mcugen verify`'s
+    run when there was one)."""
+    rows = [(f["name"][:48], fmt(f["beats"]), fmt(f["beat_bits"]), fmt(f["depth"]), f["impl"],
+             fmt(f["bram_18k"]), fmt(f["lut"])) for f in h["fifos"]]
+    lines = [""] + table(("FIFO", "beats/frame", "beat bits", "depth", "storage", "BRAM_18K",
+                          "LUT"), rows)
+    mhz = h["clock_mhz"]
+    lines.append(f"HLS estimate (a MODEL before synthesis, docs/hls.md) for {h['board']} ({h['part']}) at "
+                 f"{mhz} MHz, io stream (dataflow), target interval {h['interval_target']:,} cycles: "
+                 f"latency {h['latency_cycles']:,} cycles = {h['latency_us']:,} us, interval "
+                 f"{h['interval_cycles']:,} cycles = {round(h['interval_cycles'] / mhz, 2):,} us")
+    sim = h.get("verified") or {"interval": h["sim_interval_cycles"], "latency": h["sim_latency_cycles"],
+                                "deadlock": h["sim_deadlock"], "when": "build"}
+    lines.append(f"cycle simulation ({sim['when']}, hls_sim.py: the planned processes and FIFO depths): "
+                 + ("DEADLOCK" if sim["deadlock"] else
+                    f"no deadlock, latency {sim['latency']:,} cycles, interval {sim['interval']:,} cycles"))
     return lines

@@ -1,0 +1,149 @@
+"""The hls target's `--io stream` dataflow: processes on pixel streams C-simulate bit-exact, the
+FIFO depths come from the schedule's simulation (a residual skip holds what the other branch
+delays), the cycle simulation agrees with the estimate and finds deadlocks, and `mcugen verify`
+runs it."""
+import json
+import time
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import mcugen
+from conftest import require_tool, shared_model
+from mcugen.codegen import hls_sim, hls_stream
+from onnx_factory import make_model, save, tensor
+from test_hls import assert_bit_exact, assert_roms_fit_their_widths, assert_well_formed, build_hls
+from test_project_dir import mcugen_cli
+
+
+@pytest.fixture
+def gxx():
+    require_tool("g++")
+
+
+def residual(path, stride=1):
+    """x [1, 3, 8, 8] -> conv 3x3 -> relu -> (conv 3x3 -> relu -> conv 3x3 (stride, pads)) + skip
+    (1x1 conv, same stride) -> relu -> depthwise 3x3 -> relu -> maxpool 2x2 -> flatten -> gemm."""
+    rng = np.random.default_rng(9)
+    pads = dict(pads=[0, 0, 1, 1]) if stride == 2 else dict(pads=[1, 1, 1, 1])
+    n = 8 // stride
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], strides=[stride, stride], **pads),
+             helper.make_node("Conv", ["r0", "ws", "bs"], ["cs"], strides=[stride, stride]),
+             helper.make_node("Add", ["c2", "cs"], ["a"]),
+             helper.make_node("Relu", ["a"], ["ra"]),
+             helper.make_node("Conv", ["ra", "wd", "bd"], ["cd"], group=6, pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["cd"], ["rd"]),
+             helper.make_node("MaxPool", ["rd"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["mp"], ["f"]),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1)]
+    inits = [("w0", rng.normal(size=(4, 3, 3, 3))), ("b0", rng.normal(size=4) * 0.1),
+             ("w1", rng.normal(size=(4, 4, 3, 3))), ("b1", rng.normal(size=4) * 0.1),
+             ("w2", rng.normal(size=(6, 4, 3, 3))), ("b2", rng.normal(size=6) * 0.1),
+             ("ws", rng.normal(size=(6, 4, 1, 1))), ("bs", rng.normal(size=6) * 0.1),
+             ("wd", rng.normal(size=(6, 1, 3, 3))), ("bd", rng.normal(size=6) * 0.1),
+             ("gw", rng.normal(size=(5, 6 * (n // 2) ** 2))), ("gb", rng.normal(size=5))]
+    return save(make_model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 5])], inits), path)
+
+
+def kinds(project) -> dict:
+    return {p.step: p.kind for p in project.plan["processes"] if p.step}
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("bits", ["w4a4", "w8a8"])
+def test_residual_dataflow_is_bit_exact(stride, bits, tmp_path, gxx):
+    """Every layer streams natively (convs with line buffers, the depthwise conv, the Add with
+    its skip as a stream, the pool, the dense), and the C simulation matches the reference."""
+    config = (dict(wbits=4, abits=4, first_last_bits="same") if bits == "w4a4"
+              else dict(scheme="uniform", wbits=8, abits=8))
+    out = tmp_path / "hls"
+    project = build_hls(residual(tmp_path / "m.onnx", stride), out, io="stream", fit=True,
+                        input_range=(-1.0, 1.0), **config)
+    assert set(kinds(project).values()) == {"conv", "add", "pool", "dense"}, kinds(project)
+    assert "fanout_" in (out / "firmware" / "model.cpp").read_text()
+    assert_well_formed(out)
+    assert_roms_fit_their_widths(out)
+    assert_bit_exact(project, out, n=6)
+
+
+def test_fifo_depths_come_from_the_schedule(tmp_path):
+    """The skip branch into the Add holds what the main branch delays: deeper than Vitis's
+    default 2; with every FIFO at 2 the simulation deadlocks and names the full ones. The report
+    lists every FIFO with its storage."""
+    project = mcugen.build(residual(tmp_path / "m.onnx"), target="hls", input_range=(-1.0, 1.0),
+                           wbits=4, abits=4, target_options={"io": "stream", "interval": 2000})
+    design = project.plan
+    add = next(p for p in design["processes"] if p.kind == "add")
+    depths = {s: design["streams"][s].depth for s in add.ins}
+    assert max(depths.values()) > 2, depths
+    stuck = hls_sim.simulate(design, {n: 2 for n in design["streams"]})
+    assert stuck.deadlock and stuck.full
+    fifos = project.report["hls"]["fifos"]
+    assert {f["name"] for f in fifos} == set(design["streams"])
+    assert all(f["impl"] in ("srl", "bram") and f["depth"] >= 2 for f in fifos)
+
+
+@pytest.mark.parametrize("interval", [1500, 4000, 20000])
+def test_the_simulation_agrees_with_the_estimate(interval, tmp_path):
+    """Within 5 % on interval and latency, no deadlock, and the busiest layer meets the target
+    the parallelism was chosen for (one beat a cycle at the input is the floor)."""
+    project = mcugen.build(residual(tmp_path / "m.onnx"), target="hls", input_range=(-1.0, 1.0),
+                           wbits=4, abits=4, target_options={"io": "stream", "interval": interval})
+    h = project.report["hls"]
+    assert not h["sim_deadlock"]
+    for key in ("interval", "latency"):
+        est, sim = h[f"{key}_cycles"], h[f"sim_{key}_cycles"]
+        assert abs(est - sim) <= 0.05 * sim, (key, est, sim)
+    assert h["interval_cycles"] <= interval * 1.05
+
+
+def test_emission_tables_follow_strides_and_padding():
+    """3x3, stride 2, pads (0, 0, 1, 1) on 8 x 8: output column ox ends at input column 2 ox + 2,
+    the last one in the padding, so at 7; rows alike; every output emitted once."""
+    p = dict(in_h=8, in_w=8, out_h=4, out_w=4, k_h=3, k_w=3, stride_h=2, stride_w=2, pad_top=0,
+             pad_left=0, dil_h=1, dil_w=1)
+    rows, cols = hls_stream.emit_tables(p)
+    assert list(cols) == [0, 0, 1, 0, 1, 0, 1, 1] and list(rows) == list(cols)
+    assert hls_stream.emissions(rows, cols, 4).sum() == 16
+    same = dict(p, stride_h=1, stride_w=1, out_h=8, out_w=8, pad_top=1, pad_left=1)
+    rows, cols = hls_stream.emit_tables(same)
+    assert list(cols) == [0, 1, 1, 1, 1, 1, 1, 2] and list(rows) == [0, 1, 1, 1, 1, 1, 1, 2]
+    n = hls_stream.emissions(rows, cols, 8).reshape(8, 8)
+    assert n[7, 7] == 2 + 8 and n.sum() == 64     # the last row's outputs and the whole bottom row
+
+
+def test_verify_runs_the_cycle_simulation(tmp_path, gxx):
+    out = tmp_path / "hls"
+    build_hls(residual(tmp_path / "m.onnx"), out, io="stream", input_range=(-1.0, 1.0), wbits=4,
+              abits=4, interval=3000)
+    code, stdout, err = mcugen_cli("verify", out, "--n", "2")
+    assert code == 0, err
+    verified = json.loads((out / "report.json").read_text())["hls"]["verified"]
+    assert verified["interval"] > 0 and not verified["deadlock"]
+    assert f"interval {verified['interval']:,} cycles" in stdout and "no deadlock" in stdout
+    code, stdout, _ = mcugen_cli("report", out)
+    assert "cycle simulation (mcugen verify" in stdout and "FIFO" in stdout
+    flow = json.loads((out / "dataflow.json").read_text())
+    flow["streams"] = [dict(s, depth=1) for s in flow["streams"]]
+    (out / "dataflow.json").write_text(json.dumps(flow))
+    with pytest.raises(mcugen.MCUGenError, match="deadlocks"):
+        hls_sim.check_project(out)
+
+
+def test_mnist8_stream_csim_builds_quickly(tmp_path, gxx):
+    out = tmp_path / "hls"
+    project = build_hls(shared_model("mnist8"), out, io="stream", input_range=(0.0, 255.0))
+    start = time.perf_counter()
+    assert_bit_exact(project, out, n=4)
+    assert time.perf_counter() - start < 15
+
+
+def test_interval_options_need_a_stream(tmp_path):
+    code, _, err = mcugen_cli("build", shared_model("sine"), "--target", "hls", "--interval", "100",
+                              "-o", tmp_path / "out")
+    assert code == 1 and "need --io stream" in err and "Traceback" not in err, err
