@@ -4,6 +4,7 @@ delays), the cycle simulation agrees with the estimate and finds deadlocks, and 
 runs it."""
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from onnx import helper
 
 import mcugen
 from conftest import require_tool, shared_model
-from mcugen.codegen import hls_sim, hls_stream
+from mcugen.codegen import hls_estimate as estimate
+from mcugen.codegen import hls_plan, hls_sim, hls_stream
 from onnx_factory import make_model, save, tensor
 from test_hls import assert_bit_exact, assert_roms_fit_their_widths, assert_well_formed, build_hls
 from test_project_dir import mcugen_cli
@@ -68,7 +70,58 @@ def test_residual_dataflow_is_bit_exact(stride, bits, tmp_path, gxx):
     assert "fanout_" in (out / "firmware" / "model.cpp").read_text()
     assert_well_formed(out)
     assert_roms_fit_their_widths(out)
+    if bits == "w4a4":       # power grids: every product ROM keeps one row per weight magnitude
+        roms = [sm.mac for sm in project.plan["smacs"].values() if sm.mac.product is not None]
+        assert roms and all(m.negate_w is not None and m.negate_w.any() for m in roms)
     assert_bit_exact(project, out, n=6)
+
+
+def folded_products(m, codes, xs) -> np.ndarray:
+    """What a lane adds for weight code c and window value x: the ROM entry, negated by the
+    code's bit (the template's add or subtract)."""
+    sign = 1 - 2 * (m.negate_w if m.negate_w is not None else np.zeros(len(m.decode_w), int))
+    return np.array([[int(sign[c]) * int(m.product[int(m.decode_w[c]) + x]) for x in xs] for c in codes])
+
+
+def test_product_rom_folds_signs_bit_exact():
+    """A weight grid symmetric about zero keeps one ROM row per magnitude (8 of 15 rows), non-
+    negative on unsigned inputs so a bit narrower, and every lane still adds the same integer;
+    a grid whose rows are not negatives of each other (a rounding asymmetry) is left alone."""
+    dw = np.array([-7, -5, -3, -2, -1, 0, 1, 2, 3, 5, 7], dtype=np.int64) * 3
+    dx = np.arange(16, dtype=np.int64) * 5 + (np.arange(16) > 0)
+    plan = mac_plan_for(dw, dx)
+    folded = hls_plan.fold_signs(plan, (0, 15))
+    codes, xs = range(len(dw)), range(16)
+    assert folded.product.size == 6 * 16 and folded.product.min() >= 0
+    assert folded.product_t.startswith("ap_uint") and \
+        hls_plan.type_bits(folded.product_t) == hls_plan.type_bits(plan.product_t) - 1
+    assert (folded_products(folded, codes, xs) == folded_products(plan, codes, xs)).all()
+    skewed = plan.product.copy()
+    skewed[int(plan.decode_w[0]) + 3] += 1
+    assert hls_plan.fold_signs(replace(plan, product=skewed), (0, 15)).negate_w is not None
+    assert hls_plan.fold_signs(replace(plan, product=skewed), (0, 15)).product.size == 7 * 16
+    asym = replace(plan, product=plan.product + 1)
+    assert hls_plan.fold_signs(asym, (0, 15)) is asym
+
+
+def mac_plan_for(dw, dx):
+    """A product-ROM MacPlan of `dw` x `dx` (rows of 16 entries, the window holding codes)."""
+    table = np.outer(dw, dx).reshape(-1)
+    starts = np.arange(len(dw), dtype=np.int64) * len(dx)
+    return hls_plan.MacPlan(
+        k=4, lanes=1, chunks=4, ragged=0, multiply="rom", weight_rom=np.zeros(8, np.int8),
+        weight_t="ap_uint<4>", decode_w=starts, decode_w_t=hls_plan.array_type(starts),
+        decode_x=None, x_offset=0, window_t="ap_uint<4>", product=table,
+        product_t=hls_plan.array_type(table), prod_t=hls_plan.array_type(table),
+        bias_t="ap_int<8>", acc_t="ap_int<16>", acc_bits=16)
+
+
+def test_constant_bits_of_a_decode_table_cost_no_luts():
+    """Row starts 0, 16, ..., 112 in an 8-bit table vary in 3 bits: the LUTs a lane's decode
+    table takes."""
+    assert estimate.varying_bits(np.arange(8) * 16, 8) == 3
+    assert estimate.varying_bits(np.array([-1, 0]), 4) == 4
+    assert estimate.varying_bits(np.array([5, 5]), 4) == 0
 
 
 def test_fifo_depths_come_from_the_schedule(tmp_path):

@@ -51,6 +51,16 @@ def memory(entries: int, width: int, banks: int = 1) -> dict:
     return {"bram_18k": banks * bram18(depth, width), "lut": 0}
 
 
+def varying_bits(values: np.ndarray, width: int) -> int:
+    """Bits of a `width`-bit table that differ between its entries: a small table read as logic
+    (partitioned into registers or LUTs) needs no LUT for an output bit that is constant (row
+    starts that are multiples of 16 leave their low 4 bits 0)."""
+    codes = np.asarray(values, dtype=np.int64) & ((1 << width) - 1)
+    if codes.size == 0:
+        return 0
+    return int(np.bitwise_or.reduce(codes ^ codes[0])).bit_count()
+
+
 def _add(total: dict, part: dict) -> dict:
     for key, value in part.items():
         total[key] = total.get(key, 0) + value

@@ -101,6 +101,7 @@ class MacPlan:
     acc_t: str
     acc_bits: int
     rom_copies: int = 1     # product ROM copies: every lane reads it, two lanes per dual-port copy
+    negate_w: np.ndarray | None = None   # weight code -> 1 where its ROM row is stored negated
 
     @property
     def operand_bits(self) -> tuple:
@@ -176,6 +177,47 @@ def product_rom_plan(plan: MacPlan, x_range: tuple) -> MacPlan | None:
     return replace(plan, multiply="rom", decode_w=narrowest(rows), decode_w_t=array_type(rows),
                    decode_x=None, x_offset=0, window_t=ap_type(*x_range),
                    product=narrowest(table), product_t=array_type(table), prod_t=array_type(table))
+
+
+def fold_signs(plan: MacPlan, x_range: tuple) -> MacPlan:
+    """The product ROM with each row stored once up to its sign: a weight grid symmetric about
+    zero (sign-magnitude codes) has P[-w] = -P[w] entry for entry, so the ROM keeps one row per
+    magnitude (about half the entries, non-negative where the inputs are, hence a bit narrower)
+    and a code's `negate_w` bit subtracts its product instead of adding it: the same integers.
+    Rows are compared over every index the window can hold (its values and the padding's 0);
+    the plan comes back unchanged when nothing folds or a row would leave the table."""
+    if plan.product is None or plan.negate_w is not None:
+        return plan
+    reach = window_values(plan, x_range)
+    table, starts = plan.product.astype(np.int64), plan.decode_w.astype(np.int64)
+    if starts.min() + reach[0] < 0 or starts.max() + reach[-1] >= table.size:
+        return plan
+    span = np.arange(reach[0], reach[-1] + 1)
+    rows, keep, negate = {}, [], np.zeros(len(starts), dtype=np.int64)
+    new_starts = np.zeros(len(starts), dtype=np.int64)
+    for code, start in enumerate(starts):
+        row = table[start + span]
+        nonzero = row[np.flatnonzero(row)]
+        negate[code] = int(nonzero.size > 0 and nonzero[0] < 0)
+        key = tuple(-row if negate[code] else row)
+        if key not in rows:
+            rows[key] = len(keep)
+            keep.append(np.array(key, dtype=np.int64))
+        new_starts[code] = rows[key] * len(span) - reach[0]
+    if len(keep) == len(starts) or not negate.any():
+        return plan
+    folded = np.concatenate(keep)
+    signed = np.concatenate([folded, -folded])
+    return replace(plan, decode_w=narrowest(new_starts), decode_w_t=array_type(new_starts),
+                   product=narrowest(folded), product_t=array_type(folded),
+                   prod_t=array_type(signed), negate_w=narrowest(negate))
+
+
+def window_values(plan: MacPlan, x_range: tuple) -> np.ndarray:
+    """The sorted distinct values a lane adds to its row start: the window's (decoded) inputs
+    and the padding's 0."""
+    values = plan.decode_x if plan.decode_x is not None else np.arange(x_range[0], x_range[1] + 1)
+    return np.unique(np.append(np.asarray(values, dtype=np.int64), 0))
 
 
 def readers(schedule) -> dict:

@@ -33,7 +33,7 @@ import numpy as np
 from mcugen.codegen import hls_estimate as estimate
 from mcugen.codegen import hls_sim
 from mcugen.codegen.hls_plan import (MAC_KINDS, MAX_UNROLL, ap_type, buffer_ranges, mac_plan,
-                                     narrowest, product_rom_plan, type_bits)
+                                     fold_signs, narrowest, product_rom_plan, type_bits)
 
 GATHER_FREE_DEPTH = 3          # MAC pipeline: read, multiply (or ROM), first adder level
 ADD_DEPTH = 3                  # decode reads, add, encoder input register
@@ -242,6 +242,7 @@ def stream_mac(step, x_range, t_mac: int, board) -> StreamMac:
     cheaper of its multiply and a ROM of its decoded products."""
     base = mac_plan(step, 1 << 30, x_range)
     options = [base] + [alt for alt in [product_rom_plan(base, x_range)] if alt is not None]
+    options = [fold_signs(plan, x_range) for plan in options]
     p = step.params
     oc = p.get("out_features") or p["out_c"]
     best = None
@@ -295,7 +296,10 @@ def mac_resources(step, sm: StreamMac, board) -> dict:
     sm.w_impl = store(sm.w_grid.size, type_bits(m.weight_t), lanes, board)["impl"]
     _put(cost, store(sm.w_grid.size, type_bits(m.weight_t), lanes, board))
     if m.decode_w is not None:
-        estimate._add(cost, {"lut": lanes * estimate.memory(m.decode_w.size, type_bits(m.decode_w_t))["lut"]})
+        bits = estimate.varying_bits(m.decode_w, type_bits(m.decode_w_t))
+        estimate._add(cost, {"lut": lanes * estimate.memory(m.decode_w.size, bits)["lut"]})
+    if m.negate_w is not None:      # the sign bit per code; the add/subtract is the adder's LUTs
+        estimate._add(cost, {"lut": lanes * estimate.memory(m.negate_w.size, 1)["lut"]})
     if m.product is not None:
         one = estimate.memory(m.product.size, type_bits(m.product_t))
         if sm.rom_impl == "lutram" or one["bram_18k"] == 0:
@@ -402,8 +406,7 @@ def plan_process(d, proc, step, schedule, board):
     if proc.kind == "conv":
         rows, cols = emit_tables(p)
         in_px, out_px = p["in_h"] * p["in_w"], p["out_h"] * p["out_w"]
-        budget = (target - in_px) // out_px - p["k_w"] - mac_depth(step, 16)
-        sm = stream_mac(step, x_range, max(1, budget), fpga)
+        sm = sized_mac(step, x_range, fpga, lambda depth: (target - in_px) // out_px - p["k_w"] - depth)
         per_out = p["k_w"] + sm.iters + mac_depth(step, sm.lanes)
         proc.t = {"emit": emissions(rows, cols, p["out_w"]), "row_emit": rows, "col_emit": cols,
                   "per_out": per_out, "rows": (p["k_h"] - 1) * p.get("dil_h", 1) + 1,
@@ -412,8 +415,7 @@ def plan_process(d, proc, step, schedule, board):
         proc.cost = mac_process_cost(d, proc, step)
     elif proc.kind == "dense":
         in_beats = d["streams"][proc.ins[0]].beats
-        budget = target - in_beats - mac_depth(step, 16)
-        sm = stream_mac(step, x_range, max(1, budget), fpga)
+        sm = sized_mac(step, x_range, fpga, lambda depth: target - in_beats - depth)
         proc.t = {"in_beats": in_beats, "compute": sm.iters + mac_depth(step, sm.lanes),
                   "depth": mac_depth(step, sm.lanes)}
         d["smacs"][step.name] = sm
@@ -424,6 +426,20 @@ def plan_process(d, proc, step, schedule, board):
         plan_pool(proc, step, d, target)
     else:
         plan_whole(proc, step, schedule, d, fpga)
+
+
+def sized_mac(step, x_range, fpga, budget) -> StreamMac:
+    """The stream MAC whose iterations fit `budget(pipeline depth)` cycles per output. The depth
+    grows with the lanes' adder tree, unknown until the lanes are chosen: start from 16 lanes'
+    depth and re-plan with the chosen lanes' while that is deeper, so a wide layer does not
+    overshoot the target by its extra tree levels (a shallower tree only leaves slack)."""
+    lanes = 16
+    for _ in range(4):
+        sm = stream_mac(step, x_range, max(1, budget(mac_depth(step, lanes))), fpga)
+        if mac_depth(step, sm.lanes) <= mac_depth(step, lanes):
+            return sm
+        lanes = sm.lanes
+    return sm
 
 
 def mac_process_cost(d, proc, step) -> dict:
@@ -592,8 +608,8 @@ def reuse_interval(schedule, reuse: int) -> int:
 
 
 def search_fit(schedule, board, start: int) -> dict:
-    """The smallest interval from `start` up (steps of 15 %, then halving the gap) whose design
-    fits FIT_SHARE of the board; the slowest tried when none does."""
+    """The smallest interval from `start` up (steps of 15 %, then halving the gap to 0.1 %) whose
+    design fits FIT_SHARE of the board; the slowest tried when none does."""
     fpga = board["fpga"]
     lo, interval = None, max(1, start)
     design = stream_design(schedule, board, interval)
@@ -605,7 +621,7 @@ def search_fit(schedule, board, start: int) -> dict:
                 sum(p.t.get("busy", 0) for p in last["processes"]) and interval > 64 * start:
             return design           # serial everywhere and still too big
     hi = interval
-    while lo is not None and hi - lo > max(64, hi // 100):
+    while lo is not None and hi - lo > max(32, hi // 1000):
         mid = (lo + hi) // 2
         trial = stream_design(schedule, board, mid)
         if fits(resource_totals(trial), fpga):
