@@ -117,12 +117,13 @@ def cli():
                    "everywhere (the fastest)")
 @click.option("--decode-bits", default="auto", show_default=True, type=click.Choice(["auto", "8", "16"]),
               help="width of the decoded weights and inputs of MAC layers: 8 (4 x 8-bit SIMD lanes, "
-                   "coarser power tables), 16 (2 x 16-bit lanes); auto: per layer on SIMD boards "
-                   "(8 where it costs little weight error, see the report), the widest elsewhere")
+                   "coarser power tables), 16 (2 x 16-bit lanes); auto: per layer on SIMD boards and "
+                   "FPGAs (8 where it costs little weight error, see the report), the widest elsewhere")
 @click.option("--lanes", default="auto", show_default=True, type=click.Choice(["auto", "8", "16"]),
-              help="8: 4-bit weight levels and A4-A6 power levels rounded to 8-bit integers, so "
-                   "their decoded values ride 8-bit SIMD lanes or FPGA fabric; 16: levels as the "
-                   "grid has them; auto: 8 on SIMD boards and FPGAs")
+              help="8: 4-bit weight levels and A4-A6 power levels rounded to 8-bit integers, and "
+                   "wider weights uniform unless that costs more than a bit, so decoded values ride "
+                   "8-bit SIMD lanes or FPGA fabric; 16: levels as the grid has them; auto: 8 on "
+                   "SIMD boards and FPGAs")
 @click.option("--act-grid", default="auto", show_default=True, type=click.Choice(["auto", "power", "uniform"]),
               help="each activation's grid: power (the scheme's), uniform (a = 1: 8-bit lanes at "
                    "A8), auto: per tensor, the grid in 8-bit lanes where its error on the "
