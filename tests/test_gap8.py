@@ -251,3 +251,31 @@ def test_gap8_cycle_model_counts_a_task_per_head():
     one = layer_cycles(layer, counts, 1000, model, "cycles")["est_cycles"]
     four = layer_cycles(dict(layer, tasks=4), counts, 1000, model, "cycles")["est_cycles"]
     assert four - one == 3 * model["task_cycles"]
+
+
+def test_gap8_encoder_index_is_the_common_arithmetic_with_a_branchless_clamp():
+    """templates/gap8/encoders/_index.c.j2 shadows the common one for the lut and pade snippets:
+    the same products, rounding and shifts (its lines, verbatim), only the 32-bit clamp through
+    model_clamp (cv.max / cv.min on the CORE-V build); the emulation tests above check the
+    results bit for bit."""
+    root = os.path.join(os.path.dirname(mcugen.__file__), os.pardir, "templates")
+    common = open(os.path.join(root, "common", "encoders", "_index.c.j2")).read()
+    own = open(os.path.join(root, "gap8", "encoders", "_index.c.j2")).read()
+    arithmetic = [line.strip() for line in common.splitlines()
+                  if "int32_t high =" in line or "int64_t raw =" in line]
+    assert len(arithmetic) == 2 and all(line in own for line in arithmetic)
+    rounding = "(high + (1 << (shift - {{ p.enc_high_round }}))) >> (shift - {{ p.enc_high_post }})"
+    assert rounding in common and rounding in own
+    model_c = gap8.render(schedule_of("resnet8"), "resnet8.onnx")["model.c"]
+    assert "static inline int32_t model_clamp(" in model_c and "idx = model_clamp(" in model_c
+
+
+def test_gap8_hwc_window_only_where_the_stride_reads_every_pixel():
+    """The hwc kernel's window decodes every input pixel of its rows: a conv whose stride is
+    longer than its kernel (resnet8's 1x1 stride-2 shortcuts) keeps the im2col kernel, which
+    gathers only the pixels read; the 3x3 convs, stride 2 included, take the window."""
+    schedule, board = schedule_of("resnet8"), get_board("gap8")
+    convs = [s for s in schedule.steps if s.kind == "conv2d"]
+    kinds = {(s.params["k_h"], s.params["stride_h"]): gap8.simd_plan(s, schedule, board).get("hwc", 0)
+             for s in convs}
+    assert kinds[1, 2] == 0 and kinds[3, 2] == 1 and kinds[3, 1] == 1
