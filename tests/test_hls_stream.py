@@ -11,7 +11,7 @@ import pytest
 from onnx import helper
 
 import mcugen
-from conftest import require_tool, shared_model
+from conftest import MODELS, require_tool, shared_model
 from mcugen.codegen import hls_estimate as estimate
 from mcugen.codegen import hls_plan, hls_sim, hls_stream
 from onnx_factory import make_model, save, tensor
@@ -200,3 +200,18 @@ def test_interval_options_need_a_stream(tmp_path):
     code, _, err = mcugen_cli("build", shared_model("sine"), "--target", "hls", "--interval", "100",
                               "-o", tmp_path / "out")
     assert code == 1 and "need --io stream" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_shared_model_streams_bit_exact(name, tmp_path, gxx):
+    """Each shared model's stream design (W4A4, fitted to pynq-z2) C-simulates bit-exact, the
+    cycle simulation finds no deadlock with the planned FIFO depths, and agrees with the
+    estimate."""
+    out = tmp_path / "hls"
+    project = build_hls(shared_model(name), out, board="pynq-z2", io="stream", fit=True,
+                        input_range=MODELS[name], wbits=4, abits=4, first_last_bits="same")
+    assert_bit_exact(project, out, n=6)
+    h = project.report["hls"]
+    assert abs(h["sim_latency_cycles"] - h["latency_cycles"]) <= 0.05 * h["latency_cycles"]
+    assert abs(h["sim_interval_cycles"] - h["interval_cycles"]) <= 0.05 * h["interval_cycles"]
+    assert hls_sim.check_project(out)["interval"] == h["sim_interval_cycles"]
