@@ -36,6 +36,17 @@ def _weights(seed):
     return lambda *shape: rng.normal(size=shape) * 0.7
 
 
+def per_pixel_model(tmp_path, op):
+    """x -> a 3x3 conv to 3 channels -> `op` (Softmax or LogSoftmax) over the channels of each
+    pixel: a softmax inside the graph, not over its last axis."""
+    w = _weights(6)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node(op, ["c"], ["y"], name="per_pixel", axis=1)]
+    model = make_model(nodes, [tensor("x", IN_SHAPE)], [tensor("y", [1, 3, 4, 5])],
+                       [("w1", w(3, 2, 3, 3)), ("b1", w(3) * 0.1)])
+    return save(model, tmp_path / "per_pixel.onnx")
+
+
 def _model(path, nodes, inits, n_in, ints=(), opset=13):
     """x [1, 2, 4, 5] -> nodes -> Flatten -> Gemm(3) on the last node's `n_in` values; `ints`
     are int64 initializers (shapes)."""
@@ -239,12 +250,7 @@ def test_final_softmax_stays_a_host_transform(tmp_path):
     assert project.schedule.output["kind"] == "acc"
     assert "softmax" not in {s.kind for s in project.schedule.steps}
 
-    w = _weights(6)
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Softmax", ["c"], ["y"], name="per_pixel", axis=1)]
-    model = make_model(nodes, [tensor("x", IN_SHAPE)], [tensor("y", [1, 3, 4, 5])],
-                       [("w1", w(3, 2, 3, 3)), ("b1", w(3) * 0.1)])
-    path = save(model, tmp_path / "per_pixel.onnx")
+    path = per_pixel_model(tmp_path, "Softmax")
     out = tmp_path / "per_pixel"
     project = mcugen.build(path, out=out, input_range=(-1.0, 1.0))
     assert project.schedule.output_transform is None
@@ -376,12 +382,7 @@ def test_final_logsoftmax_stays_a_host_transform(tmp_path):
         assert [(s.kind, s.params) for s in project.schedule.steps] == \
             [(s.kind, s.params) for s in plain.schedule.steps]
 
-    w = _weights(6)
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("LogSoftmax", ["c"], ["y"], name="per_pixel", axis=1)]
-    model = make_model(nodes, [tensor("x", IN_SHAPE)], [tensor("y", [1, 3, 4, 5])],
-                       [("w1", w(3, 2, 3, 3)), ("b1", w(3) * 0.1)])
-    path = save(model, tmp_path / "per_pixel.onnx")
+    path = per_pixel_model(tmp_path, "LogSoftmax")
     project = mcugen.build(path, input_range=(-1.0, 1.0))
     assert project.schedule.output_transform is None
     assert [s.kind for s in project.schedule.steps] == ["conv2d", "softmax"]

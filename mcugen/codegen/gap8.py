@@ -683,10 +683,16 @@ def _hwc_plan(step, plan) -> dict:
     band_w = window(p["out_w"], p["stride_w"], p["k_w"], 1)
     left = min(p["pad_left"], band_w)
     px_lanes, row_pitch = p["stride_w"] * cp, band_w * cp
-    asm_ok = 3 * px_lanes * lane - 4 < 2048 and (row_pitch - row_lanes) * lane < 2048
+    # the assembly block's load offsets (the last word of pixels 1..3 of a row) and its step to
+    # the next window row, in bytes: both must fit a 12-bit immediate
+    px_word_offsets = [j * px_lanes * lane - 4 for j in (1, 2, 3)]
+    row_step_bytes = (row_pitch - row_lanes) * lane
+    asm_ok = px_word_offsets[-1] < 2048 and row_step_bytes < 2048
     return dict(plan, kernel="conv2d_hwc", hwc=1, cp=cp, row_lanes=row_lanes,
                 row_words=row_lanes * lane // 4, padded_k=padded_k, k_words=padded_k * lane // 4,
-                lane_bytes=lane, px_lanes=px_lanes, row_pitch=row_pitch, asm_ok=int(asm_ok),
+                lane_bytes=lane, lanes_per_word=4 // lane, px_lanes=px_lanes, row_pitch=row_pitch,
+                px_word_offsets=px_word_offsets, row_step_bytes=row_step_bytes,
+                pixel_quads=-(-p["out_w"] // 4), asm_ok=int(asm_ok),
                 band_w=band_w, band_left=left, band_right=left + max(0, min(p["in_w"], band_w - left)),
                 layout_extra_bytes=step.consts["bias"].size * padded_k * lane - weights.nbytes)
 

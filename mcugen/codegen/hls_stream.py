@@ -57,6 +57,11 @@ class Stream:
     def beat_bits(self) -> int:
         return self.channels * self.bits
 
+    @property
+    def elements(self) -> int:
+        """Codes per frame (a whole-tensor buffer's size)."""
+        return self.channels * self.beats
+
 
 @dataclass
 class Process:
@@ -341,7 +346,10 @@ def stream_design(schedule, board, interval: int) -> dict:
     readers.setdefault(out_root, []).append(("write_output", 0))
     d = {"interval_target": interval, "types": types, "roots": roots, "geometry": geo,
          "ranges": ranges, "processes": [], "streams": {}, "kinds": {}, "smacs": {}, "macs": {},
-         "input_root": in_root, "output_root": out_root, "fpga": fpga, "line_impl": {}}
+         "input_root": in_root, "output_root": out_root, "fpga": fpga, "line_impl": {},
+         # pixels (beats) a frame at the ports, for the testbench's channel-planar buffers
+         "input_pixels": geo[in_root][1] * geo[in_root][2],
+         "output_pixels": geo[out_root][1] * geo[out_root][2]}
 
     def stream_for(root, consumer, index):
         many = len(readers[root]) > 1
@@ -495,7 +503,7 @@ def plan_add(proc, step, d, target):
     cpar, citers = channel_par(s.channels, (target - ADD_DEPTH) // s.beats)
     depth = ADD_DEPTH + estimate.ENCODER_DEPTH.get(step.params["encoder"], 0)
     proc.t = {"pixels": s.beats, "cpar": cpar, "citers": citers, "depth": depth,
-              "channels": s.channels}
+              "channels": s.channels, "iterations": s.beats * citers}
     cost = {"dsp": 0, "lut": 32, "ff": 64, "bram_18k": 0}
     for key, value in estimate.encoder_cost(step, 32).items():
         cost[key] = cost.get(key, 0) + value * cpar
@@ -517,7 +525,8 @@ def plan_pool(proc, step, d, target):
     cpar, citers = channel_par(c, (target - in_px) // out_px - depth) if avg else (c, 1)
     proc.t = {"emit": emissions(rows, cols, p["out_w"]), "row_emit": rows, "col_emit": cols,
               "per_out": citers + depth * avg,
-              "cpar": cpar, "citers": citers, "channels": c, "depth": depth}
+              "cpar": cpar, "citers": citers, "channels": c, "depth": depth,
+              "rows_read": p["out_h"] * p["k_h"]}       # input rows the windows cover
     bits = 32 if avg else type_bits(d["types"][d["roots"][step.inputs[0]]])
     cost = {"dsp": 0, "lut": c * (bits if avg else 2 * bits), "ff": 64, "bram_18k": 0}
     estimate._add(cost, estimate.memory(p["out_w"] * c, bits, 1))
@@ -554,7 +563,7 @@ def busy_cycles(proc, d) -> int:
     if proc.kind == "dense":
         return t["in_beats"] + t["compute"]
     if proc.kind == "add":
-        return t["pixels"] * t["citers"] + t["depth"]
+        return t["iterations"] + t["depth"]
     if proc.kind == "whole":
         beats = sum(d["streams"][s].beats for s in proc.ins)
         return beats + t["compute"] + d["streams"][proc.outs[0]].beats
