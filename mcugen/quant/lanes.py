@@ -45,7 +45,7 @@ def narrow_weights(grid, lanes: int, error_of):
     (`error_of(grid)`, a relative norm) is more than a bit worse (NARROW_TOLERANCE in squares)."""
     if not lanes or grid.lanes or grid.exponent == 1.0 or grid.scheme != "power":
         return grid
-    twin = dataclasses.replace(grid, exponent=1.0)
+    twin = uniform_twin(grid)
     return twin if error_of(twin) ** 2 <= NARROW_TOLERANCE * error_of(grid) ** 2 else grid
 
 
@@ -59,7 +59,7 @@ def lane_grid(enc: Encoding, lanes: int) -> Encoding:
 
 def in_lanes(enc: Encoding, lanes: int) -> bool:
     """Whether the decoded values of `enc` fit `lanes`-bit lanes."""
-    return enc.exponent == 1.0 and enc.scheme == "power" or bool(enc.lanes and enc.lanes <= lanes)
+    return (enc.exponent == 1.0 and enc.scheme == "power") or bool(enc.lanes and enc.lanes <= lanes)
 
 
 @dataclass
@@ -81,8 +81,8 @@ def encoded_error(enc: Encoding, values: np.ndarray, weight=1.0) -> float:
     return float(np.mean(weight * (enc.decode(enc.encode(values)) - values) ** 2))
 
 
-def uniform_twin(enc: Encoding) -> Encoding:
-    """The same range and bits on the uniform grid (a = 1)."""
+def uniform_twin(enc):
+    """The same grid (or Encoding: its range too) on the uniform grid, a = 1."""
     return dataclasses.replace(enc, exponent=1.0, scheme="power", lanes=0)
 
 
