@@ -70,3 +70,37 @@ def test_power_beats_uniform_on_gaussian_weights_at_4_bits():
     power = reconstruction_error(w, Grid(4, True, 0.7))
     uniform = reconstruction_error(w, Grid(4, True, 1.0))
     assert power < uniform
+
+
+def _inner_ranges(project, samples):
+    """(encoding, max |value| on the samples, the values) of every activation code root."""
+    from mcugen.reference.float_ir import run_float
+    graph = project.qgraph.graph
+    values = run_float(graph, samples)
+    roots = {n.output for n in graph.nodes if n.output in project.qgraph.encodings
+             and n.output in values}
+    return [(project.qgraph.encodings[t], float(np.abs(values[t]).max()), values[t]) for t in roots]
+
+
+def test_a_uniform_grid_clips_its_range_where_that_lowers_the_error():
+    import dataclasses
+
+    import mcugen
+    from conftest import shared_model
+    from mcugen.quant.lanes import encoded_error
+    rng = np.random.default_rng(3)
+    calib = (rng.standard_normal((24, 49, 10)) * 8.0).astype(np.float32)
+    path = shared_model("kws_dscnn")
+    uniform = _inner_ranges(mcugen.build(path, calib=calib, scheme="uniform", wbits=8, abits=4),
+                            calib)
+    clipped = [(enc, peak, v) for enc, peak, v in uniform if enc.range < 0.99 * peak]
+    assert clipped, "no uniform range was clipped"
+    for enc, peak, values in clipped:
+        at_max = dataclasses.replace(enc, range=peak)
+        assert encoded_error(enc, values) < encoded_error(at_max, values)
+    # a power grid keeps the observed maximum, and a --percentile is the range as given
+    power = mcugen.build(path, calib=calib, scheme="power", wbits=8, abits=4)
+    assert all(enc.range >= 0.999 * peak for enc, peak, _ in _inner_ranges(power, calib))
+    chosen = mcugen.build(path, calib=calib, scheme="uniform", wbits=8, abits=4, percentile=99.0)
+    for enc, _, values in _inner_ranges(chosen, calib):
+        assert enc.range >= 0.999 * np.percentile(np.abs(values), 99.0)

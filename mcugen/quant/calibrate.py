@@ -1,7 +1,11 @@
 """Activation ranges: from calibration samples, or (data-free) from inputs drawn uniformly over
 the declared input range. The range of a tensor is max|x| over the samples, or a percentile of
-|x| (clipping rare outliers buys resolution for the common values)."""
+|x| (clipping rare outliers buys resolution for the common values). A uniform grid's range is
+then searched among fractions of it (clipped_ranges): its steps are all alike, so the range is
+its one lever, where a power grid already spends its resolution near zero."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -10,6 +14,8 @@ from mcugen.ops import get_op
 
 SYNTHETIC_SAMPLES = 64
 NUPES_MIN_SAMPLES = 32
+CLIP_RANGE = np.round(np.arange(1.0, 0.299, -0.05), 4)  # activation range = factor x max
+ACTIVATION_VALUES = 1 << 16  # values per tensor a range search looks at (a seeded subset)
 
 
 def synthetic_inputs(shape, input_range, seed, n=SYNTHETIC_SAMPLES):
@@ -97,3 +103,22 @@ def tensor_ranges(values: dict, percentile=None) -> dict:
             raise MCUGenError(f"activation '{tensor}' is not finite on the calibration inputs")
         ranges[tensor] = (r if r > 0 else 1.0, float(value.min()))
     return ranges
+
+
+def value_subset(values, rng, weights=None):
+    """At most ACTIVATION_VALUES of a tensor's calibration values (flattened; a seeded draw),
+    with their `weights` (broadcast against values; None: all alike)."""
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    weight = np.broadcast_to(1.0 if weights is None else weights, np.shape(values)).reshape(-1)
+    if flat.size > ACTIVATION_VALUES:
+        pick = rng.choice(flat.size, ACTIVATION_VALUES, replace=False)
+        flat, weight = flat[pick], weight[pick]
+    return flat, weight
+
+
+def clipped_ranges(encoding) -> list:
+    """The encodings a range search tries: a uniform grid's range clipped by each CLIP_RANGE
+    factor (the largest, 1, first); any other grid as it is."""
+    if encoding.exponent != 1.0 or encoding.scheme != "power":
+        return [encoding]
+    return [replace(encoding, range=encoding.range * float(f)) for f in CLIP_RANGE]

@@ -86,12 +86,13 @@ def uniform_twin(enc):
     return dataclasses.replace(enc, exponent=1.0, scheme="power", lanes=0)
 
 
-def choose_grid(candidates, lanes: int, act_grid: str, error_of) -> GridChoice:
+def choose_grid(candidates, lanes: int, act_grid: str, error_of, twins=None) -> GridChoice:
     """Among the scheme's `candidates` (encodings before lane rounding: exponents and clipped
     ranges), the one act_grid asks for, `error_of(enc)` measuring each. power (and auto without
-    lanes): the candidates as they are; uniform: their a = 1 twins; auto: both, and the best in
-    `lanes`-bit lanes when within NARROW_TOLERANCE of the best overall."""
-    twins = list(dict.fromkeys(uniform_twin(enc) for enc in candidates))
+    lanes): the candidates as they are; uniform: `twins` (default: the candidates' a = 1
+    twins); auto: both, and the best in `lanes`-bit lanes when within NARROW_TOLERANCE of the
+    best overall."""
+    twins = list(dict.fromkeys(twins or (uniform_twin(enc) for enc in candidates)))
     if act_grid == "uniform":
         candidates = twins
     elif act_grid == "auto" and lanes:

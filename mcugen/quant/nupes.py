@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from mcugen.ops import get_op
-from mcugen.quant.calibrate import tensor_ranges, with_known_bounds
+from mcugen.quant.calibrate import CLIP_RANGE, tensor_ranges, value_subset, with_known_bounds
 from mcugen.quant.gptq import (grouped, gptq_codes, inverse_factor, least_squares_target,
                                row_scales, ungrouped)
 from mcugen.quant.layer_stats import layer_stats
@@ -39,8 +39,6 @@ from mcugen.reference.float_ir import run_float
 MAX_SAMPLES = 1024           # more adds time, not accuracy (a seeded subset is used)
 COARSE = np.round(np.arange(0.40, 1.2001, 0.10), 4)     # exponents tried first
 REFINE = (0.05, 0.025)       # then the best +- these steps, in turn
-CLIP_RANGE = np.round(np.arange(1.0, 0.299, -0.05), 4)  # activation range = factor x max
-ACTIVATION_VALUES = 1 << 16  # values per tensor the activation fit looks at (a seeded subset)
 ACTIVATION_EXPONENTS = np.round(np.arange(0.40, 1.2001, 0.05), 4)
 FINE_BITS = 7                # activation grids this fine keep the data-free exponent
 
@@ -193,11 +191,7 @@ def fit_activation(values, weights, bits, signed, value_range, data_free, option
     data-free exponent: their rounding error is small already, and an exponent far below the
     weights' one makes every index encoder's table outgrow 2^16 entries, leaving 255 thresholds
     per channel (docs/nupes.md)."""
-    flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    weight = np.broadcast_to(1.0 if weights is None else weights, values.shape).reshape(-1)
-    if flat.size > ACTIVATION_VALUES:
-        pick = rng.choice(flat.size, ACTIVATION_VALUES, replace=False)
-        flat, weight = flat[pick], weight[pick]
+    flat, weight = value_subset(values, rng, weights)
     scheme = weight_scheme(options)
     exponents = [data_free]
     if options.scheme == "power" and options.exponent in ("auto", "per-layer") and bits < FINE_BITS:

@@ -14,9 +14,9 @@ import numpy as np
 
 from mcugen.errors import MCUGenError
 from mcugen.ops import get_op
-from mcugen.quant.calibrate import (synthetic_inputs, tensor_ranges, token_calibration,
-                                    with_known_bounds)
-from mcugen.quant.lanes import choose_grid, encoded_error, narrow_weights, weight_lanes
+from mcugen.quant.calibrate import (clipped_ranges, synthetic_inputs, tensor_ranges,
+                                    token_calibration, value_subset, with_known_bounds)
+from mcugen.quant.lanes import choose_grid, encoded_error, narrow_weights, uniform_twin, weight_lanes
 from mcugen.quant.power import (Encoding, Grid, constant_channels, quantize_weights,
                                 reconstruction_error)
 from mcugen.quant.search import search_exponent
@@ -149,7 +149,9 @@ def _calibration(graph, options):
 
 def quantize_powerquant(graph, options: QuantOptions, progress=None) -> QGraph:
     """PowerQuant: data-free exponents, weights rounded to the grid, activation ranges from
-    the calibration samples (mcugen/quant/methods.py chooses between it and NUPES)."""
+    the calibration samples, a uniform grid's clipped where that lowers the squared error of
+    its encoded values (calibrate.clipped_ranges; mcugen/quant/methods.py chooses between
+    PowerQuant and NUPES)."""
     bits = layer_weight_bits(graph, options)
     exponent, layer_exponents = data_free_exponents(graph, bits, options, progress)
     samples, input_range, notes = _calibration(graph, options)
@@ -165,12 +167,15 @@ def quantize_powerquant(graph, options: QuantOptions, progress=None) -> QGraph:
         weights[node.name] = QWeights(codes, scale, grid, w_hat, reconstruction_error(w, grid),
                                       bias, int(constant.sum()))
 
-    choices = {}
+    choices, rng = {}, np.random.default_rng(options.seed)
 
     def activation_encoding(root, bits, signed, value_range):
-        candidates = [Encoding(bits, signed, exponent, weight_scheme(options), value_range)]
-        choices[root] = choose_grid(candidates, options.lanes, options.act_grid,
-                                    lambda enc: encoded_error(enc, values[root]))
+        enc = Encoding(bits, signed, exponent, weight_scheme(options), value_range)
+        # a --percentile given is the range the user chose: no search below it
+        search = (lambda e: [e]) if options.percentile else clipped_ranges
+        sample = value_subset(values[root], rng)[0]
+        choices[root] = choose_grid(search(enc), options.lanes, options.act_grid,
+                                    lambda e: encoded_error(e, sample), search(uniform_twin(enc)))
         return choices[root].encoding
     encodings = tensor_encodings(graph, ranges, input_range, options, activation_encoding)
     return QGraph(graph, encodings, weights, exponent, tuple(input_range), options, notes,
