@@ -89,7 +89,8 @@ def test_seeds_cover_every_op_mcugen_imports_and_the_odd_cases():
     fused = {"SiLU", "Mish", "Gelu", "RMSNormalization"}
     assert set(supported_onnx_ops()) - fused <= ops, sorted(set(supported_onnx_ops()) - fused - ops)
     tags = set().union(*(case.tags for case in cases))
-    wanted = {"depthwise", "groups", "dilation", "stride", "auto_pad", "pool_pads", "ceil_mode",
+    wanted = {"instancenorm", "groupnorm", "depthwise", "groups", "dilation", "stride", "auto_pad",
+              "pool_pads", "ceil_mode",
               "avg_pads_cip0", "residual", "concat", "names:empty", "names:dup",
               "near_zero_channel", "zero_channel", "large_bias", "symbolic_batch",
               "negative_pad", "pad_value", "bn_after_other", "leaky_negative", "shared_weights",
@@ -121,7 +122,8 @@ def shared_case(name, input_range):
     import mcugen
     path = shared_model(name)
     case = fuzz_graphs.Case(0, onnx.load(str(path)), input_range, "uniform", [name], set())
-    project = mcugen.build(path, scheme="uniform", wbits=8, abits=8, input_range=input_range)
+    project = mcugen.build(path, scheme="uniform", wbits=8, abits=8, input_range=input_range,
+                           percentile=100.0)          # the oracle's ranges: the max
     x = fuzz_graphs.calibration_inputs(case)
     reference = fuzz_graphs.run_onnxruntime(case.model, x)
     return case, project, fuzz_graphs.float_graph(path), x, reference

@@ -328,3 +328,63 @@ def test_rms_norm_is_bit_exact_within_its_bound(tmp_path, host_cc):
         codes = np.concatenate([sample_codes(x, 12, rng), rng.integers(x.code_min, x.B + 1, size=(2000, 12))])
         measured = measure(step, error_model(graph_node, x, y, step.info["x_frac_bits"]), codes)
         assert float((measured["error"] / measured["bound"]).max()) <= 1.0
+
+
+def instance_norm_model(form, seed=4, channels=4, eps=1e-5):
+    """x -> Conv 3x3 (`channels`) -> a normalization over H x W per channel -> Flatten ->
+    Gemm(3). Forms: "instance" (InstanceNormalization with its Scale and B per channel, as
+    nn.InstanceNorm2d(affine=True) exports it) and "group" (nn.GroupNorm(2, C) as both torch
+    exporters write it: Reshape [1, 2, -1], the op with Scale 1 and B 0, Reshape back, Mul and
+    Add by [C, 1, 1])."""
+    rng = np.random.default_rng(seed)
+    shape = [1, channels] + IN_SHAPE[2:]
+    gamma, beta = rng.normal(size=channels), rng.normal(size=channels) * 0.5
+    graph = [node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1])]
+    inits = [("w1", rng.normal(size=(channels, 2, 3, 3))), ("b1", rng.normal(size=channels) * 0.3),
+             ("gw", rng.normal(size=(3, int(np.prod(shape))))), ("gb", rng.normal(size=3))]
+    if form == "instance":
+        graph.append(node("InstanceNormalization", ["c1", "g", "be"], ["n"], name="in", epsilon=eps))
+        inits += [("g", gamma), ("be", beta)]
+    else:
+        graph += [node("Reshape", ["c1", "grouped"], ["t"], name="to_groups"),
+                  node("InstanceNormalization", ["t", "ones", "zeros"], ["tn"], name="gn", epsilon=eps),
+                  node("Reshape", ["tn", "back"], ["u"], name="from_groups"),
+                  node("Mul", ["u", "g"], ["v"], name="gn_scale"),
+                  node("Add", ["v", "be"], ["n"], name="gn_shift")]
+        inits += [("ones", np.ones(2)), ("zeros", np.zeros(2)), ("g", gamma.reshape(-1, 1, 1)),
+                  ("be", beta.reshape(-1, 1, 1))]
+    graph += [node("Flatten", ["n"], ["f"], name="flat"),
+              node("Gemm", ["f", "gw", "gb"], ["y"], name="fc", transB=1)]
+    model = make_model(graph, [tensor("x", IN_SHAPE)], [tensor("y", [1, 3])], inits, opset=17)
+    if form == "group":
+        for name, value in (("grouped", [1, 2, -1]), ("back", shape)):
+            model.graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
+    return model
+
+
+@pytest.mark.parametrize("form", ["instance", "group"])
+def test_instance_and_group_norm_are_a_layer_norm_per_channel(form, tmp_path, host_cc):
+    """Rows of one channel (or group) over H x W, the per-channel Scale and B one recode after
+    it (a GroupNorm's Mul and Add folded into one): float IR against onnxruntime, the C bit for
+    bit against the reference under ASan/UBSan, power W4A8 and uniform W8A8."""
+    path = save(instance_norm_model(form), tmp_path / f"{form}.onnx")
+    check_float_ir(path)
+    for scheme, wbits, abits in BOTH:
+        out = tmp_path / f"{scheme}{wbits}{abits}"
+        project = mcugen.build(path, out=out, scheme=scheme, wbits=wbits, abits=abits,
+                               input_range=(-1.0, 1.0))
+        assert [s.kind for s in project.schedule.steps] == ["conv2d", "layernorm", "recode", "dense"]
+        step = ln_step(project)
+        rows = 2 if form == "group" else 4
+        assert (step.params["outer"], step.params["n"]) == (rows, 4 * 30 // rows)
+        result = compare(out, project.schedule, verify_inputs(project.schedule, 40, seed=1),
+                         sanitize=True)
+        assert result.mismatches == 0, f"{scheme} W{wbits}A{abits}: {result.first}"
+
+
+def test_instance_norm_without_spatial_axes_is_one_line(tmp_path):
+    model = instance_norm_model("instance")
+    model.graph.node.insert(1, node("Flatten", ["c1"], ["c1f"], name="flat0"))
+    model.graph.node[2].input[0] = "c1f"
+    with pytest.raises(MCUGenError, match="InstanceNormalization.*supported: \\[1, C, D1"):
+        import_model(onnx.load(str(save(model, tmp_path / "flat_in.onnx"))))

@@ -49,12 +49,14 @@ def layer_norm(x, axis, gamma, beta, eps, center=True):
 @register
 class LayerNormalization(OpDef):
     kind = "LayerNormalization"
-    onnx_types = ("LayerNormalization", "RMSNormalization")
+    onnx_types = ("LayerNormalization", "RMSNormalization", "InstanceNormalization")
     step_kinds = ("layernorm",)
     applies_activation = True
     fuses_activation = "elementwise"
 
     def from_onnx(self, node, ctx):
+        if node.op_type == "InstanceNormalization":
+            return instance_norm(node, ctx)
         x, out = node.input[0], node.output[0]
         if any(name and ctx.is_read(name) for name in node.output[1:]):
             ctx.fail(node, "its Mean or InvStdDev output is read; supported: the normalized output alone")
@@ -123,6 +125,39 @@ class LayerNormalization(OpDef):
         codes = inputs[0].reshape(inputs[0].shape[0], p["outer"], p["n"])
         acc = integer_rows(p, step.consts, codes)
         return encode(step, acc, np.arange(p["n"])).reshape(inputs[0].shape[0], -1)
+
+
+def instance_norm(node, ctx) -> list:
+    """InstanceNormalization (and GroupNormalization as the exporters write it: a Reshape to
+    [1, groups, -1] around it) -> a LayerNormalization over the axes after the channels, its
+    gamma 1 and beta 0, then the per-channel Scale and B as an Affine: the layernorm step's
+    gamma and beta run along the normalized axes, InstanceNormalization's along the channels.
+    The Affine is left out when Scale is 1 and B is 0 (the GroupNorm exports')."""
+    x, out = node.input[0], node.output[0]
+    shape = tuple(ctx.shape(x))
+    if len(shape) < 3 or shape[0] != 1:
+        ctx.fail(node, f"its input is {list(shape)}; supported: [1, C, D1, ...] (batch 1, at "
+                       f"least one axis after the channels)")
+    eps = float(ctx.attrs(node).get("epsilon", 1e-5))
+    if not eps >= 0.0:
+        ctx.fail(node, f"epsilon {eps} is negative")
+    channel = {}
+    for key, index, what in (("scale", 1, "scale"), ("shift", 2, "B")):
+        value = np.asarray(ctx.require_const(node, index, what), dtype=np.float64).reshape(-1)
+        if value.size != shape[1]:
+            ctx.fail(node, f"its {what} has {value.size} values for {shape[1]} channels")
+        channel[key] = value
+    plain = np.all(channel["scale"] == 1.0) and not np.any(channel["shift"])
+    normalized = out if plain else f"{out}/normalized"
+    ctx.shapes[normalized] = shape
+    norm = Node(name=node.name, op="LayerNormalization", inputs=[x], output=normalized,
+                onnx_op=node.op_type, attrs={"axis": 2, "epsilon": eps, "activation": None,
+                                             "center": True},
+                params={"scale": np.ones(shape[2:]), "bias": np.zeros(shape[2:])})
+    if plain:
+        return [norm]
+    return [norm, Node(name=f"{node.name}/affine", op="Affine", inputs=[normalized], output=out,
+                       onnx_op=node.op_type, attrs={"activation": None}, params=channel)]
 
 
 def frac_bits(node, ctx, x, n, eps, center=1) -> dict:

@@ -98,12 +98,22 @@ def sink_activations(graph) -> bool:
 
 
 def fold_affine(graph) -> bool:
-    """Affine (BatchNorm, Mul/Add by constants) after a Conv/Gemm -> into its weight and bias."""
+    """Affine (BatchNorm, Mul/Add by constants) after a Conv/Gemm -> into its weight and bias;
+    after another Affine (a GroupNorm export's Mul and Add) -> into it: one recode table, one
+    rounding, instead of two."""
     for node in graph.nodes:
         if node.op != "Affine":
             continue
         producer = _sole_reader(graph, node)
-        if producer is None or not get_op(producer.op).is_mac or producer.attrs.get("activation"):
+        if producer is None or producer.attrs.get("activation"):
+            continue
+        if producer.op == "Affine":
+            scale, shift = node.params["scale"], node.params["shift"]
+            producer.params["scale"] = producer.params["scale"] * scale
+            producer.params["shift"] = producer.params["shift"] * scale + shift
+            graph.remove_node(node, producer.output)
+            return True
+        if not get_op(producer.op).is_mac:
             continue
         scale, shift = node.params["scale"], node.params["shift"]
         w = producer.params["weight"]
