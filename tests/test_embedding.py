@@ -161,3 +161,79 @@ def test_computing_from_the_ids_is_refused_with_the_workaround(tmp_path):
                                           r"export with constant position ids and no mask") as info:
         mcugen.build(save(model, tmp_path / "pad.onnx"), out=tmp_path / "p")
     assert "\n" not in str(info.value)
+
+
+PAD = 1
+
+
+def roberta_like_embeddings(spelling):
+    """transformers' RoBERTa embeddings: the position ids computed from the token ids
+    (pad + the count of non-padding ids so far, pad on padding), as TorchScript writes it
+    (Equal, Not, Cast to int32, CumSum, Mul, Cast to int64, Add) or dynamo (Casts around every
+    op, and the token types a GatherElements of the zero buffer at those positions), looking up
+    the position table; plus the word lookup; then a Linear."""
+    i32, i64 = onnx.TensorProto.INT32, onnx.TensorProto.INT64
+    nodes = [node("Equal", ["x", "pad"], ["is_pad"], name="padding"),
+             node("Not", ["is_pad"], ["real"], name="not_padding"),
+             node("Cast", ["real"], ["mask"], to=i32, name="mask")]
+    if spelling == "dynamo":
+        nodes += [node("Cast", ["mask"], ["mask64"], to=i64, name="widen"),
+                  node("CumSum", ["mask64", "axis"], ["count"], name="count"),
+                  node("Cast", ["count"], ["count32"], to=i32, name="narrow"),
+                  node("Mul", ["count32", "mask"], ["kept"], name="keep"),
+                  node("Cast", ["kept"], ["kept64"], to=i64, name="widen_again")]
+    else:
+        nodes += [node("CumSum", ["mask", "axis"], ["count"], name="count"),
+                  node("Mul", ["count", "mask"], ["kept32"], name="keep"),
+                  node("Cast", ["kept32"], ["kept64"], to=i64, name="widen")]
+    nodes += [node("Add", ["kept64", "pad"], ["positions"], name="positions"),
+              node("Gather", ["words", "x"], ["w"], name="word_embeddings", axis=0),
+              node("Gather", ["position_table", "positions"], ["p"], name="position_embeddings", axis=0),
+              node("Add", ["w", "p"], ["e"], name="embeddings")]
+    if spelling == "dynamo":
+        nodes += [node("GatherElements", ["type_buffer", "positions"], ["types"], name="token_types", axis=1),
+                  node("Gather", ["type_table", "types"], ["t"], name="token_type_embeddings", axis=0),
+                  node("Add", ["e", "t"], ["et"], name="with_types")]
+    nodes.append(node("MatMul", ["et" if spelling == "dynamo" else "e", "lw"], ["y"], name="linear"))
+    model = make_model(nodes, [ids_input()], [tensor("y", [1, TOKENS, 2])],
+                       [("words", RNG.normal(size=(30, 4))), ("position_table", RNG.normal(size=(12, 4))),
+                        ("type_table", RNG.normal(size=(1, 4))), ("lw", RNG.normal(size=(4, 2)))])
+    for name, value in (("pad", PAD), ("axis", 1), ("type_buffer", np.zeros((1, 12)))):
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(value, dtype=np.int64), name))
+    return model
+
+
+def ids_with_padding(n):
+    ids = RNG.integers(0, 30, size=(n, TOKENS))
+    ids[RNG.random(ids.shape) < 0.3] = PAD
+    return np.concatenate([ids, np.full((1, TOKENS), PAD), np.full((1, TOKENS), 5)])
+
+
+@pytest.mark.parametrize("spelling", ["torchscript", "dynamo"])
+def test_roberta_position_ids_become_a_position_lookup(spelling, tmp_path, host_cc):
+    """The subgraph from the ids to the position table's indices goes; the lookup counts the
+    non-padding ids in C: float IR against onnxruntime and the C bit for bit under ASan/UBSan,
+    on ids with padding anywhere, all padding and none."""
+    path = save(roberta_like_embeddings(spelling), tmp_path / "r.onnx")
+    ids = ids_with_padding(30)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = np.concatenate([session.run(None, {"x": ids[i:i + 1]})[0] for i in range(len(ids))])
+    project = mcugen.build(path, out=tmp_path / "out", calib=ids)
+    graph = project.qgraph.graph
+    np.testing.assert_allclose(run_float(graph, ids.astype(np.float64))[graph.output], want,
+                               rtol=1e-5, atol=1e-5)
+    lookups = [s for s in project.schedule.steps if s.kind == "embedding"]
+    assert sorted(s.params["positions"] for s in lookups) == [0, 1]
+    result = compare(tmp_path / "out", project.schedule, ids.astype(np.float64), sanitize=True, on="host")
+    assert result.mismatches == 0, result.first
+
+
+def test_positions_by_another_rule_stay_refused(tmp_path):
+    """Counting the padding ids instead (Equal without the Not): not RoBERTa's rule, so the ops
+    computing it are refused as before."""
+    model = roberta_like_embeddings("torchscript")
+    del model.graph.node[1]
+    model.graph.node[1].input[0] = "is_pad"
+    with pytest.raises(MCUGenError, match=r"node 'padding' \(Equal\): computes from the token ids"):
+        mcugen.build(save(model, tmp_path / "other.onnx"), out=tmp_path / "p")
+    assert not (tmp_path / "p").exists()

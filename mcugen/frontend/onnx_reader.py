@@ -21,6 +21,7 @@ from mcugen.frontend.lift_1d import lift_1d
 from mcugen.frontend.masks import split_masks
 from mcugen.frontend.linear import fuse_linear_bias
 from mcugen.frontend.patterns import fuse_activation_patterns
+from mcugen.frontend.positions import computed_from_ids, position_lookups
 from mcugen.frontend.spellings import respell
 from mcugen.ir.graph import Graph
 from mcugen.ops import onnx_op, supported_onnx_ops
@@ -192,15 +193,6 @@ def _unique_node_names(nodes) -> None:
         node.name = unique
 
 
-def _computed_from_ids(nodes, ctx) -> set:
-    """The tensors computed from an integer input (empty for a float input)."""
-    derived = {ctx.input_name} if ctx.input_is_integer else set()
-    for node in nodes:
-        if derived & set(node.input):
-            derived.update(name for name in node.output if name)
-    return derived - {ctx.input_name}
-
-
 def _check_token_ids(ctx, ir_nodes) -> None:
     """An integer input is token ids: only embedding lookups may read it (and reshapes of it
     that only they read, or nothing: the lookups read through them)."""
@@ -239,15 +231,16 @@ def import_model(model: onnx.ModelProto) -> Graph:
     model = lift_1d(batch_axis_first(model))
     ctx = ImportContext(model)
     nodes = split_masks(respell(drop_nan_guards(list(model.graph.node), ctx), ctx), ctx)
-    nodes = fuse_linear_bias(fuse_activation_patterns(nodes, ctx), ctx)
+    nodes = position_lookups(fuse_linear_bias(fuse_activation_patterns(nodes, ctx), ctx), ctx)
     _check_finite(ctx, {i for n in nodes for i in n.input})
-    computed_from_ids = _computed_from_ids(nodes, ctx)
+    computed_ids = computed_from_ids(nodes, ctx)
     for node in nodes:
         if node.domain not in ("", "ai.onnx") or onnx_op(node.op_type) is None:
-            if node.output[0] in computed_from_ids:
-                ctx.fail(node, "computes from the token ids (RoBERTa's position ids, a padding "
-                               "mask); mcugen reads ids only as embedding indices: export with "
-                               "constant position ids and no mask (pass them in the wrapper)")
+            if node.output[0] in computed_ids:
+                ctx.fail(node, "computes from the token ids (a padding mask, or position ids "
+                               "other than RoBERTa's rule); mcugen reads ids only as embedding "
+                               "indices: export with constant position ids and no mask (pass "
+                               "them in the wrapper)")
             ctx.fail(node, f"op not supported; mcugen lowers: {', '.join(supported_onnx_ops())}")
     _unique_node_names(nodes)
     ir_nodes = []

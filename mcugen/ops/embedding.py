@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mcugen.frontend.positions import PAD_ATTR, position_rows
 from mcugen.ir.graph import Node
 from mcugen.numerics import round_half_away
 from mcugen.ops import OpDef, register
@@ -24,6 +25,7 @@ def embedding_lookup(node, ctx):
     """The IR node of an ONNX Gather whose data is a constant (ops/slice.py sends it)."""
     table = np.asarray(ctx.const(node.input[0]), dtype=np.float64)
     ids = _ids_source(node.input[1], ctx)
+    pad = ctx.attrs(node).get(PAD_ATTR)
     if ids != ctx.input_name or not ctx.input_is_integer:
         ctx.fail(node, "indexes a constant table by a computed tensor; supported: the model's "
                        "integer input (token ids) indexing an embedding table, directly or "
@@ -33,9 +35,10 @@ def embedding_lookup(node, ctx):
         ctx.fail(node, f"gathers along axis {axis} of a constant table; supported: rows (axis 0)")
     if not 1 <= table.shape[0] <= MAX_ROWS:
         ctx.fail(node, f"a table of {table.shape[0]} rows; supported: 1 to {MAX_ROWS} (16-bit ids)")
-    ctx.input_rows = max(ctx.input_rows or 0, int(table.shape[0]))
+    if pad is None:               # position lookups read the ids but do not index by them
+        ctx.input_rows = max(ctx.input_rows or 0, int(table.shape[0]))
     return Node(name=node.name, op="Embedding", inputs=[ids], output=node.output[0],
-                attrs={"shape": list(ctx.shape(node.output[0]))},
+                attrs={"shape": list(ctx.shape(node.output[0])), "positions_pad": pad},
                 params={"table": table.reshape(table.shape[0], -1)}, onnx_op="Gather")
 
 
@@ -83,6 +86,10 @@ class Embedding(OpDef):
     def run_float(self, node, inputs):
         table = node.params["table"]
         rows = token_rows(inputs[0], table.shape[0])
+        if node.attrs.get("positions_pad") is not None:
+            shape = rows.shape
+            rows = position_rows(rows.reshape(shape[0], -1), node.attrs["positions_pad"])
+            rows = np.minimum(rows, table.shape[0] - 1).reshape(shape)
         return table[rows.reshape(rows.shape[0], -1)].reshape((rows.shape[0],) + tuple(node.attrs["shape"][1:]))
 
     def lower(self, node, ctx):
@@ -90,14 +97,19 @@ class Embedding(OpDef):
         table = node.params["table"]
         codes = y.encode(table).astype(y.ctype)
         tokens = int(np.prod(ctx.shape(node.inputs[0])[1:]))
-        # the ids' codes reach B: the kernel clamps them only when the table is shorter
-        clamps = int(ctx.encoding(node.inputs[0]).B) >= table.shape[0]
+        pad = node.attrs.get("positions_pad")
+        # the ids' codes reach B (a position pad + tokens): the kernel clamps the row only when
+        # the table is shorter
+        top = int(ctx.encoding(node.inputs[0]).B) if pad is None else pad + tokens
         params = {"tokens": tokens, "rows": int(table.shape[0]), "last_row": int(table.shape[0]) - 1,
-                  "width": int(table.shape[1]), "clamps": int(clamps)}
+                  "width": int(table.shape[1]), "clamps": int(top >= table.shape[0]),
+                  "positions": int(pad is not None), "pad": -1 if pad is None else int(pad)}
         return ctx.step(node, "embedding", params=params, consts={"table": codes},
                         info={"abits": y.bits})
 
     def run_int(self, step, inputs):
         ids = inputs[0].reshape(inputs[0].shape[0], -1)
+        if step.params.get("positions"):
+            ids = position_rows(ids, step.params["pad"])
         rows = np.minimum(ids, step.params["last_row"])
         return step.consts["table"].astype(np.int64)[rows].reshape(ids.shape[0], -1)
