@@ -13,6 +13,13 @@ from onnx_factory import make_model, save, tensor
 RNG = np.random.default_rng(11)
 
 
+@pytest.fixture(autouse=True)
+def fresh_rng():
+    """Each test draws the same weights and inputs whichever tests ran before it (xdist moves
+    them between workers)."""
+    RNG.bit_generator.state = np.random.default_rng(11).bit_generator.state
+
+
 def w(*shape, scale=0.5):
     return RNG.normal(size=shape) * scale
 

@@ -57,9 +57,9 @@ def quantize_nupes(graph, options, progress=None) -> QGraph:
 
     choices = {}
 
-    def activation_encoding(root, abits, signed, value_range):
+    def activation_encoding(root, abits, signed, value_range, clip):
         choices[root] = fit_activation(float_values[root], consumer_weights(graph, root), abits,
-                                       signed, value_range, data_free, options, rng)
+                                       signed, value_range, data_free, options, rng, clip)
         return choices[root].encoding
     encodings = tensor_encodings(graph, ranges, input_range, options, activation_encoding)
     weights = _quantize_layers(graph, options, bits, data_free, encodings, float_values,
@@ -183,7 +183,8 @@ def consumer_weights(graph, tensor):
     return total
 
 
-def fit_activation(values, weights, bits, signed, value_range, data_free, options, rng) -> GridChoice:
+def fit_activation(values, weights, bits, signed, value_range, data_free, options, rng,
+                   clip=True) -> GridChoice:
     """The range (clipped) and exponent of one activation tensor that minimize the squared error
     of its encoded values on the calibration samples, weighted per channel by `weights`
     (consumer_weights; None: every value alike); with lanes, `--act-grid` weighs that against
@@ -197,6 +198,6 @@ def fit_activation(values, weights, bits, signed, value_range, data_free, option
     if options.scheme == "power" and options.exponent in ("auto", "per-layer") and bits < FINE_BITS:
         exponents = ACTIVATION_EXPONENTS
     candidates = [Encoding(bits, signed, float(exponent), scheme, value_range * float(factor))
-                  for exponent in exponents for factor in CLIP_RANGE]
+                  for exponent in exponents for factor in (CLIP_RANGE if clip else (1.0,))]
     return choose_grid(candidates, options.lanes, options.act_grid,
                        lambda enc: encoded_error(enc, flat, weight))

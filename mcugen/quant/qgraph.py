@@ -150,8 +150,8 @@ def _calibration(graph, options):
 def quantize_powerquant(graph, options: QuantOptions, progress=None) -> QGraph:
     """PowerQuant: data-free exponents, weights rounded to the grid, activation ranges from
     the calibration samples, a uniform grid's clipped where that lowers the squared error of
-    its encoded values (calibrate.clipped_ranges; mcugen/quant/methods.py chooses between
-    PowerQuant and NUPES)."""
+    its encoded values on real samples (calibrate.clipped_ranges; mcugen/quant/methods.py
+    chooses between PowerQuant and NUPES)."""
     bits = layer_weight_bits(graph, options)
     exponent, layer_exponents = data_free_exponents(graph, bits, options, progress)
     samples, input_range, notes = _calibration(graph, options)
@@ -169,10 +169,12 @@ def quantize_powerquant(graph, options: QuantOptions, progress=None) -> QGraph:
 
     choices, rng = {}, np.random.default_rng(options.seed)
 
-    def activation_encoding(root, bits, signed, value_range):
+    def activation_encoding(root, bits, signed, value_range, clip):
         enc = Encoding(bits, signed, exponent, weight_scheme(options), value_range)
-        # a --percentile given is the range the user chose: no search below it
-        search = (lambda e: [e]) if options.percentile else clipped_ranges
+        # only on real samples (--calib): inputs drawn over a declared range say nothing of
+        # which values are rare; and a --percentile given is the range the user chose
+        searched = clip and options.calib is not None and not options.percentile
+        search = clipped_ranges if searched else (lambda e: [e])
         sample = value_subset(values[root], rng)[0]
         choices[root] = choose_grid(search(enc), options.lanes, options.act_grid,
                                     lambda e: encoded_error(e, sample), search(uniform_twin(enc)))
@@ -196,10 +198,17 @@ def input_encoding(graph, input_range, below, wider) -> Encoding:
     return Encoding(8, lo < 0 or below, 1.0, "power", max(abs(lo), abs(hi), wider) or 1.0)
 
 
+def _fills(node) -> bool:
+    """Whether `node` writes values of its own into its input's codes: a constant Pad's fill."""
+    return node is not None and node.op == "Pad" and node.attrs["mode"] == "constant" and \
+        node.attrs["value"] != 0.0
+
+
 def tensor_encodings(graph, ranges, input_range, options, activation_encoding) -> dict:
     """An Encoding per tensor: the input uniform 8-bit over its range; every other code root
-    gets `activation_encoding(root, bits, signed, range)`, shared by the tensors that only move
-    its codes; the int32 output of a last MAC layer gets none."""
+    gets `activation_encoding(root, bits, signed, range, clip)`, shared by the tensors that only
+    move its codes (`clip`: whether its range may be clipped below their largest value); the
+    int32 output of a last MAC layer gets none."""
     last_input = code_root(graph, mac_nodes(graph)[-1].inputs[0])
     tensors = [graph.input] + [n.output for n in graph.nodes]
     groups = {}                        # code root -> every tensor sharing its codes
@@ -211,13 +220,15 @@ def tensor_encodings(graph, ranges, input_range, options, activation_encoding) -
         others = members[1:]
         wider = max([ranges[m][0] for m in others], default=0.0)
         below = any(ranges[m][1] < 0 for m in others)
+        # a clipped range could cut a Pad's non-zero fill, which every padded pixel then reads
+        filled = any(_fills(graph.producer(m)) for m in others)
         if root == graph.input:
             enc = input_encoding(graph, input_range, below, wider)
         else:
             wider = max(wider, ranges[root][0])
             abits = 8 if (root == last_input and options.first_last_bits == 8) else options.abits
             enc = activation_encoding(root, abits, below or not _nonnegative(graph, root, input_range[0]),
-                                      wider)
+                                      wider, not filled)
         for member in members:
             encodings[member] = enc
     if output_is_accumulator(graph):        # the last layer hands int32 accumulators over
