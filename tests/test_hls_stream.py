@@ -52,6 +52,31 @@ def residual(path, stride=1):
     return save(make_model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 5])], inits), path)
 
 
+def branches(path):
+    """x [1, 4, 8, 8] -> grouped conv 3x3 (2 groups, 3 outputs each) -> relu -> maxpool 3x3
+    stride 2 pad 1 -> (conv 1x1 -> relu) and (grouped conv 3x3, 3 groups of 2 -> relu) ->
+    concat on channels -> average pool 3x3 stride 1 pad 1 -> flatten -> gemm."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], group=2, pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("MaxPool", ["r0"], ["m"], kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["m", "wa", "ba"], ["ca"]),
+             helper.make_node("Relu", ["ca"], ["ra"]),
+             helper.make_node("Conv", ["m", "wb", "bb"], ["cb"], group=3, pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["cb"], ["rb"]),
+             helper.make_node("Concat", ["ra", "rb"], ["cat"], axis=1),
+             helper.make_node("AveragePool", ["cat"], ["ap"], kernel_shape=[3, 3], strides=[1, 1],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["ap"], ["f"]),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1)]
+    inits = [("w0", rng.normal(size=(6, 2, 3, 3))), ("b0", rng.normal(size=6) * 0.1),
+             ("wa", rng.normal(size=(4, 6, 1, 1))), ("ba", rng.normal(size=4) * 0.1),
+             ("wb", rng.normal(size=(6, 2, 3, 3))), ("bb", rng.normal(size=6) * 0.1),
+             ("gw", rng.normal(size=(5, 10 * 4 * 4))), ("gb", rng.normal(size=5))]
+    return save(make_model(nodes, [tensor("x", [1, 4, 8, 8])], [tensor("y", [1, 5])], inits), path)
+
+
 def kinds(project) -> dict:
     return {p.step: p.kind for p in project.plan["processes"] if p.step}
 
@@ -74,6 +99,44 @@ def test_residual_dataflow_is_bit_exact(stride, bits, tmp_path, gxx):
         roms = [sm.mac for sm in project.plan["smacs"].values() if sm.mac.product is not None]
         assert roms and all(m.negate_w is not None and m.negate_w.any() for m in roms)
     assert_bit_exact(project, out, n=6)
+
+
+@pytest.mark.parametrize("bits", ["w4a4", "w8a8"])
+def test_grouped_convs_concat_and_padded_pools_stream_bit_exact(bits, tmp_path, gxx):
+    """Grouped convs (several outputs per group) are conv processes, the 3x3 stride-2 pad-1 max
+    pool and the overlapping padded average pool window processes with line buffers, the
+    concat on channels a process of its own (recoding one input): none buffers a whole tensor,
+    and the C simulation matches the reference."""
+    config = (dict(wbits=4, abits=4, first_last_bits="same") if bits == "w4a4"
+              else dict(scheme="uniform", wbits=8, abits=8))
+    out = tmp_path / "hls"
+    project = build_hls(branches(tmp_path / "m.onnx"), out, io="stream", fit=True,
+                        input_range=(-1.0, 1.0), **config)
+    assert set(kinds(project).values()) == {"conv", "window_pool", "concat", "dense"}, kinds(project)
+    steps = {s.name: s for s in project.schedule.steps}
+    grouped = [n for n, k in kinds(project).items() if k == "conv" and steps[n].params["group"] > 1]
+    assert len(grouped) == 2 and all(steps[n].params["out_c_per_group"] > 1 for n in grouped)
+    h = project.report["hls"]
+    assert abs(h["sim_latency_cycles"] - h["latency_cycles"]) <= 0.05 * h["latency_cycles"]
+    assert_well_formed(out)
+    assert_bit_exact(project, out, n=6)
+
+
+def test_a_concat_off_the_channels_buffers_the_whole_tensor(tmp_path):
+    """Concatenated along the rows, an output beat is not the inputs' beats side by side: the
+    step keeps the whole-tensor process."""
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["c", "x"], ["cat"], axis=2),
+             helper.make_node("Flatten", ["cat"], ["f"]),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1)]
+    inits = [("w", rng.normal(size=(2, 2, 3, 3))), ("b", np.zeros(2)),
+             ("gw", rng.normal(size=(3, 2 * 8 * 4))), ("gb", np.zeros(3))]
+    model = save(make_model(nodes, [tensor("x", [1, 2, 4, 4])], [tensor("y", [1, 3])], inits),
+                 tmp_path / "m.onnx")
+    project = mcugen.build(model, target="hls", input_range=(-1.0, 1.0), wbits=4, abits=4,
+                           target_options={"io": "stream", "interval": 500})
+    assert sorted(kinds(project).values()) == ["conv", "dense", "whole"], kinds(project)
 
 
 def folded_products(m, codes, xs) -> np.ndarray:

@@ -40,6 +40,7 @@ SIM_FRAMES = 3
 SEARCH_FRAMES = 2
 MAX_DEPTH = 1 << 16
 MAX_ROUNDS = 40
+WINDOWED = ("conv", "pool", "window_pool")    # an input pixel, then the outputs it completes
 
 
 @dataclass
@@ -69,7 +70,9 @@ def program(proc, streams) -> list:
     if kind == "add":
         ii, lat = t["citers"], t["citers"] + t["depth"]
         return [(((ins[0], b), (ins[1], b)), ((outs[0], b),), ii, lat) for b in range(t["pixels"])]
-    if kind in ("conv", "pool"):
+    if kind == "concat":
+        return [(tuple((s, b) for s in ins), ((outs[0], b),), 1, t["depth"]) for b in range(t["pixels"])]
+    if kind in WINDOWED:
         return windowed(ins[0], outs[0], t["emit"], t["per_out"])
     if kind == "dense":
         steps = [(((ins[0], b),), (), 1, 1) for b in range(t["in_beats"])]

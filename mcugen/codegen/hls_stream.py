@@ -3,8 +3,9 @@ every channel of one pixel, raster order), the top ports AXI-Stream of single co
 channels-last order.
 
 What a process is, per step of the Schedule:
-- `conv` (conv2d, groups 1 or one output channel per group): a line buffer of the last
-  R = (k_h - 1) * dil_h + 1 input rows and a window register; after reading input pixel
+- `conv` (conv2d, any groups: each output channel's products read its group's window): a
+  line buffer of the last R = (k_h - 1) * dil_h + 1 input rows and a window register; after
+  reading input pixel
   (iy, ix) it emits every output pixel whose last needed input pixel that is (`row_emit`,
   `col_emit`: how strides and padding fall, computed here), each output gathering its window
   (k_w cycles: the R rows are banks read in parallel) and accumulating `oiters x kchunks`
@@ -13,10 +14,14 @@ What a process is, per step of the Schedule:
 - `add`: both operands as streams, `cpar` channels a cycle;
 - `pool` (max/average pools whose windows tile the input: stride = kernel, no padding): row
   accumulators updated as pixels arrive, an output row emitted with the last input row;
+- `window_pool` (any other max/average pool: overlapping windows, padding, dilation): the
+  conv's line buffer and emission tables, each output reduced over its window in k_w cycles;
+- `concat` (along channels): one beat of each input a cycle, side by side in the output beat;
 - `fork`: a stream read by several layers is copied to one stream per reader (a stream has
   one reader under DATAFLOW);
-- `whole`: any other step buffers its whole input, runs the parallel design's loops and
-  streams its output (correct for every kind; no overlap inside the step);
+- `whole`: any other step (one that needs its whole input: a transpose, a softmax over
+  everything, a concat off the channels) buffers its whole input, runs the parallel design's
+  loops and streams its output (correct for every kind; no overlap inside the step);
 - `read_input` / `write_output`: the AXI-Stream ports, one code a cycle.
 
 Each layer's parallelism is chosen so that its cycles per frame meet one target interval
@@ -39,6 +44,7 @@ GATHER_FREE_DEPTH = 3          # MAC pipeline: read, multiply (or ROM), first ad
 ADD_DEPTH = 3                  # decode reads, add, encoder input register
 FIFO_MIN = 2                   # Vitis's default stream depth
 POOL_KINDS = ("maxpool", "avgpool")
+WINDOWED = hls_sim.WINDOWED     # processes that emit by the emission tables
 
 
 @dataclass
@@ -151,23 +157,39 @@ def native_kind(step, schedule, geo) -> str:
     """The process kind that streams `step`, or "whole"."""
     p = step.params
     out = geo[schedule.buffers[step.output].alias_of or step.output]
-    same = all(geo[schedule.buffers[name].alias_of or name] == out for name in step.inputs)
+    ins = [geo[schedule.buffers[name].alias_of or name] for name in step.inputs]
     if step.kind == "dense":
         return "dense"
-    if step.kind == "conv2d" and geo[root_of(schedule, step)] == (p["in_c"], p["in_h"], p["in_w"]) \
-            and out == (p["out_c"], p["out_h"], p["out_w"]) \
-            and (p["group"] == 1 or p["out_c_per_group"] == 1) \
-            and emit_tables(p) is not None:
+    if step.kind == "conv2d" and ins[0] == (p["in_c"], p["in_h"], p["in_w"]) \
+            and out == (p["out_c"], p["out_h"], p["out_w"]) and emit_tables(p) is not None:
         return "conv"
-    if step.kind == "add" and same and len(step.inputs) == 2 and \
+    if step.kind == "add" and all(g == out for g in ins) and len(step.inputs) == 2 and \
             all(schedule.buffers[n].size == p.get("size") for n in step.inputs):
         return "add"
-    if step.kind in POOL_KINDS and geo[root_of(schedule, step)] == (p["channels"], p["in_h"], p["in_w"]) \
-            and out == (p["channels"], p["out_h"], p["out_w"]) and p["stride_h"] == p["k_h"] and \
-            p["stride_w"] == p["k_w"] and p.get("dil_h", 1) == 1 and p.get("dil_w", 1) == 1 and \
-            not any(p[k] for k in ("pad_top", "pad_left", "pad_bottom", "pad_right")):
-        return "pool"
+    if step.kind in POOL_KINDS and ins[0] == (p["channels"], p["in_h"], p["in_w"]) \
+            and out == (p["channels"], p["out_h"], p["out_w"]):
+        if tiles(p):
+            return "pool"
+        if emit_tables(p) is not None:
+            return "window_pool"
+    if step.kind == "concat" and channel_concat(p, ins, out):
+        return "concat"
     return "whole"
+
+
+def tiles(p) -> bool:
+    """A pool whose windows tile the input, each pixel in at most one window and none in the
+    padding (stride = kernel, or a single window along that axis, as a global pool's)."""
+    return all((p[f"stride_{a}"] == p[f"k_{a}"] or p[f"out_{a}"] == 1) and p.get(f"dil_{a}", 1) == 1
+               for a in "hw") and not any(p[k] for k in ("pad_top", "pad_left", "pad_bottom", "pad_right"))
+
+
+def channel_concat(p, ins, out) -> bool:
+    """A concat along the channels of streams of the same pixels (a vector is one pixel): each
+    input's part of an output beat is one whole input beat."""
+    return p["outer"] == 1 and all(g[1:] == out[1:] for g in ins) and \
+        sum(g[0] for g in ins) == out[0] and \
+        all(chunk == int(np.prod(g)) for chunk, g in zip(p["chunks"], ins))
 
 
 @dataclass
@@ -312,10 +334,9 @@ def mac_resources(step, sm: StreamMac, board) -> dict:
         else:
             estimate._add(cost, {"bram_18k": m.rom_copies * one["bram_18k"]})
     wb = type_bits(m.window_t)
-    readers = lanes if step.kind == "conv2d" and p["group"] > 1 else sm.klanes
     window = m.k * (p["group"] if step.kind == "conv2d" else 1)
     cost["ff"] += window * wb
-    cost["lut"] += readers * wb * math.ceil(sm.kchunks / 4) if sm.kchunks > 1 else 0
+    cost["lut"] += wb * sum(math.ceil(n / 4) for n in window_mux_inputs(step, sm) if n > 1)
     estimate._add(cost, estimate.memory(int(step.consts["bias"].size), type_bits(m.bias_t)))
     cost["lut"] += lanes * m.acc_bits
     cost["ff"] += lanes * (m.acc_bits + sum(m.operand_bits))
@@ -323,6 +344,20 @@ def mac_resources(step, sm: StreamMac, board) -> dict:
     for key, value in enc.items():
         cost[key] = cost.get(key, 0) + value * sm.opar
     return cost
+
+
+def window_mux_inputs(step, sm: StreamMac) -> list:
+    """Per reader of the window register, how many of its words the reader selects between
+    over the MAC loop (a multiplexer of that many inputs, 4 a LUT6, per bit). Ungrouped, lanes
+    with the same product index read the same word, one per chunk; grouped (depthwise too),
+    lane (q, u) reads the window of each group its output channels ob * opar + q fall in."""
+    p = step.params
+    if step.kind != "conv2d" or p["group"] == 1:
+        return [sm.kchunks] * sm.klanes
+    oc, per = p["out_c"], p["out_c_per_group"]
+    groups = [len({(ob * sm.opar + q) // per for ob in range(sm.oiters) if ob * sm.opar + q < oc})
+              for q in range(sm.opar)]
+    return [n * sm.kchunks for n in groups for _ in range(sm.klanes)]
 
 
 # ---- the design: processes, streams, parallelism, costs ----------------------------------------
@@ -417,7 +452,7 @@ def plan_process(d, proc, step, schedule, board):
         sm = sized_mac(step, x_range, fpga, lambda depth: (target - in_px) // out_px - p["k_w"] - depth)
         per_out = p["k_w"] + sm.iters + mac_depth(step, sm.lanes)
         proc.t = {"emit": emissions(rows, cols, p["out_w"]), "row_emit": rows, "col_emit": cols,
-                  "per_out": per_out, "rows": (p["k_h"] - 1) * p.get("dil_h", 1) + 1,
+                  "per_out": per_out, "rows": window_rows(p),
                   "depth": mac_depth(step, sm.lanes)}
         d["smacs"][step.name] = sm
         proc.cost = mac_process_cost(d, proc, step)
@@ -432,6 +467,10 @@ def plan_process(d, proc, step, schedule, board):
         plan_add(proc, step, d, target)
     elif proc.kind == "pool":
         plan_pool(proc, step, d, target)
+    elif proc.kind == "window_pool":
+        plan_window_pool(proc, step, d, target)
+    elif proc.kind == "concat":
+        plan_concat(proc, step, d)
     else:
         plan_whole(proc, step, schedule, d, fpga)
 
@@ -486,7 +525,7 @@ def rebalance(d, schedule):
 def conv_extras(cost, p, d, step) -> dict:
     """The line buffer: R rows, each a bank of in_w words of every channel's code."""
     bits = type_bits(d["types"][d["roots"][step.inputs[0]]])
-    rows = (p["k_h"] - 1) * p.get("dil_h", 1) + 1
+    rows = window_rows(p)
     line = store(p["in_w"] * rows, p["in_c"] * bits, rows, d["fpga"])
     d["line_impl"][step.name] = line["impl"]
     return _put(cost, line)
@@ -538,6 +577,68 @@ def plan_pool(proc, step, d, target):
     proc.cost = cost
 
 
+def plan_window_pool(proc, step, d, target):
+    """A pool whose windows overlap or reach into the padding: the conv's line buffer of R rows,
+    each output reduced over its window in k_w cycles (the rows' taps in parallel, every
+    channel), then for an average `cpar` channels encoded a cycle."""
+    p = step.params
+    in_px, out_px, c = p["in_h"] * p["in_w"], p["out_h"] * p["out_w"], p["channels"]
+    rows, cols = emit_tables(p)
+    avg = step.kind == "avgpool"
+    depth = 2 + (estimate.ENCODER_DEPTH.get(p.get("encoder"), 0) if avg else 0)
+    budget = (target - in_px) // out_px - p["k_w"] - depth
+    cpar, citers = channel_par(c, budget) if avg else (c, 1)
+    lo, hi = d["ranges"][step.inputs[0]]
+    acc = (-step.info["acc_bound"], step.info["acc_bound"]) if avg else (min(lo, p["code_min"]), hi)
+    proc.t = {"emit": emissions(rows, cols, p["out_w"]), "row_emit": rows, "col_emit": cols,
+              "per_out": p["k_w"] + (citers + depth if avg else 1), "rows": window_rows(p),
+              "cpar": cpar, "citers": citers, "channels": c, "depth": depth, "acc_t": ap_type(*acc)}
+    proc.cost = window_pool_cost(step, d, proc.t)
+
+
+def window_rows(p) -> int:
+    """Input rows a window spans: the line buffer's."""
+    return (p["k_h"] - 1) * p.get("dil_h", 1) + 1
+
+
+def window_pool_cost(step, d, t) -> dict:
+    """The line buffer; per channel k_h taps a cycle, each a compare and select (max) or an
+    adder and a decode table read (average, a dual-port table copy per two reads); encoders."""
+    p, c = step.params, t["channels"]
+    bits = type_bits(d["types"][d["roots"][step.inputs[0]]])
+    acc_bits = type_bits(t["acc_t"])
+    taps = c * p["k_h"]
+    per_tap = acc_bits if step.kind == "avgpool" else 2 * acc_bits
+    cost = {"dsp": 0, "lut": 32 + taps * per_tap, "ff": 64 + c * acc_bits, "bram_18k": 0}
+    line = store(p["in_w"] * t["rows"], c * bits, t["rows"], d["fpga"])
+    d["line_impl"][step.name] = line["impl"]
+    _put(cost, line)
+    if step.kind == "avgpool":
+        for key, value in estimate.encoder_cost(step, acc_bits).items():
+            cost[key] = cost.get(key, 0) + value * t["cpar"]
+        dx = step.consts["dx"]
+        for _ in range(-(-taps // 2)):
+            estimate._add(cost, estimate.memory(dx.size, dx.itemsize * 8))
+    return cost
+
+
+def plan_concat(proc, step, d):
+    """One beat of every input a cycle, written side by side into one output beat; an input on
+    another grid recoded through its table (a dual-port copy per two channels)."""
+    p = step.params
+    chans = [d["streams"][s].channels for s in proc.ins]
+    recoded = any(p["recode"])
+    proc.t = {"pixels": d["streams"][proc.ins[0]].beats, "channels": chans,
+              "offsets": [int(x) for x in np.cumsum([0] + chans[:-1])], "depth": 1 + recoded}
+    cost = {"dsp": 0, "lut": 16, "ff": sum(chans) * 8, "bram_18k": 0}
+    for i, c in enumerate(chans):
+        if p["recode"][i]:
+            table = step.consts[f"lut_{i}"]
+            for _ in range(-(-c // 2)):
+                estimate._add(cost, estimate.memory(table.size, table.itemsize * 8))
+    proc.cost = cost
+
+
 def plan_whole(proc, step, schedule, d, fpga):
     """The parallel design's loops on whole arrays (in and out arrays inside the process)."""
     if step.kind in MAC_KINDS:
@@ -558,8 +659,10 @@ def plan_whole(proc, step, schedule, d, fpga):
 def busy_cycles(proc, d) -> int:
     """Cycles per frame the process itself needs (its interval alone)."""
     t = proc.t
-    if proc.kind in ("conv", "pool"):
+    if proc.kind in WINDOWED:
         return int(len(t["emit"]) + int(t["emit"].sum()) * t["per_out"])
+    if proc.kind == "concat":
+        return t["pixels"]
     if proc.kind == "dense":
         return t["in_beats"] + t["compute"]
     if proc.kind == "add":
