@@ -95,9 +95,10 @@ def test_residual_dataflow_is_bit_exact(stride, bits, tmp_path, gxx):
     assert "fanout_" in (out / "firmware" / "model.cpp").read_text()
     assert_well_formed(out)
     assert_roms_fit_their_widths(out)
-    if bits == "w4a4":       # power grids: every product ROM keeps one row per weight magnitude
-        roms = [sm.mac for sm in project.plan["smacs"].values() if sm.mac.product is not None]
-        assert roms and all(m.negate_w is not None and m.negate_w.any() for m in roms)
+    if bits == "w4a4":       # power grids: every product ROM can keep one row per weight magnitude
+        roms = [sm for sm in project.plan["smacs"].values() if sm.mac.product is not None]
+        assert roms and all(any(m.negate_w is not None and m.negate_w.any() for m in sm.plans)
+                            for sm in roms)
     assert_bit_exact(project, out, n=6)
 
 
@@ -137,6 +138,26 @@ def test_a_concat_off_the_channels_buffers_the_whole_tensor(tmp_path):
     project = mcugen.build(model, target="hls", input_range=(-1.0, 1.0), wbits=4, abits=4,
                            target_options={"io": "stream", "interval": 500})
     assert sorted(kinds(project).values()) == ["conv", "dense", "whole"], kinds(project)
+
+
+def test_a_folded_rom_costs_its_negation(tmp_path):
+    """In BRAM a folded ROM takes the blocks of the unfolded one (27 bits still need two 18-bit
+    halves for two read ports) and its lanes still invert their products and count the
+    inversions: more LUTs, so a layer whose ROMs sit in BRAM keeps them unfolded."""
+    project = mcugen.build(residual(tmp_path / "m.onnx"), target="hls", input_range=(-1.0, 1.0),
+                           wbits=4, abits=4, target_options={"io": "stream", "interval": 2000})
+    steps = {s.name: s for s in project.schedule.steps}
+    name, sm = next((n, sm) for n, sm in project.plan["smacs"].items()
+                    if any(m.negate_w is not None for m in sm.plans) and steps[n].kind == "conv2d")
+    step, fpga = steps[name], project.plan["fpga"]
+    costs = {}
+    for v in [sm] + hls_stream.variants(sm, step.params["out_c"]):
+        if v.mac.product is not None and v.rom_impl == "bram":
+            costs[v.mac.negate_w is not None] = hls_stream.mac_resources(step, v, fpga)
+    assert costs[True]["bram_18k"] == costs[False]["bram_18k"]
+    extra = sm.lanes * hls_stream.negate_luts(next(m for m in sm.plans if m.negate_w is not None))
+    assert costs[True]["lut"] - costs[False]["lut"] >= extra - sm.lanes * 8    # less the decode bits
+    assert hls_stream.negate_luts(next(m for m in sm.plans if m.negate_w is not None)) > 8
 
 
 def folded_products(m, codes, xs) -> np.ndarray:

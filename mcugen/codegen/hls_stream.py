@@ -205,6 +205,7 @@ class StreamMac:
     w_grid: np.ndarray
     rom_impl: str = "bram"   # a product ROM's storage: bram or lutram (LUTs)
     w_impl: str = "lutram"   # the weight banks' storage
+    plans: tuple = ()        # the layer's alternatives (multiplies, product ROMs): rebalance's
 
     @property
     def lanes(self) -> int:
@@ -213,6 +214,11 @@ class StreamMac:
     @property
     def iters(self) -> int:
         return self.oiters * self.kchunks
+
+    @property
+    def count_bits(self) -> int:
+        """Bits of a count of 0..klanes lanes (the negated products of a folded ROM)."""
+        return self.klanes.bit_length()
 
 
 def weight_grid(rom: np.ndarray, oc: int, k: int, opar: int, klanes: int) -> np.ndarray:
@@ -254,8 +260,23 @@ def lane_weights(step, plan, board) -> tuple:
     lane = mult.get("lut", 0) + mult.get("dsp", 0) * board["lut"] / board["dsp"] + plan.acc_bits
     if plan.multiply == "rom" and plan.product is not None:
         lane += math.ceil(plan.product.size / 64) * type_bits(plan.product_t) / 2
+    if plan.negate_w is not None:
+        lane += negate_luts(plan)
     enc = estimate.encoder_cost(step, plan.acc_bits)
     return lane, enc.get("lut", 0) + enc.get("dsp", 0) * board["lut"] / board["dsp"] + 1
+
+
+def negate_luts(m) -> int:
+    """LUTs a lane of a sign-folded product ROM adds: its code's sign bit (a 1-bit ROM), the
+    product inverted where the bit is set (an XOR a bit at the product's width: counted,
+    though Vivado may fold it into the adder's LUT) and its share of the count of set bits
+    (about a LUT a lane); adding that count to the sum is an adder per output channel
+    (`negate_sum_luts`)."""
+    return estimate.memory(m.negate_w.size, 1)["lut"] + type_bits(m.prod_t) + 1
+
+
+def negate_sum_luts(sm) -> int:
+    return sm.opar * sm.mac.acc_bits if sm.mac.negate_w is not None else 0
 
 
 def mac_depth(step, lanes: int) -> int:
@@ -268,8 +289,13 @@ def stream_mac(step, x_range, t_mac: int, board) -> StreamMac:
     """The MAC layer at the parallelism that meets `t_mac` cycles per output, with the
     cheaper of its multiply and a ROM of its decoded products."""
     base = mac_plan(step, 1 << 30, x_range)
-    options = [base] + [alt for alt in [product_rom_plan(base, x_range)] if alt is not None]
-    options = [fold_signs(plan, x_range) for plan in options]
+    rom = base if base.product is not None else product_rom_plan(base, x_range)
+    options = [base]
+    if base.multiply == "fabric":      # a part short of LUTs may have DSPs to spare
+        options.append(replace(base, multiply="dsp"))
+    if rom is not None:       # a folded ROM has half the rows but negates products: either may win
+        options += [rom, fold_signs(rom, x_range)]
+    options = list({id(plan): plan for plan in options}.values())
     p = step.params
     oc = p.get("out_features") or p["out_c"]
     best = None
@@ -280,7 +306,20 @@ def stream_mac(step, x_range, t_mac: int, board) -> StreamMac:
             share = estimate.device_share(mac_resources(step, sm, board), board)
             if best is None or share < best[0]:
                 best = (share, sm)
+    best[1].plans = tuple(options)
     return best[1]
+
+
+def variants(sm: StreamMac, oc: int) -> list:
+    """The layer at the same lanes (so the same timing) each other way: a fabric or DSP
+    multiply, a product ROM folded or not, in LUTs or BRAM."""
+    key = lambda m, impl: (m.multiply, m.negate_w is None, impl if m.product is not None else "")
+    out = []
+    for plan in sm.plans:
+        for impl in (("bram", "lutram") if plan.product is not None else ("bram",)):
+            if key(plan, impl) != key(sm.mac, sm.rom_impl):
+                out.append(replace(build_mac(plan, oc, sm.opar, sm.klanes, impl), plans=sm.plans))
+    return out
 
 
 def build_mac(plan, oc, opar, klanes, impl) -> StreamMac:
@@ -325,8 +364,8 @@ def mac_resources(step, sm: StreamMac, board) -> dict:
     if m.decode_w is not None:
         bits = estimate.varying_bits(m.decode_w, type_bits(m.decode_w_t))
         estimate._add(cost, {"lut": lanes * estimate.memory(m.decode_w.size, bits)["lut"]})
-    if m.negate_w is not None:      # the sign bit per code; the add/subtract is the adder's LUTs
-        estimate._add(cost, {"lut": lanes * estimate.memory(m.negate_w.size, 1)["lut"]})
+    if m.negate_w is not None:
+        estimate._add(cost, {"lut": lanes * negate_luts(m) + negate_sum_luts(sm)})
     if m.product is not None:
         one = estimate.memory(m.product.size, type_bits(m.product_t))
         if sm.rom_impl == "lutram" or one["bram_18k"] == 0:
@@ -498,28 +537,30 @@ def mac_process_cost(d, proc, step) -> dict:
 
 
 def rebalance(d, schedule):
-    """Product ROMs between LUTs and BRAM across layers: each layer chose the smaller share on
-    its own, which can leave one resource full and the other idle. Move the ROM that lowers the
-    fullest resource's share most, while one does."""
+    """Each MAC layer chose the smaller share of the board on its own, which can leave one
+    resource full and others idle: move product ROMs between LUTs and BRAM, folded or not (a
+    folded ROM saves LUTs, but in BRAM it takes the same blocks and still negates), fabric
+    multiplies to idle DSPs. Take the variant that lowers the fullest resource's share most,
+    while one does."""
     fpga, steps = d["fpga"], {s.name: s for s in schedule.steps}
-    procs = [p for p in d["processes"]
-             if p.step in d["smacs"] and d["smacs"][p.step].mac.product is not None]
+    procs = [p for p in d["processes"] if p.step in d["smacs"] and len(d["smacs"][p.step].plans) > 1]
     peak = lambda tot: max(tot[k] / fpga[k] for k in RESOURCE_KEYS)
     while True:
         totals, best = resource_totals(d), None
         for proc in procs:
-            sm, old = d["smacs"][proc.step], proc.cost
-            sm.rom_impl = "bram" if sm.rom_impl == "lutram" else "lutram"
-            new = mac_process_cost(d, proc, steps[proc.step])
-            trial = {k: totals[k] - old.get(k, 0) + new.get(k, 0) for k in RESOURCE_KEYS}
-            sm.rom_impl = "bram" if sm.rom_impl == "lutram" else "lutram"
-            if peak(trial) < peak(totals) - 1e-9 and (best is None or peak(trial) < best[0]):
-                best = (peak(trial), proc, new)
+            step, current = steps[proc.step], d["smacs"][proc.step]
+            for sm in variants(current, step.params.get("out_features") or step.params["out_c"]):
+                d["smacs"][proc.step] = sm
+                new = mac_process_cost(d, proc, step)
+                trial = {k: totals[k] - proc.cost.get(k, 0) + new.get(k, 0) for k in RESOURCE_KEYS}
+                if peak(trial) < peak(totals) - 1e-9 and (best is None or peak(trial) < best[0]):
+                    best = (peak(trial), proc, sm, new)
+            d["smacs"][proc.step] = current
+            mac_process_cost(d, proc, step)       # its storage choices back as they were
         if best is None:
             return
-        _, proc, proc.cost = best
-        sm = d["smacs"][proc.step]
-        sm.rom_impl = "bram" if sm.rom_impl == "lutram" else "lutram"
+        _, proc, d["smacs"][proc.step], proc.cost = best
+        mac_process_cost(d, proc, steps[proc.step])
 
 
 def conv_extras(cost, p, d, step) -> dict:
@@ -554,27 +595,48 @@ def plan_add(proc, step, d, target):
 
 
 def plan_pool(proc, step, d, target):
-    """Row accumulators (max: codes; average: decoded sums) of out_w x channels, updated a pixel
-    a cycle; each output row emitted with its last input pixel, `cpar` channels a cycle."""
+    """Row accumulators (max: codes; average: decoded sums at the proven bound's width) of out_w
+    x channels, `cpar` channels updated a cycle, so `citers` cycles an input pixel; each output
+    emitted with its last input pixel, `cpar` channels (encoded) a cycle. The fewest channels a
+    cycle that meet the target: a pool sees few pixels, so it rarely needs them all at once."""
     p = step.params
     in_px, out_px, c = p["in_h"] * p["in_w"], p["out_h"] * p["out_w"], p["channels"]
     rows, cols = emit_tables(p)
     avg = step.kind == "avgpool"
-    depth = 2 + (estimate.ENCODER_DEPTH.get(p.get("encoder"), 0) if avg else 0)
-    cpar, citers = channel_par(c, (target - in_px) // out_px - depth) if avg else (c, 1)
+    depth = 2 + estimate.ENCODER_DEPTH.get(p.get("encoder"), 0) if avg else 0
+    cpar, citers = channel_par(c, (target - len(rows) - out_px * depth) // (in_px + out_px))
     proc.t = {"emit": emissions(rows, cols, p["out_w"]), "row_emit": rows, "col_emit": cols,
-              "per_out": citers + depth * avg,
-              "cpar": cpar, "citers": citers, "channels": c, "depth": depth,
+              "per_in": citers, "per_out": citers + depth,
+              "cpar": cpar, "citers": citers, "channels": c, "depth": depth, "acc_t": pool_acc(step, d),
               "rows_read": p["out_h"] * p["k_h"]}       # input rows the windows cover
-    bits = 32 if avg else type_bits(d["types"][d["roots"][step.inputs[0]]])
-    cost = {"dsp": 0, "lut": c * (bits if avg else 2 * bits), "ff": 64, "bram_18k": 0}
-    estimate._add(cost, estimate.memory(p["out_w"] * c, bits, 1))
+    proc.cost = pool_cost(step, proc.t)
+
+
+def pool_acc(step, d) -> str:
+    """A pool's running value: an average's sum of decoded inputs within the bound the lowering
+    proved, a maximum's codes (and the code_min it starts from)."""
+    if step.kind == "avgpool":
+        return ap_type(-step.info["acc_bound"], step.info["acc_bound"])
+    lo, hi = d["ranges"][step.inputs[0]]
+    return ap_type(min(lo, step.params["code_min"]), hi)
+
+
+def pool_cost(step, t) -> dict:
+    """`cpar` adders (average) or compare-and-selects (max) of the running value's width, the
+    row accumulators (out_w x citers words of cpar values), for an average the decode table (a
+    copy per two channels a cycle) and `cpar` encoders."""
+    p, cpar = step.params, t["cpar"]
+    bits = type_bits(t["acc_t"])
+    avg = step.kind == "avgpool"
+    cost = {"dsp": 0, "lut": 32 + cpar * (bits if avg else 2 * bits), "ff": 64, "bram_18k": 0}
+    estimate._add(cost, estimate.memory(p["out_w"] * t["citers"], cpar * bits, 1))
     if avg:
-        for key, value in estimate.encoder_cost(step, 32).items():
+        for key, value in estimate.encoder_cost(step, bits).items():
             cost[key] = cost.get(key, 0) + value * cpar
-        for _ in range(-(-c // 2)):
-            estimate._add(cost, estimate.memory(step.consts["dx"].size, step.consts["dx"].itemsize * 8))
-    proc.cost = cost
+        dx = step.consts["dx"]
+        for _ in range(-(-cpar // 2)):
+            estimate._add(cost, estimate.memory(dx.size, dx.itemsize * 8))
+    return cost
 
 
 def plan_window_pool(proc, step, d, target):
@@ -660,7 +722,7 @@ def busy_cycles(proc, d) -> int:
     """Cycles per frame the process itself needs (its interval alone)."""
     t = proc.t
     if proc.kind in WINDOWED:
-        return int(len(t["emit"]) + int(t["emit"].sum()) * t["per_out"])
+        return int(len(t["emit"]) * t.get("per_in", 1) + int(t["emit"].sum()) * t["per_out"])
     if proc.kind == "concat":
         return t["pixels"]
     if proc.kind == "dense":
