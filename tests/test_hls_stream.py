@@ -14,6 +14,7 @@ import mcugen
 from conftest import MODELS, require_tool, shared_model
 from mcugen.codegen import hls_estimate as estimate
 from mcugen.codegen import hls_plan, hls_sim, hls_stream
+from mcugen.targets import get_target
 from onnx_factory import make_model, save, tensor
 from test_hls import assert_bit_exact, assert_roms_fit_their_widths, assert_well_formed, build_hls
 from test_project_dir import mcugen_cli
@@ -223,6 +224,27 @@ def test_fifo_depths_come_from_the_schedule(tmp_path):
     fifos = project.report["hls"]["fifos"]
     assert {f["name"] for f in fifos} == set(design["streams"])
     assert all(f["impl"] in ("srl", "bram") and f["depth"] >= 2 for f in fifos)
+
+
+def test_lutram_is_counted_per_layer_per_fifo_and_in_the_fit(tmp_path):
+    """LUTs used as memory (line buffers, SRL FIFOs) are a column of their own, part of the LUTs,
+    and a budget the fit checks (a part with fewer SLICEMs fits less); ROMs in LUTs are logic."""
+    project = mcugen.build(residual(tmp_path / "m.onnx"), target="hls", input_range=(-1.0, 1.0),
+                           wbits=4, abits=4, target_options={"io": "stream", "interval": 2000})
+    h, design = project.report["hls"], project.plan
+    fifos = {f["name"]: f for f in h["fifos"]}
+    assert all(f["lutram"] == (f["lut"] if f["impl"] == "srl" else 0) for f in fifos.values())
+    layers = {layer["step"]: layer for layer in project.report["layers"]}
+    convs = [n for n, k in kinds(project).items() if k == "conv"]
+    assert all(0 < layers[n]["lutram"] <= layers[n]["lut"] for n in convs)     # the line buffers
+    assert 0 < h["lutram"] < h["lut"] and h["budget"]["lutram"] == 17400
+    assert sum(layers[n]["lutram"] for n in layers) + sum(f["lutram"] for f in fifos.values()) == h["lutram"]
+    totals = hls_stream.resource_totals(design)
+    fpga = dict(design["fpga"], lutram=totals["lutram"])
+    assert hls_stream.fits(totals, dict(fpga, lutram=10 * totals["lutram"]))
+    assert not hls_stream.fits(totals, fpga)
+    text = "\n".join(get_target("hls").report_lines(project.report))
+    assert "LUTRAM" in text and f"{h['lutram']:,}/17,400" in text
 
 
 @pytest.mark.parametrize("interval", [1500, 4000, 20000])

@@ -29,7 +29,9 @@ from mcugen.codegen.hls_plan import type_bits
 from mcugen.ops import step_op
 
 LUTRAM_BITS = 1024
-BUDGET_KEYS = ("dsp", "lut", "ff", "bram_18k")
+# lutram: the LUTs of `lut` used as memory (SLICEM distributed RAM and SRL shift registers), a
+# budget of its own (a Zynq-7020 has 17,400 of its 53,200 LUTs in SLICEMs)
+BUDGET_KEYS = ("dsp", "lut", "ff", "bram_18k", "lutram")
 # true dual-port aspect ratios of an 18 Kb block (512 x 36 has one read port: not for a bank
 # that serves two reads a cycle)
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
@@ -49,6 +51,13 @@ def memory(entries: int, width: int, banks: int = 1) -> dict:
     if depth * width <= LUTRAM_BITS:
         return {"bram_18k": 0, "lut": banks * math.ceil(depth / 64) * width}
     return {"bram_18k": banks * bram18(depth, width), "lut": 0}
+
+
+def ram(entries: int, width: int, banks: int = 1) -> dict:
+    """A memory written at run time (a buffer, not a ROM): in LUTs it is distributed RAM, so its
+    LUTs are also LUTRAM. A ROM in LUTs is logic (constant LUT contents, any slice): `memory`."""
+    cost = memory(entries, width, banks)
+    return {**cost, "lutram": cost["lut"]}
 
 
 def varying_bits(values: np.ndarray, width: int) -> int:
@@ -97,7 +106,7 @@ def multiplier_cost(plan, board) -> dict:
 def device_share(cost: dict, board) -> float:
     """A cost in one currency: each resource as a share of the board's budget, summed (on a part
     with 220 DSPs and 53,200 LUTs, one DSP weighs as much as 242 LUTs)."""
-    return sum(cost.get(key, 0) / board[key] for key in BUDGET_KEYS)
+    return sum(cost.get(key, 0) / board[key] for key in BUDGET_KEYS if board.get(key))
 
 
 def cheaper(step, plan, alternative, board):

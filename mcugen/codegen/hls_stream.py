@@ -330,14 +330,16 @@ def build_mac(plan, oc, opar, klanes, impl) -> StreamMac:
     return StreamMac(mac, opar, klanes, -(-oc // opar), -(-plan.k // klanes), grid, impl)
 
 
-def store(entries: int, width: int, banks: int, fpga) -> dict:
-    """An array in `banks` banks as LUTRAM (64 x 1 bit per LUT6) or BRAM_18K, whichever is the
+def store(entries: int, width: int, banks: int, fpga, writable: bool = False) -> dict:
+    """An array in `banks` banks as LUTs (64 x 1 bit per LUT6) or BRAM_18K, whichever is the
     smaller share of the board (Vitis's default threshold would put a shallow, wide line
     buffer into a dozen 18 Kb blocks); the plan records the choice (`impl`), the template
-    binds it."""
+    binds it. A `writable` array (a line buffer) in LUTs is distributed RAM, so LUTRAM too; a
+    ROM in LUTs is logic."""
     banks = max(1, min(banks, entries))
     depth = math.ceil(entries / banks)
-    lut = {"bram_18k": 0, "lut": banks * math.ceil(depth / 64) * width}
+    luts = banks * math.ceil(depth / 64) * width
+    lut = {"bram_18k": 0, "lut": luts, "lutram": luts if writable else 0}
     if depth * width <= estimate.LUTRAM_BITS:
         return {**lut, "impl": "lutram"}
     bram = {"bram_18k": banks * estimate.bram18(depth, width), "lut": 0}
@@ -533,7 +535,7 @@ def mac_process_cost(d, proc, step) -> dict:
     cost = mac_resources(step, sm, d["fpga"])
     if proc.kind == "conv":
         return conv_extras(cost, step.params, d, step)
-    return estimate._add(cost, estimate.memory(sm.mac.k, type_bits(sm.mac.window_t), sm.klanes))
+    return estimate._add(cost, estimate.ram(sm.mac.k, type_bits(sm.mac.window_t), sm.klanes))
 
 
 def rebalance(d, schedule):
@@ -544,7 +546,7 @@ def rebalance(d, schedule):
     while one does."""
     fpga, steps = d["fpga"], {s.name: s for s in schedule.steps}
     procs = [p for p in d["processes"] if p.step in d["smacs"] and len(d["smacs"][p.step].plans) > 1]
-    peak = lambda tot: max(tot[k] / fpga[k] for k in RESOURCE_KEYS)
+    peak = lambda tot: max(tot[k] / fpga[k] for k in budgets(fpga))
     while True:
         totals, best = resource_totals(d), None
         for proc in procs:
@@ -567,7 +569,7 @@ def conv_extras(cost, p, d, step) -> dict:
     """The line buffer: R rows, each a bank of in_w words of every channel's code."""
     bits = type_bits(d["types"][d["roots"][step.inputs[0]]])
     rows = window_rows(p)
-    line = store(p["in_w"] * rows, p["in_c"] * bits, rows, d["fpga"])
+    line = store(p["in_w"] * rows, p["in_c"] * bits, rows, d["fpga"], writable=True)
     d["line_impl"][step.name] = line["impl"]
     return _put(cost, line)
 
@@ -629,7 +631,7 @@ def pool_cost(step, t) -> dict:
     bits = type_bits(t["acc_t"])
     avg = step.kind == "avgpool"
     cost = {"dsp": 0, "lut": 32 + cpar * (bits if avg else 2 * bits), "ff": 64, "bram_18k": 0}
-    estimate._add(cost, estimate.memory(p["out_w"] * t["citers"], cpar * bits, 1))
+    estimate._add(cost, estimate.ram(p["out_w"] * t["citers"], cpar * bits, 1))
     if avg:
         for key, value in estimate.encoder_cost(step, bits).items():
             cost[key] = cost.get(key, 0) + value * cpar
@@ -672,7 +674,7 @@ def window_pool_cost(step, d, t) -> dict:
     taps = c * p["k_h"]
     per_tap = acc_bits if step.kind == "avgpool" else 2 * acc_bits
     cost = {"dsp": 0, "lut": 32 + taps * per_tap, "ff": 64 + c * acc_bits, "bram_18k": 0}
-    line = store(p["in_w"] * t["rows"], c * bits, t["rows"], d["fpga"])
+    line = store(p["in_w"] * t["rows"], c * bits, t["rows"], d["fpga"], writable=True)
     d["line_impl"][step.name] = line["impl"]
     _put(cost, line)
     if step.kind == "avgpool":
@@ -713,7 +715,7 @@ def plan_whole(proc, step, schedule, d, fpga):
     compute = int(cost.pop("cycles"))
     for name in list(step.inputs) + [step.output]:
         root = d["roots"][name]
-        estimate._add(cost, estimate.memory(schedule.buffers[root].size, type_bits(d["types"][root])))
+        estimate._add(cost, estimate.ram(schedule.buffers[root].size, type_bits(d["types"][root])))
     proc.t = {"compute": compute}
     proc.cost = cost
 
@@ -738,16 +740,17 @@ def busy_cycles(proc, d) -> int:
 # ---- the whole plan: target interval, fit, FIFO depths, estimate and simulation --------------
 FIT_SHARE = 0.8          # --fit leaves a fifth of every resource for routing and control
 FIT_STEP = 1.15
-RESOURCE_KEYS = ("dsp", "bram_18k", "lut", "ff")
+RESOURCE_KEYS = ("dsp", "bram_18k", "lut", "ff", "lutram")
 
 
 def fifo_cost(s: Stream, fpga) -> dict:
-    """A FIFO of at most 32 beats is shift registers (SRL32: 32 x 1 bit per LUT), a deeper one
-    BRAM_18K when that is the smaller share."""
-    srl = {"lut": math.ceil(s.depth / 32) * s.beat_bits, "bram_18k": 0}
+    """A FIFO of at most 32 beats is shift registers (SRL32: 32 x 1 bit per LUT, in SLICEMs: LUTRAM),
+    a deeper one BRAM_18K when that is the smaller share."""
+    luts = math.ceil(s.depth / 32) * s.beat_bits
+    srl = {"lut": luts, "lutram": luts, "bram_18k": 0}
     if s.depth <= 32:
         return srl
-    return min(srl, {"lut": 0, "bram_18k": estimate.bram18(s.depth, s.beat_bits)},
+    return min(srl, {"lut": 0, "lutram": 0, "bram_18k": estimate.bram18(s.depth, s.beat_bits)},
                key=lambda c: estimate.device_share(c, fpga))
 
 
@@ -760,7 +763,12 @@ def resource_totals(d) -> dict:
 
 
 def fits(totals, fpga, share=FIT_SHARE) -> bool:
-    return all(totals[k] <= share * fpga[k] for k in RESOURCE_KEYS)
+    return all(totals[k] <= share * fpga[k] for k in budgets(fpga))
+
+
+def budgets(fpga) -> tuple:
+    """The resources this part states a budget for (a board file may not give LUTRAM)."""
+    return tuple(k for k in RESOURCE_KEYS if fpga.get(k))
 
 
 def fastest_interval(schedule) -> int:
@@ -846,7 +854,7 @@ def layer_rows(design) -> dict:
         if sm is not None:
             row.update(lanes=sm.lanes, reuse=sm.iters, multiply=sm.mac.multiply,
                        acc_bits=sm.mac.acc_bits, weight_bits=type_bits(sm.mac.weight_t))
-        row.update({k: int(proc.cost.get(k, 0)) for k in ("dsp", "mac_dsp", "lut", "ff", "bram_18k")})
+        row.update({k: int(proc.cost.get(k, 0)) for k in ("dsp", "mac_dsp", "lut", "lutram", "ff", "bram_18k")})
         row["cycles"] = int(t.get("busy", 0))
         row["process"] = proc.kind
         rows[proc.step] = row
@@ -859,5 +867,5 @@ def fifo_rows(design) -> list:
         cost = fifo_cost(s, design["fpga"])
         out.append({"name": s.name, "beats": s.beats, "beat_bits": s.beat_bits, "depth": s.depth,
                     "impl": "bram" if cost["bram_18k"] else "srl", "bram_18k": int(cost["bram_18k"]),
-                    "lut": int(cost["lut"])})
+                    "lut": int(cost["lut"]), "lutram": int(cost["lutram"])})
     return out
