@@ -124,6 +124,42 @@ def test_grouped_convs_concat_and_padded_pools_stream_bit_exact(bits, tmp_path, 
     assert_bit_exact(project, out, n=6)
 
 
+def pools(path):
+    """x [1, 4, 9, 9] -> grouped conv (stride 2, dilation 2) -> relu -> maxpool 3x3 dilation 2
+    pad 2 -> maxpool 2x2 stride 1 -> average pool 3x3 stride 2 pad 1 (pads counted, ceil mode) ->
+    concat of that with itself -> global average pool -> flatten -> gemm."""
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], group=2, strides=[2, 2],
+                              dilations=[2, 2], pads=[2, 2, 2, 2]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("MaxPool", ["r0"], ["m1"], kernel_shape=[3, 3], dilations=[2, 2],
+                              pads=[2, 2, 2, 2]),
+             helper.make_node("MaxPool", ["m1"], ["m2"], kernel_shape=[2, 2], strides=[1, 1]),
+             helper.make_node("AveragePool", ["m2"], ["a1"], kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1], count_include_pad=1, ceil_mode=1),
+             helper.make_node("Concat", ["a1", "a1"], ["cat"], axis=1),
+             helper.make_node("GlobalAveragePool", ["cat"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1)]
+    inits = [("w0", rng.normal(size=(6, 2, 3, 3))), ("b0", rng.normal(size=6) * 0.1),
+             ("gw", rng.normal(size=(3, 12))), ("gb", rng.normal(size=3))]
+    return save(make_model(nodes, [tensor("x", [1, 4, 9, 9])], [tensor("y", [1, 3])], inits), path)
+
+
+def test_dilated_overlapping_and_global_pools_stream_bit_exact(tmp_path, gxx):
+    """Dilated, overlapping and ceil-mode pools with counted pads are window processes, a global
+    average pool (stride 1, one window) a row-accumulator pool, a concat of a stream with itself
+    reads both copies of its fork: bit-exact, the simulation equal to the estimate."""
+    out = tmp_path / "hls"
+    project = build_hls(pools(tmp_path / "m.onnx"), out, io="stream", fit=True, input_range=(-1.0, 1.0),
+                        wbits=4, abits=4, first_last_bits="same")
+    assert list(kinds(project).values()) == ["conv", "window_pool", "window_pool", "window_pool",
+                                             "concat", "pool", "dense"], kinds(project)
+    h = project.report["hls"]
+    assert (h["sim_latency_cycles"], h["sim_interval_cycles"]) == (h["latency_cycles"], h["interval_cycles"])
+    assert_bit_exact(project, out, n=8)
+
+
 def test_a_concat_off_the_channels_buffers_the_whole_tensor(tmp_path):
     """Concatenated along the rows, an output beat is not the inputs' beats side by side: the
     step keeps the whole-tensor process."""
