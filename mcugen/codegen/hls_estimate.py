@@ -56,8 +56,21 @@ def memory(entries: int, width: int, banks: int = 1) -> dict:
 def ram(entries: int, width: int, banks: int = 1) -> dict:
     """A memory written at run time (a buffer, not a ROM): in LUTs it is distributed RAM, so its
     LUTs are also LUTRAM. A ROM in LUTs is logic (constant LUT contents, any slice): `memory`."""
-    cost = memory(entries, width, banks)
-    return {**cost, "lutram": cost["lut"]}
+    banks = max(1, min(banks, entries))
+    depth = math.ceil(entries / banks)
+    if depth * width > LUTRAM_BITS:
+        return {**memory(entries, width, banks), "lutram": 0}
+    luts = banks * ram_luts(depth, width)
+    return {"bram_18k": 0, "lut": luts, "lutram": luts}
+
+
+def ram_luts(depth: int, width: int) -> int:
+    """LUTs of a distributed RAM written on one port and read on another (simple dual port): a
+    SLICEM's four LUTs as RAM32M (32 x 6 bits) or RAM64M (64 x 3 bits), one of them holding the
+    write port's address, so 48 bits a LUT rather than a ROM's 64."""
+    if depth <= 32:
+        return 4 * math.ceil(width / 6)
+    return math.ceil(depth / 64) * 4 * math.ceil(width / 3)
 
 
 def varying_bits(values: np.ndarray, width: int) -> int:

@@ -331,14 +331,14 @@ def build_mac(plan, oc, opar, klanes, impl) -> StreamMac:
 
 
 def store(entries: int, width: int, banks: int, fpga, writable: bool = False) -> dict:
-    """An array in `banks` banks as LUTs (64 x 1 bit per LUT6) or BRAM_18K, whichever is the
-    smaller share of the board (Vitis's default threshold would put a shallow, wide line
-    buffer into a dozen 18 Kb blocks); the plan records the choice (`impl`), the template
-    binds it. A `writable` array (a line buffer) in LUTs is distributed RAM, so LUTRAM too; a
-    ROM in LUTs is logic."""
+    """An array in `banks` banks as LUTs or BRAM_18K, whichever is the smaller share of the
+    board (Vitis's default threshold would put a shallow, wide line buffer into a dozen 18 Kb
+    blocks); the plan records the choice (`impl`), the template binds it. In LUTs a ROM is
+    logic, 64 x 1 bit a LUT6; a `writable` array (a line buffer) is distributed RAM, LUTRAM
+    too, at estimate.ram_luts."""
     banks = max(1, min(banks, entries))
     depth = math.ceil(entries / banks)
-    luts = banks * math.ceil(depth / 64) * width
+    luts = banks * (estimate.ram_luts(depth, width) if writable else math.ceil(depth / 64) * width)
     lut = {"bram_18k": 0, "lut": luts, "lutram": luts if writable else 0}
     if depth * width <= estimate.LUTRAM_BITS:
         return {**lut, "impl": "lutram"}
