@@ -10,7 +10,9 @@ A model, stated here and in docs/hls.md, not a synthesis result:
 - memories: a ROM or buffer split into `banks` (cyclic partition: two reads per cycle per
   dual-port bank) takes, per bank, LUTs (64 x 1 bit per LUT6) when it holds at most
   LUTRAM_BITS bits, else the fewest BRAM_18K in any aspect ratio (16K x 1 ... 512 x 36).
-  Activation buffers between layers are ping-pong (x2) under DATAFLOW.
+  Activation buffers between layers are ping-pong (x2) under DATAFLOW. A memory written at
+  run time that sits in LUTs is distributed RAM (`ram`): LUTRAM as well as LUT, 48 bits a
+  LUT as RAM32M/RAM64M.
 - logic: an adder tree of lanes - 1 adders of the accumulator's width, the accumulator, and
   the encoder (threshold: one comparator per search step; lut: an index multiply on DSPs;
   pade: the same plus one integer division); registers about one per adder-tree bit.

@@ -5,15 +5,17 @@ channels-last order.
 What a process is, per step of the Schedule:
 - `conv` (conv2d, any groups: each output channel's products read its group's window): a
   line buffer of the last R = (k_h - 1) * dil_h + 1 input rows and a window register; after
-  reading input pixel
-  (iy, ix) it emits every output pixel whose last needed input pixel that is (`row_emit`,
-  `col_emit`: how strides and padding fall, computed here), each output gathering its window
-  (k_w cycles: the R rows are banks read in parallel) and accumulating `oiters x kchunks`
-  pipelined iterations of `opar` output channels x `klanes` products;
+  reading input pixel (iy, ix) it emits every output pixel whose last needed input pixel that
+  is (`row_emit`, `col_emit`: how strides and padding fall, computed here), each output
+  gathering its window (k_w cycles: the R rows are banks read in parallel) and accumulating
+  `oiters x kchunks` pipelined iterations of `opar` output channels x `klanes` products (the
+  product a multiply, fabric or DSP, or a product ROM, folded to one row per weight magnitude
+  or not: `variants`, chosen across layers by `rebalance`);
 - `dense`: collects its input vector, then the same MAC loop;
 - `add`: both operands as streams, `cpar` channels a cycle;
 - `pool` (max/average pools whose windows tile the input: stride = kernel, no padding): row
-  accumulators updated as pixels arrive, an output row emitted with the last input row;
+  accumulators updated as pixels arrive, `cpar` channels a cycle, each output emitted with its
+  last input pixel;
 - `window_pool` (any other max/average pool: overlapping windows, padding, dilation): the
   conv's line buffer and emission tables, each output reduced over its window in k_w cycles;
 - `concat` (along channels): one beat of each input a cycle, side by side in the output beat;
