@@ -7,6 +7,7 @@ hls4ml 1.3.0 on the same models and inputs (bench/_hls4ml_peer.py: its ONNX conv
     python bench/hls.py [--board zcu104] [--reuse 16] [--no-peer] [--out bench/hls.md]
     python bench/hls.py --per-layer [--decode-bits 16,auto,8]   # the per-layer tables alone (~1 min)
     python bench/hls.py --dataflow [--board pynq-z2]   # --io stream --fit beside MLPerf Tiny (~30 s)
+    python bench/hls.py --dataflow --per-layer         # and each design's processes and FIFOs
 
 The resource and latency figures are mcugen's estimate before synthesis (docs/hls.md), not
 synthesis results: there are no Xilinx tools here.
@@ -155,16 +156,33 @@ MLPERF_TINY = (("hls4ml, 8-bit, io_stream", "ResNet (IC)", "Pynq-Z2", 7.64),
                ("FINN", "CNV (IC)", "Pynq-Z2", 1.51),
                ("fpgaConvNet, INT8", "IC", "ZedBoard (XC7Z020)", 0.41),
                ("fpgaConvNet, INT8", "KWS", "ZedBoard (XC7Z020)", 0.32))
-DATAFLOW = (("resnet8", "power W4A4"), ("resnet8", "uniform W8A8"), ("kws_dscnn", "power W4A4"))
+DATAFLOW = (("resnet8", "power W4A4"), ("resnet8", "uniform W8A8"), ("kws_dscnn", "power W4A4"),
+            ("mnist8", "power W4A4"))
+PART_KEYS = (("dsp", "DSP"), ("bram_18k", "BRAM_18K"), ("lut", "LUT"), ("lutram", "LUTRAM"))
 
 
-def dataflow_rows(inputs, board) -> list:
-    """mcugen's --io stream --fit designs: the estimate, the cycle simulation beside it."""
-    rows = []
+def dataflow_projects(inputs, board) -> list:
+    """(model, config, project) of mcugen's --io stream --fit designs."""
+    out = []
     for name, label in DATAFLOW:
         path = next(item[1] for item in inputs if item[0] == name)
-        project = mcugen.build(str(path), target="hls", board=board, calib=calibration_for(name),
-                               target_options={"io": "stream", "fit": True}, **CONFIGS[label])
+        out.append((name, label, mcugen.build(str(path), target="hls", board=board,
+                                              calib=calibration_for(name),
+                                              target_options={"io": "stream", "fit": True},
+                                              **CONFIGS[label])))
+        print(name, label, "built", file=sys.stderr, flush=True)
+    return out
+
+
+def share(h, key) -> str:
+    """Used, and its share of the part."""
+    return f"{h[key]:,} ({100 * h[key] / h['budget'][key]:.0f} %)"
+
+
+def dataflow_rows(projects, board) -> list:
+    """mcugen's designs: the estimate, the cycle simulation beside it; then MLPerf Tiny's."""
+    rows = []
+    for name, label, project in projects:
         h = project.report["hls"]
         mhz = h["clock_mhz"]
         rows.append([f"mcugen {label}", name, board,
@@ -172,21 +190,40 @@ def dataflow_rows(inputs, board) -> list:
                      f"(sim {h['sim_latency_cycles']:,})",
                      f"{h['interval_cycles']:,} cycles = {h['interval_cycles'] / mhz / 1000:.3f} ms "
                      f"(sim {h['sim_interval_cycles']:,})",
-                     f"{h['dsp']:,}", f"{h['bram_18k']:,}", f"{h['lut']:,}", "estimate (a model, no synthesis)"])
-        print(rows[-1], file=sys.stderr, flush=True)
+                     *(share(h, key) for key, _ in PART_KEYS), "estimate (a model, no synthesis)"])
     for design, model, where, ms in MLPERF_TINY:
-        rows.append([design, model, where, f"{ms} ms", "", "", "", "", "measured on hardware (MLPerf Tiny)"])
+        rows.append([design, model, where, f"{ms} ms", "", "", "", "", "", "measured on hardware (MLPerf Tiny)"])
     return rows
 
 
-def dataflow_table(inputs, board):
+def dataflow_table(projects, board):
     emit(f"## --io stream --fit on {board} beside MLPerf Tiny")
     emit()
     emit("mcugen's rows are estimates of docs/hls.md's model (the cycle simulation of the same "
-         "plan in brackets); MLPerf Tiny's were measured on boards.")
+         "plan in brackets), each resource with its share of the part (--fit keeps every one "
+         "within 80 %); MLPerf Tiny's were measured on boards.")
     emit()
-    table(["design", "model", "board", "latency", "interval", "DSP", "BRAM_18K", "LUT", "source"],
-          dataflow_rows(inputs, board))
+    table(["design", "model", "board", "latency", "interval", *(label for _, label in PART_KEYS),
+           "source"], dataflow_rows(projects, board))
+
+
+def dataflow_layers(projects):
+    """Per process of each design: its kind, lanes, cycles per frame and resources; then its
+    FIFOs (depth, storage, resources)."""
+    keys = ("dsp", "bram_18k", "lut", "lutram", "ff")
+    for name, label, project in projects:
+        emit(f"### {name}, {label}: per layer")
+        emit()
+        rows = [[layer["step"][:NAME_CHARS], layer.get("process", ""), layer.get("multiply") or "-",
+                 f"{layer.get('lanes', '-')}", f"{layer.get('cycles', 0):,}",
+                 *(f"{layer.get(k, 0):,}" for k in keys)] for layer in project.report["layers"]]
+        h = project.report["hls"]
+        rows.append(["**total**", "", "", "", f"{h['interval_cycles']:,}", *(f"{h[k]:,}" for k in keys)])
+        table(["layer", "process", "multiply", "lanes", "cycles", "DSP", "BRAM_18K", "LUT", "LUTRAM",
+               "FF"], rows)
+        fifos = [[f["name"][:2 * NAME_CHARS], f"{f['depth']:,}", f"{f['beat_bits']:,}", f["impl"],
+                  f"{f['bram_18k']:,}", f"{f['lut']:,}", f"{f['lutram']:,}"] for f in h["fifos"]]
+        table(["FIFO", "depth", "beat bits", "storage", "BRAM_18K", "LUT", "LUTRAM"], fifos)
 
 
 def main():
@@ -199,7 +236,8 @@ def main():
     parser.add_argument("--per-layer", action="store_true",
                         help="only the per-layer tables (estimates: no csim, no peer)")
     parser.add_argument("--dataflow", action="store_true",
-                        help="only the --io stream --fit table beside MLPerf Tiny (default board pynq-z2)")
+                        help="only the --io stream --fit table beside MLPerf Tiny (default board "
+                             "pynq-z2); with --per-layer, each design's processes and FIFOs")
     parser.add_argument("--decode-bits", default=DECODES,
                         help=f"the per-layer tables' columns (default {DECODES})")
     args = parser.parse_args()
@@ -208,7 +246,11 @@ def main():
     layered = [item for item in inputs if chosen or item[0] in LAYER_MODELS]
     decodes = args.decode_bits.split(",")
     if args.dataflow:
-        dataflow_table(benchmark_inputs(), "pynq-z2" if args.board == "zcu104" else args.board)
+        board = "pynq-z2" if args.board == "zcu104" else args.board
+        projects = dataflow_projects(benchmark_inputs(), board)
+        dataflow_table(projects, board)
+        if args.per_layer:
+            dataflow_layers(projects)
         save(args.out)
         return
     if args.per_layer:

@@ -256,7 +256,7 @@ def boards():
         if "fpga" in board:
             f = board["fpga"]
             mems = (f"{f['part']} @ {f['clock_mhz']} MHz: DSP {f['dsp']:,}, BRAM_18K "
-                    f"{f['bram_18k']:,}, LUT {f['lut']:,}, FF {f['ff']:,}")
+                    f"{f['bram_18k']:,}, LUT {f['lut']:,} (LUTRAM {f.get('lutram', 0):,}), FF {f['ff']:,}")
         click.echo(f"{name:14s} targets {','.join(board.get('targets', [])):10s} {mems}\n"
                    f"{'':14s} {board.get('description', '')}")
 

@@ -14,6 +14,7 @@ import mcugen
 from conftest import MODELS, require_tool, shared_model
 from mcugen.codegen import hls_estimate as estimate
 from mcugen.codegen import hls_plan, hls_sim, hls_stream
+from mcugen.targets import get_target
 from onnx_factory import make_model, save, tensor
 from test_hls import assert_bit_exact, assert_roms_fit_their_widths, assert_well_formed, build_hls
 from test_project_dir import mcugen_cli
@@ -52,6 +53,31 @@ def residual(path, stride=1):
     return save(make_model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 5])], inits), path)
 
 
+def branches(path):
+    """x [1, 4, 8, 8] -> grouped conv 3x3 (2 groups, 3 outputs each) -> relu -> maxpool 3x3
+    stride 2 pad 1 -> (conv 1x1 -> relu) and (grouped conv 3x3, 3 groups of 2 -> relu) ->
+    concat on channels -> average pool 3x3 stride 1 pad 1 -> flatten -> gemm."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], group=2, pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("MaxPool", ["r0"], ["m"], kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["m", "wa", "ba"], ["ca"]),
+             helper.make_node("Relu", ["ca"], ["ra"]),
+             helper.make_node("Conv", ["m", "wb", "bb"], ["cb"], group=3, pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["cb"], ["rb"]),
+             helper.make_node("Concat", ["ra", "rb"], ["cat"], axis=1),
+             helper.make_node("AveragePool", ["cat"], ["ap"], kernel_shape=[3, 3], strides=[1, 1],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["ap"], ["f"]),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1)]
+    inits = [("w0", rng.normal(size=(6, 2, 3, 3))), ("b0", rng.normal(size=6) * 0.1),
+             ("wa", rng.normal(size=(4, 6, 1, 1))), ("ba", rng.normal(size=4) * 0.1),
+             ("wb", rng.normal(size=(6, 2, 3, 3))), ("bb", rng.normal(size=6) * 0.1),
+             ("gw", rng.normal(size=(5, 10 * 4 * 4))), ("gb", rng.normal(size=5))]
+    return save(make_model(nodes, [tensor("x", [1, 4, 8, 8])], [tensor("y", [1, 5])], inits), path)
+
+
 def kinds(project) -> dict:
     return {p.step: p.kind for p in project.plan["processes"] if p.step}
 
@@ -70,10 +96,105 @@ def test_residual_dataflow_is_bit_exact(stride, bits, tmp_path, gxx):
     assert "fanout_" in (out / "firmware" / "model.cpp").read_text()
     assert_well_formed(out)
     assert_roms_fit_their_widths(out)
-    if bits == "w4a4":       # power grids: every product ROM keeps one row per weight magnitude
-        roms = [sm.mac for sm in project.plan["smacs"].values() if sm.mac.product is not None]
-        assert roms and all(m.negate_w is not None and m.negate_w.any() for m in roms)
+    if bits == "w4a4":       # power grids: every product ROM can keep one row per weight magnitude
+        roms = [sm for sm in project.plan["smacs"].values() if sm.mac.product is not None]
+        assert roms and all(any(m.negate_w is not None and m.negate_w.any() for m in sm.plans)
+                            for sm in roms)
     assert_bit_exact(project, out, n=6)
+
+
+@pytest.mark.parametrize("bits", ["w4a4", "w8a8"])
+def test_grouped_convs_concat_and_padded_pools_stream_bit_exact(bits, tmp_path, gxx):
+    """Grouped convs (several outputs per group) are conv processes, the 3x3 stride-2 pad-1 max
+    pool and the overlapping padded average pool window processes with line buffers, the
+    concat on channels a process of its own (recoding one input): none buffers a whole tensor,
+    and the C simulation matches the reference."""
+    config = (dict(wbits=4, abits=4, first_last_bits="same") if bits == "w4a4"
+              else dict(scheme="uniform", wbits=8, abits=8))
+    out = tmp_path / "hls"
+    project = build_hls(branches(tmp_path / "m.onnx"), out, io="stream", fit=True,
+                        input_range=(-1.0, 1.0), **config)
+    assert set(kinds(project).values()) == {"conv", "window_pool", "concat", "dense"}, kinds(project)
+    steps = {s.name: s for s in project.schedule.steps}
+    grouped = [n for n, k in kinds(project).items() if k == "conv" and steps[n].params["group"] > 1]
+    assert len(grouped) == 2 and all(steps[n].params["out_c_per_group"] > 1 for n in grouped)
+    h = project.report["hls"]
+    assert abs(h["sim_latency_cycles"] - h["latency_cycles"]) <= 0.05 * h["latency_cycles"]
+    assert_well_formed(out)
+    assert_bit_exact(project, out, n=6)
+
+
+def pools(path):
+    """x [1, 4, 9, 9] -> grouped conv (stride 2, dilation 2) -> relu -> maxpool 3x3 dilation 2
+    pad 2 -> maxpool 2x2 stride 1 -> average pool 3x3 stride 2 pad 1 (pads counted, ceil mode) ->
+    concat of that with itself -> global average pool -> flatten -> gemm."""
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], group=2, strides=[2, 2],
+                              dilations=[2, 2], pads=[2, 2, 2, 2]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("MaxPool", ["r0"], ["m1"], kernel_shape=[3, 3], dilations=[2, 2],
+                              pads=[2, 2, 2, 2]),
+             helper.make_node("MaxPool", ["m1"], ["m2"], kernel_shape=[2, 2], strides=[1, 1]),
+             helper.make_node("AveragePool", ["m2"], ["a1"], kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1], count_include_pad=1, ceil_mode=1),
+             helper.make_node("Concat", ["a1", "a1"], ["cat"], axis=1),
+             helper.make_node("GlobalAveragePool", ["cat"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1)]
+    inits = [("w0", rng.normal(size=(6, 2, 3, 3))), ("b0", rng.normal(size=6) * 0.1),
+             ("gw", rng.normal(size=(3, 12))), ("gb", rng.normal(size=3))]
+    return save(make_model(nodes, [tensor("x", [1, 4, 9, 9])], [tensor("y", [1, 3])], inits), path)
+
+
+def test_dilated_overlapping_and_global_pools_stream_bit_exact(tmp_path, gxx):
+    """Dilated, overlapping and ceil-mode pools with counted pads are window processes, a global
+    average pool (stride 1, one window) a row-accumulator pool, a concat of a stream with itself
+    reads both copies of its fork: bit-exact, the simulation equal to the estimate."""
+    out = tmp_path / "hls"
+    project = build_hls(pools(tmp_path / "m.onnx"), out, io="stream", fit=True, input_range=(-1.0, 1.0),
+                        wbits=4, abits=4, first_last_bits="same")
+    assert list(kinds(project).values()) == ["conv", "window_pool", "window_pool", "window_pool",
+                                             "concat", "pool", "dense"], kinds(project)
+    h = project.report["hls"]
+    assert (h["sim_latency_cycles"], h["sim_interval_cycles"]) == (h["latency_cycles"], h["interval_cycles"])
+    assert_bit_exact(project, out, n=8)
+
+
+def test_a_concat_off_the_channels_buffers_the_whole_tensor(tmp_path):
+    """Concatenated along the rows, an output beat is not the inputs' beats side by side: the
+    step keeps the whole-tensor process."""
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["c", "x"], ["cat"], axis=2),
+             helper.make_node("Flatten", ["cat"], ["f"]),
+             helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1)]
+    inits = [("w", rng.normal(size=(2, 2, 3, 3))), ("b", np.zeros(2)),
+             ("gw", rng.normal(size=(3, 2 * 8 * 4))), ("gb", np.zeros(3))]
+    model = save(make_model(nodes, [tensor("x", [1, 2, 4, 4])], [tensor("y", [1, 3])], inits),
+                 tmp_path / "m.onnx")
+    project = mcugen.build(model, target="hls", input_range=(-1.0, 1.0), wbits=4, abits=4,
+                           target_options={"io": "stream", "interval": 500})
+    assert sorted(kinds(project).values()) == ["conv", "dense", "whole"], kinds(project)
+
+
+def test_a_folded_rom_costs_its_negation(tmp_path):
+    """In BRAM a folded ROM takes the blocks of the unfolded one (27 bits still need two 18-bit
+    halves for two read ports) and its lanes still invert their products and count the
+    inversions: more LUTs, so a layer whose ROMs sit in BRAM keeps them unfolded."""
+    project = mcugen.build(residual(tmp_path / "m.onnx"), target="hls", input_range=(-1.0, 1.0),
+                           wbits=4, abits=4, target_options={"io": "stream", "interval": 2000})
+    steps = {s.name: s for s in project.schedule.steps}
+    name, sm = next((n, sm) for n, sm in project.plan["smacs"].items()
+                    if any(m.negate_w is not None for m in sm.plans) and steps[n].kind == "conv2d")
+    step, fpga = steps[name], project.plan["fpga"]
+    costs = {}
+    for v in [sm] + hls_stream.variants(sm, step.params["out_c"]):
+        if v.mac.product is not None and v.rom_impl == "bram":
+            costs[v.mac.negate_w is not None] = hls_stream.mac_resources(step, v, fpga)
+    assert costs[True]["bram_18k"] == costs[False]["bram_18k"]
+    extra = sm.lanes * hls_stream.negate_luts(next(m for m in sm.plans if m.negate_w is not None))
+    assert costs[True]["lut"] - costs[False]["lut"] >= extra - sm.lanes * 8    # less the decode bits
+    assert hls_stream.negate_luts(next(m for m in sm.plans if m.negate_w is not None)) > 8
 
 
 def folded_products(m, codes, xs) -> np.ndarray:
@@ -139,6 +260,27 @@ def test_fifo_depths_come_from_the_schedule(tmp_path):
     fifos = project.report["hls"]["fifos"]
     assert {f["name"] for f in fifos} == set(design["streams"])
     assert all(f["impl"] in ("srl", "bram") and f["depth"] >= 2 for f in fifos)
+
+
+def test_lutram_is_counted_per_layer_per_fifo_and_in_the_fit(tmp_path):
+    """LUTs used as memory (line buffers, SRL FIFOs) are a column of their own, part of the LUTs,
+    and a budget the fit checks (a part with fewer SLICEMs fits less); ROMs in LUTs are logic."""
+    project = mcugen.build(residual(tmp_path / "m.onnx"), target="hls", input_range=(-1.0, 1.0),
+                           wbits=4, abits=4, target_options={"io": "stream", "interval": 2000})
+    h, design = project.report["hls"], project.plan
+    fifos = {f["name"]: f for f in h["fifos"]}
+    assert all(f["lutram"] == (f["lut"] if f["impl"] == "srl" else 0) for f in fifos.values())
+    layers = {layer["step"]: layer for layer in project.report["layers"]}
+    convs = [n for n, k in kinds(project).items() if k == "conv"]
+    assert all(0 < layers[n]["lutram"] <= layers[n]["lut"] for n in convs)     # the line buffers
+    assert 0 < h["lutram"] < h["lut"] and h["budget"]["lutram"] == 17400
+    assert sum(layers[n]["lutram"] for n in layers) + sum(f["lutram"] for f in fifos.values()) == h["lutram"]
+    totals = hls_stream.resource_totals(design)
+    fpga = dict(design["fpga"], lutram=totals["lutram"])
+    assert hls_stream.fits(totals, dict(fpga, lutram=10 * totals["lutram"]))
+    assert not hls_stream.fits(totals, fpga)
+    text = "\n".join(get_target("hls").report_lines(project.report))
+    assert "LUTRAM" in text and f"{h['lutram']:,}/17,400" in text
 
 
 @pytest.mark.parametrize("interval", [1500, 4000, 20000])

@@ -10,7 +10,9 @@ A model, stated here and in docs/hls.md, not a synthesis result:
 - memories: a ROM or buffer split into `banks` (cyclic partition: two reads per cycle per
   dual-port bank) takes, per bank, LUTs (64 x 1 bit per LUT6) when it holds at most
   LUTRAM_BITS bits, else the fewest BRAM_18K in any aspect ratio (16K x 1 ... 512 x 36).
-  Activation buffers between layers are ping-pong (x2) under DATAFLOW.
+  Activation buffers between layers are ping-pong (x2) under DATAFLOW. A memory written at
+  run time that sits in LUTs is distributed RAM (`ram`): LUTRAM as well as LUT, 48 bits a
+  LUT as RAM32M/RAM64M.
 - logic: an adder tree of lanes - 1 adders of the accumulator's width, the accumulator, and
   the encoder (threshold: one comparator per search step; lut: an index multiply on DSPs;
   pade: the same plus one integer division); registers about one per adder-tree bit.
@@ -29,7 +31,9 @@ from mcugen.codegen.hls_plan import type_bits
 from mcugen.ops import step_op
 
 LUTRAM_BITS = 1024
-BUDGET_KEYS = ("dsp", "lut", "ff", "bram_18k")
+# lutram: the LUTs of `lut` used as memory (SLICEM distributed RAM and SRL shift registers), a
+# budget of its own (a Zynq-7020 has 17,400 of its 53,200 LUTs in SLICEMs)
+BUDGET_KEYS = ("dsp", "lut", "ff", "bram_18k", "lutram")
 # true dual-port aspect ratios of an 18 Kb block (512 x 36 has one read port: not for a bank
 # that serves two reads a cycle)
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
@@ -49,6 +53,26 @@ def memory(entries: int, width: int, banks: int = 1) -> dict:
     if depth * width <= LUTRAM_BITS:
         return {"bram_18k": 0, "lut": banks * math.ceil(depth / 64) * width}
     return {"bram_18k": banks * bram18(depth, width), "lut": 0}
+
+
+def ram(entries: int, width: int, banks: int = 1) -> dict:
+    """A memory written at run time (a buffer, not a ROM): in LUTs it is distributed RAM, so its
+    LUTs are also LUTRAM. A ROM in LUTs is logic (constant LUT contents, any slice): `memory`."""
+    banks = max(1, min(banks, entries))
+    depth = math.ceil(entries / banks)
+    if depth * width > LUTRAM_BITS:
+        return {**memory(entries, width, banks), "lutram": 0}
+    luts = banks * ram_luts(depth, width)
+    return {"bram_18k": 0, "lut": luts, "lutram": luts}
+
+
+def ram_luts(depth: int, width: int) -> int:
+    """LUTs of a distributed RAM written on one port and read on another (simple dual port): a
+    SLICEM's four LUTs as RAM32M (32 x 6 bits) or RAM64M (64 x 3 bits), one of them holding the
+    write port's address, so 48 bits a LUT rather than a ROM's 64."""
+    if depth <= 32:
+        return 4 * math.ceil(width / 6)
+    return math.ceil(depth / 64) * 4 * math.ceil(width / 3)
 
 
 def varying_bits(values: np.ndarray, width: int) -> int:
@@ -97,7 +121,7 @@ def multiplier_cost(plan, board) -> dict:
 def device_share(cost: dict, board) -> float:
     """A cost in one currency: each resource as a share of the board's budget, summed (on a part
     with 220 DSPs and 53,200 LUTs, one DSP weighs as much as 242 LUTs)."""
-    return sum(cost.get(key, 0) / board[key] for key in BUDGET_KEYS)
+    return sum(cost.get(key, 0) / board[key] for key in BUDGET_KEYS if board.get(key))
 
 
 def cheaper(step, plan, alternative, board):

@@ -40,6 +40,7 @@ SIM_FRAMES = 3
 SEARCH_FRAMES = 2
 MAX_DEPTH = 1 << 16
 MAX_ROUNDS = 40
+WINDOWED = ("conv", "pool", "window_pool")    # an input pixel, then the outputs it completes
 
 
 @dataclass
@@ -69,8 +70,10 @@ def program(proc, streams) -> list:
     if kind == "add":
         ii, lat = t["citers"], t["citers"] + t["depth"]
         return [(((ins[0], b), (ins[1], b)), ((outs[0], b),), ii, lat) for b in range(t["pixels"])]
-    if kind in ("conv", "pool"):
-        return windowed(ins[0], outs[0], t["emit"], t["per_out"])
+    if kind == "concat":
+        return [(tuple((s, b) for s in ins), ((outs[0], b),), 1, t["depth"]) for b in range(t["pixels"])]
+    if kind in WINDOWED:
+        return windowed(ins[0], outs[0], t["emit"], t["per_out"], t.get("per_in", 1))
     if kind == "dense":
         steps = [(((ins[0], b),), (), 1, 1) for b in range(t["in_beats"])]
         return steps + [((), ((outs[0], 0),), t["compute"], t["compute"])]
@@ -81,12 +84,12 @@ def program(proc, streams) -> list:
     raise ValueError(kind)
 
 
-def windowed(src, dst, emit, per_out) -> list:
-    """A line-buffer process: each input pixel one cycle, then the outputs it completes, each
-    `per_out` cycles (a sequential loop: its II is its length)."""
+def windowed(src, dst, emit, per_out, per_in=1) -> list:
+    """A line-buffer or row-accumulator process: each input pixel `per_in` cycles, then the
+    outputs it completes, each `per_out` cycles (a sequential loop: its II is its length)."""
     steps, o = [], 0
     for i, n in enumerate(emit):
-        steps.append((((src, i),), (), 1, 1))
+        steps.append((((src, i),), (), per_in, per_in))
         for _ in range(int(n)):
             steps.append(((), ((dst, o),), per_out, per_out))
             o += 1

@@ -3,20 +3,27 @@ every channel of one pixel, raster order), the top ports AXI-Stream of single co
 channels-last order.
 
 What a process is, per step of the Schedule:
-- `conv` (conv2d, groups 1 or one output channel per group): a line buffer of the last
-  R = (k_h - 1) * dil_h + 1 input rows and a window register; after reading input pixel
-  (iy, ix) it emits every output pixel whose last needed input pixel that is (`row_emit`,
-  `col_emit`: how strides and padding fall, computed here), each output gathering its window
-  (k_w cycles: the R rows are banks read in parallel) and accumulating `oiters x kchunks`
-  pipelined iterations of `opar` output channels x `klanes` products;
+- `conv` (conv2d, any groups: each output channel's products read its group's window): a
+  line buffer of the last R = (k_h - 1) * dil_h + 1 input rows and a window register; after
+  reading input pixel (iy, ix) it emits every output pixel whose last needed input pixel that
+  is (`row_emit`, `col_emit`: how strides and padding fall, computed here), each output
+  gathering its window (k_w cycles: the R rows are banks read in parallel) and accumulating
+  `oiters x kchunks` pipelined iterations of `opar` output channels x `klanes` products (the
+  product a multiply, fabric or DSP, or a product ROM, folded to one row per weight magnitude
+  or not: `variants`, chosen across layers by `rebalance`);
 - `dense`: collects its input vector, then the same MAC loop;
 - `add`: both operands as streams, `cpar` channels a cycle;
 - `pool` (max/average pools whose windows tile the input: stride = kernel, no padding): row
-  accumulators updated as pixels arrive, an output row emitted with the last input row;
+  accumulators updated as pixels arrive, `cpar` channels a cycle, each output emitted with its
+  last input pixel;
+- `window_pool` (any other max/average pool: overlapping windows, padding, dilation): the
+  conv's line buffer and emission tables, each output reduced over its window in k_w cycles;
+- `concat` (along channels): one beat of each input a cycle, side by side in the output beat;
 - `fork`: a stream read by several layers is copied to one stream per reader (a stream has
   one reader under DATAFLOW);
-- `whole`: any other step buffers its whole input, runs the parallel design's loops and
-  streams its output (correct for every kind; no overlap inside the step);
+- `whole`: any other step (one that needs its whole input: a transpose, a softmax over
+  everything, a concat off the channels) buffers its whole input, runs the parallel design's
+  loops and streams its output (correct for every kind; no overlap inside the step);
 - `read_input` / `write_output`: the AXI-Stream ports, one code a cycle.
 
 Each layer's parallelism is chosen so that its cycles per frame meet one target interval
@@ -39,6 +46,7 @@ GATHER_FREE_DEPTH = 3          # MAC pipeline: read, multiply (or ROM), first ad
 ADD_DEPTH = 3                  # decode reads, add, encoder input register
 FIFO_MIN = 2                   # Vitis's default stream depth
 POOL_KINDS = ("maxpool", "avgpool")
+WINDOWED = hls_sim.WINDOWED     # processes that emit by the emission tables
 
 
 @dataclass
@@ -151,23 +159,39 @@ def native_kind(step, schedule, geo) -> str:
     """The process kind that streams `step`, or "whole"."""
     p = step.params
     out = geo[schedule.buffers[step.output].alias_of or step.output]
-    same = all(geo[schedule.buffers[name].alias_of or name] == out for name in step.inputs)
+    ins = [geo[schedule.buffers[name].alias_of or name] for name in step.inputs]
     if step.kind == "dense":
         return "dense"
-    if step.kind == "conv2d" and geo[root_of(schedule, step)] == (p["in_c"], p["in_h"], p["in_w"]) \
-            and out == (p["out_c"], p["out_h"], p["out_w"]) \
-            and (p["group"] == 1 or p["out_c_per_group"] == 1) \
-            and emit_tables(p) is not None:
+    if step.kind == "conv2d" and ins[0] == (p["in_c"], p["in_h"], p["in_w"]) \
+            and out == (p["out_c"], p["out_h"], p["out_w"]) and emit_tables(p) is not None:
         return "conv"
-    if step.kind == "add" and same and len(step.inputs) == 2 and \
+    if step.kind == "add" and all(g == out for g in ins) and len(step.inputs) == 2 and \
             all(schedule.buffers[n].size == p.get("size") for n in step.inputs):
         return "add"
-    if step.kind in POOL_KINDS and geo[root_of(schedule, step)] == (p["channels"], p["in_h"], p["in_w"]) \
-            and out == (p["channels"], p["out_h"], p["out_w"]) and p["stride_h"] == p["k_h"] and \
-            p["stride_w"] == p["k_w"] and p.get("dil_h", 1) == 1 and p.get("dil_w", 1) == 1 and \
-            not any(p[k] for k in ("pad_top", "pad_left", "pad_bottom", "pad_right")):
-        return "pool"
+    if step.kind in POOL_KINDS and ins[0] == (p["channels"], p["in_h"], p["in_w"]) \
+            and out == (p["channels"], p["out_h"], p["out_w"]):
+        if tiles(p):
+            return "pool"
+        if emit_tables(p) is not None:
+            return "window_pool"
+    if step.kind == "concat" and channel_concat(p, ins, out):
+        return "concat"
     return "whole"
+
+
+def tiles(p) -> bool:
+    """A pool whose windows tile the input, each pixel in at most one window and none in the
+    padding (stride = kernel, or a single window along that axis, as a global pool's)."""
+    return all((p[f"stride_{a}"] == p[f"k_{a}"] or p[f"out_{a}"] == 1) and p.get(f"dil_{a}", 1) == 1
+               for a in "hw") and not any(p[k] for k in ("pad_top", "pad_left", "pad_bottom", "pad_right"))
+
+
+def channel_concat(p, ins, out) -> bool:
+    """A concat along the channels of streams of the same pixels (a vector is one pixel): each
+    input's part of an output beat is one whole input beat."""
+    return p["outer"] == 1 and all(g[1:] == out[1:] for g in ins) and \
+        sum(g[0] for g in ins) == out[0] and \
+        all(chunk == int(np.prod(g)) for chunk, g in zip(p["chunks"], ins))
 
 
 @dataclass
@@ -183,6 +207,7 @@ class StreamMac:
     w_grid: np.ndarray
     rom_impl: str = "bram"   # a product ROM's storage: bram or lutram (LUTs)
     w_impl: str = "lutram"   # the weight banks' storage
+    plans: tuple = ()        # the layer's alternatives (multiplies, product ROMs): rebalance's
 
     @property
     def lanes(self) -> int:
@@ -191,6 +216,11 @@ class StreamMac:
     @property
     def iters(self) -> int:
         return self.oiters * self.kchunks
+
+    @property
+    def count_bits(self) -> int:
+        """Bits of a count of 0..klanes lanes (the negated products of a folded ROM)."""
+        return self.klanes.bit_length()
 
 
 def weight_grid(rom: np.ndarray, oc: int, k: int, opar: int, klanes: int) -> np.ndarray:
@@ -232,8 +262,23 @@ def lane_weights(step, plan, board) -> tuple:
     lane = mult.get("lut", 0) + mult.get("dsp", 0) * board["lut"] / board["dsp"] + plan.acc_bits
     if plan.multiply == "rom" and plan.product is not None:
         lane += math.ceil(plan.product.size / 64) * type_bits(plan.product_t) / 2
+    if plan.negate_w is not None:
+        lane += negate_luts(plan)
     enc = estimate.encoder_cost(step, plan.acc_bits)
     return lane, enc.get("lut", 0) + enc.get("dsp", 0) * board["lut"] / board["dsp"] + 1
+
+
+def negate_luts(m) -> int:
+    """LUTs a lane of a sign-folded product ROM adds: its code's sign bit (a 1-bit ROM), the
+    product inverted where the bit is set (an XOR a bit at the product's width: counted,
+    though Vivado may fold it into the adder's LUT) and its share of the count of set bits
+    (about a LUT a lane); adding that count to the sum is an adder per output channel
+    (`negate_sum_luts`)."""
+    return estimate.memory(m.negate_w.size, 1)["lut"] + type_bits(m.prod_t) + 1
+
+
+def negate_sum_luts(sm) -> int:
+    return sm.opar * sm.mac.acc_bits if sm.mac.negate_w is not None else 0
 
 
 def mac_depth(step, lanes: int) -> int:
@@ -246,8 +291,13 @@ def stream_mac(step, x_range, t_mac: int, board) -> StreamMac:
     """The MAC layer at the parallelism that meets `t_mac` cycles per output, with the
     cheaper of its multiply and a ROM of its decoded products."""
     base = mac_plan(step, 1 << 30, x_range)
-    options = [base] + [alt for alt in [product_rom_plan(base, x_range)] if alt is not None]
-    options = [fold_signs(plan, x_range) for plan in options]
+    rom = base if base.product is not None else product_rom_plan(base, x_range)
+    options = [base]
+    if base.multiply == "fabric":      # a part short of LUTs may have DSPs to spare
+        options.append(replace(base, multiply="dsp"))
+    if rom is not None:       # a folded ROM has half the rows but negates products: either may win
+        options += [rom, fold_signs(rom, x_range)]
+    options = list({id(plan): plan for plan in options}.values())
     p = step.params
     oc = p.get("out_features") or p["out_c"]
     best = None
@@ -258,7 +308,20 @@ def stream_mac(step, x_range, t_mac: int, board) -> StreamMac:
             share = estimate.device_share(mac_resources(step, sm, board), board)
             if best is None or share < best[0]:
                 best = (share, sm)
+    best[1].plans = tuple(options)
     return best[1]
+
+
+def variants(sm: StreamMac, oc: int) -> list:
+    """The layer at the same lanes (so the same timing) each other way: a fabric or DSP
+    multiply, a product ROM folded or not, in LUTs or BRAM."""
+    key = lambda m, impl: (m.multiply, m.negate_w is None, impl if m.product is not None else "")
+    out = []
+    for plan in sm.plans:
+        for impl in (("bram", "lutram") if plan.product is not None else ("bram",)):
+            if key(plan, impl) != key(sm.mac, sm.rom_impl):
+                out.append(replace(build_mac(plan, oc, sm.opar, sm.klanes, impl), plans=sm.plans))
+    return out
 
 
 def build_mac(plan, oc, opar, klanes, impl) -> StreamMac:
@@ -269,14 +332,16 @@ def build_mac(plan, oc, opar, klanes, impl) -> StreamMac:
     return StreamMac(mac, opar, klanes, -(-oc // opar), -(-plan.k // klanes), grid, impl)
 
 
-def store(entries: int, width: int, banks: int, fpga) -> dict:
-    """An array in `banks` banks as LUTRAM (64 x 1 bit per LUT6) or BRAM_18K, whichever is the
-    smaller share of the board (Vitis's default threshold would put a shallow, wide line
-    buffer into a dozen 18 Kb blocks); the plan records the choice (`impl`), the template
-    binds it."""
+def store(entries: int, width: int, banks: int, fpga, writable: bool = False) -> dict:
+    """An array in `banks` banks as LUTs or BRAM_18K, whichever is the smaller share of the
+    board (Vitis's default threshold would put a shallow, wide line buffer into a dozen 18 Kb
+    blocks); the plan records the choice (`impl`), the template binds it. In LUTs a ROM is
+    logic, 64 x 1 bit a LUT6; a `writable` array (a line buffer) is distributed RAM, LUTRAM
+    too, at estimate.ram_luts."""
     banks = max(1, min(banks, entries))
     depth = math.ceil(entries / banks)
-    lut = {"bram_18k": 0, "lut": banks * math.ceil(depth / 64) * width}
+    luts = banks * (estimate.ram_luts(depth, width) if writable else math.ceil(depth / 64) * width)
+    lut = {"bram_18k": 0, "lut": luts, "lutram": luts if writable else 0}
     if depth * width <= estimate.LUTRAM_BITS:
         return {**lut, "impl": "lutram"}
     bram = {"bram_18k": banks * estimate.bram18(depth, width), "lut": 0}
@@ -303,8 +368,8 @@ def mac_resources(step, sm: StreamMac, board) -> dict:
     if m.decode_w is not None:
         bits = estimate.varying_bits(m.decode_w, type_bits(m.decode_w_t))
         estimate._add(cost, {"lut": lanes * estimate.memory(m.decode_w.size, bits)["lut"]})
-    if m.negate_w is not None:      # the sign bit per code; the add/subtract is the adder's LUTs
-        estimate._add(cost, {"lut": lanes * estimate.memory(m.negate_w.size, 1)["lut"]})
+    if m.negate_w is not None:
+        estimate._add(cost, {"lut": lanes * negate_luts(m) + negate_sum_luts(sm)})
     if m.product is not None:
         one = estimate.memory(m.product.size, type_bits(m.product_t))
         if sm.rom_impl == "lutram" or one["bram_18k"] == 0:
@@ -312,10 +377,9 @@ def mac_resources(step, sm: StreamMac, board) -> dict:
         else:
             estimate._add(cost, {"bram_18k": m.rom_copies * one["bram_18k"]})
     wb = type_bits(m.window_t)
-    readers = lanes if step.kind == "conv2d" and p["group"] > 1 else sm.klanes
     window = m.k * (p["group"] if step.kind == "conv2d" else 1)
     cost["ff"] += window * wb
-    cost["lut"] += readers * wb * math.ceil(sm.kchunks / 4) if sm.kchunks > 1 else 0
+    cost["lut"] += wb * sum(math.ceil(n / 4) for n in window_mux_inputs(step, sm) if n > 1)
     estimate._add(cost, estimate.memory(int(step.consts["bias"].size), type_bits(m.bias_t)))
     cost["lut"] += lanes * m.acc_bits
     cost["ff"] += lanes * (m.acc_bits + sum(m.operand_bits))
@@ -323,6 +387,20 @@ def mac_resources(step, sm: StreamMac, board) -> dict:
     for key, value in enc.items():
         cost[key] = cost.get(key, 0) + value * sm.opar
     return cost
+
+
+def window_mux_inputs(step, sm: StreamMac) -> list:
+    """Per reader of the window register, how many of its words the reader selects between
+    over the MAC loop (a multiplexer of that many inputs, 4 a LUT6, per bit). Ungrouped, lanes
+    with the same product index read the same word, one per chunk; grouped (depthwise too),
+    lane (q, u) reads the window of each group its output channels ob * opar + q fall in."""
+    p = step.params
+    if step.kind != "conv2d" or p["group"] == 1:
+        return [sm.kchunks] * sm.klanes
+    oc, per = p["out_c"], p["out_c_per_group"]
+    groups = [len({(ob * sm.opar + q) // per for ob in range(sm.oiters) if ob * sm.opar + q < oc})
+              for q in range(sm.opar)]
+    return [n * sm.kchunks for n in groups for _ in range(sm.klanes)]
 
 
 # ---- the design: processes, streams, parallelism, costs ----------------------------------------
@@ -417,7 +495,7 @@ def plan_process(d, proc, step, schedule, board):
         sm = sized_mac(step, x_range, fpga, lambda depth: (target - in_px) // out_px - p["k_w"] - depth)
         per_out = p["k_w"] + sm.iters + mac_depth(step, sm.lanes)
         proc.t = {"emit": emissions(rows, cols, p["out_w"]), "row_emit": rows, "col_emit": cols,
-                  "per_out": per_out, "rows": (p["k_h"] - 1) * p.get("dil_h", 1) + 1,
+                  "per_out": per_out, "rows": window_rows(p),
                   "depth": mac_depth(step, sm.lanes)}
         d["smacs"][step.name] = sm
         proc.cost = mac_process_cost(d, proc, step)
@@ -432,6 +510,10 @@ def plan_process(d, proc, step, schedule, board):
         plan_add(proc, step, d, target)
     elif proc.kind == "pool":
         plan_pool(proc, step, d, target)
+    elif proc.kind == "window_pool":
+        plan_window_pool(proc, step, d, target)
+    elif proc.kind == "concat":
+        plan_concat(proc, step, d)
     else:
         plan_whole(proc, step, schedule, d, fpga)
 
@@ -455,39 +537,41 @@ def mac_process_cost(d, proc, step) -> dict:
     cost = mac_resources(step, sm, d["fpga"])
     if proc.kind == "conv":
         return conv_extras(cost, step.params, d, step)
-    return estimate._add(cost, estimate.memory(sm.mac.k, type_bits(sm.mac.window_t), sm.klanes))
+    return estimate._add(cost, estimate.ram(sm.mac.k, type_bits(sm.mac.window_t), sm.klanes))
 
 
 def rebalance(d, schedule):
-    """Product ROMs between LUTs and BRAM across layers: each layer chose the smaller share on
-    its own, which can leave one resource full and the other idle. Move the ROM that lowers the
-    fullest resource's share most, while one does."""
+    """Each MAC layer chose the smaller share of the board on its own, which can leave one
+    resource full and others idle: move product ROMs between LUTs and BRAM, folded or not (a
+    folded ROM saves LUTs, but in BRAM it takes the same blocks and still negates), fabric
+    multiplies to idle DSPs. Take the variant that lowers the fullest resource's share most,
+    while one does."""
     fpga, steps = d["fpga"], {s.name: s for s in schedule.steps}
-    procs = [p for p in d["processes"]
-             if p.step in d["smacs"] and d["smacs"][p.step].mac.product is not None]
-    peak = lambda tot: max(tot[k] / fpga[k] for k in RESOURCE_KEYS)
+    procs = [p for p in d["processes"] if p.step in d["smacs"] and len(d["smacs"][p.step].plans) > 1]
+    peak = lambda tot: max(tot[k] / fpga[k] for k in budgets(fpga))
     while True:
         totals, best = resource_totals(d), None
         for proc in procs:
-            sm, old = d["smacs"][proc.step], proc.cost
-            sm.rom_impl = "bram" if sm.rom_impl == "lutram" else "lutram"
-            new = mac_process_cost(d, proc, steps[proc.step])
-            trial = {k: totals[k] - old.get(k, 0) + new.get(k, 0) for k in RESOURCE_KEYS}
-            sm.rom_impl = "bram" if sm.rom_impl == "lutram" else "lutram"
-            if peak(trial) < peak(totals) - 1e-9 and (best is None or peak(trial) < best[0]):
-                best = (peak(trial), proc, new)
+            step, current = steps[proc.step], d["smacs"][proc.step]
+            for sm in variants(current, step.params.get("out_features") or step.params["out_c"]):
+                d["smacs"][proc.step] = sm
+                new = mac_process_cost(d, proc, step)
+                trial = {k: totals[k] - proc.cost.get(k, 0) + new.get(k, 0) for k in RESOURCE_KEYS}
+                if peak(trial) < peak(totals) - 1e-9 and (best is None or peak(trial) < best[0]):
+                    best = (peak(trial), proc, sm, new)
+            d["smacs"][proc.step] = current
+            mac_process_cost(d, proc, step)       # its storage choices back as they were
         if best is None:
             return
-        _, proc, proc.cost = best
-        sm = d["smacs"][proc.step]
-        sm.rom_impl = "bram" if sm.rom_impl == "lutram" else "lutram"
+        _, proc, d["smacs"][proc.step], proc.cost = best
+        mac_process_cost(d, proc, steps[proc.step])
 
 
 def conv_extras(cost, p, d, step) -> dict:
     """The line buffer: R rows, each a bank of in_w words of every channel's code."""
     bits = type_bits(d["types"][d["roots"][step.inputs[0]]])
-    rows = (p["k_h"] - 1) * p.get("dil_h", 1) + 1
-    line = store(p["in_w"] * rows, p["in_c"] * bits, rows, d["fpga"])
+    rows = window_rows(p)
+    line = store(p["in_w"] * rows, p["in_c"] * bits, rows, d["fpga"], writable=True)
     d["line_impl"][step.name] = line["impl"]
     return _put(cost, line)
 
@@ -515,26 +599,109 @@ def plan_add(proc, step, d, target):
 
 
 def plan_pool(proc, step, d, target):
-    """Row accumulators (max: codes; average: decoded sums) of out_w x channels, updated a pixel
-    a cycle; each output row emitted with its last input pixel, `cpar` channels a cycle."""
+    """Row accumulators (max: codes; average: decoded sums at the proven bound's width) of out_w
+    x channels, `cpar` channels updated a cycle, so `citers` cycles an input pixel; each output
+    emitted with its last input pixel, `cpar` channels (encoded) a cycle. The fewest channels a
+    cycle that meet the target: a pool sees few pixels, so it rarely needs them all at once."""
+    p = step.params
+    in_px, out_px, c = p["in_h"] * p["in_w"], p["out_h"] * p["out_w"], p["channels"]
+    rows, cols = emit_tables(p)
+    avg = step.kind == "avgpool"
+    depth = 2 + estimate.ENCODER_DEPTH.get(p.get("encoder"), 0) if avg else 0
+    cpar, citers = channel_par(c, (target - len(rows) - out_px * depth) // (in_px + out_px))
+    proc.t = {"emit": emissions(rows, cols, p["out_w"]), "row_emit": rows, "col_emit": cols,
+              "per_in": citers, "per_out": citers + depth,
+              "cpar": cpar, "citers": citers, "channels": c, "depth": depth, "acc_t": pool_acc(step, d),
+              "rows_read": p["out_h"] * p["k_h"]}       # input rows the windows cover
+    proc.cost = pool_cost(step, proc.t)
+
+
+def pool_acc(step, d) -> str:
+    """A pool's running value: an average's sum of decoded inputs within the bound the lowering
+    proved, a maximum's codes (and the code_min it starts from)."""
+    if step.kind == "avgpool":
+        return ap_type(-step.info["acc_bound"], step.info["acc_bound"])
+    lo, hi = d["ranges"][step.inputs[0]]
+    return ap_type(min(lo, step.params["code_min"]), hi)
+
+
+def pool_cost(step, t) -> dict:
+    """`cpar` adders (average) or compare-and-selects (max) of the running value's width, the
+    row accumulators (out_w x citers words of cpar values), for an average the decode table (a
+    copy per two channels a cycle) and `cpar` encoders."""
+    p, cpar = step.params, t["cpar"]
+    bits = type_bits(t["acc_t"])
+    avg = step.kind == "avgpool"
+    cost = {"dsp": 0, "lut": 32 + cpar * (bits if avg else 2 * bits), "ff": 64, "bram_18k": 0}
+    estimate._add(cost, estimate.ram(p["out_w"] * t["citers"], cpar * bits, 1))
+    if avg:
+        for key, value in estimate.encoder_cost(step, bits).items():
+            cost[key] = cost.get(key, 0) + value * cpar
+        dx = step.consts["dx"]
+        for _ in range(-(-cpar // 2)):
+            estimate._add(cost, estimate.memory(dx.size, dx.itemsize * 8))
+    return cost
+
+
+def plan_window_pool(proc, step, d, target):
+    """A pool whose windows overlap or reach into the padding: the conv's line buffer of R rows,
+    each output reduced over its window in k_w cycles (the rows' taps in parallel, every
+    channel), then for an average `cpar` channels encoded a cycle."""
     p = step.params
     in_px, out_px, c = p["in_h"] * p["in_w"], p["out_h"] * p["out_w"], p["channels"]
     rows, cols = emit_tables(p)
     avg = step.kind == "avgpool"
     depth = 2 + (estimate.ENCODER_DEPTH.get(p.get("encoder"), 0) if avg else 0)
-    cpar, citers = channel_par(c, (target - in_px) // out_px - depth) if avg else (c, 1)
+    budget = (target - in_px) // out_px - p["k_w"] - depth
+    cpar, citers = channel_par(c, budget) if avg else (c, 1)
+    lo, hi = d["ranges"][step.inputs[0]]
+    acc = (-step.info["acc_bound"], step.info["acc_bound"]) if avg else (min(lo, p["code_min"]), hi)
     proc.t = {"emit": emissions(rows, cols, p["out_w"]), "row_emit": rows, "col_emit": cols,
-              "per_out": citers + depth * avg,
-              "cpar": cpar, "citers": citers, "channels": c, "depth": depth,
-              "rows_read": p["out_h"] * p["k_h"]}       # input rows the windows cover
-    bits = 32 if avg else type_bits(d["types"][d["roots"][step.inputs[0]]])
-    cost = {"dsp": 0, "lut": c * (bits if avg else 2 * bits), "ff": 64, "bram_18k": 0}
-    estimate._add(cost, estimate.memory(p["out_w"] * c, bits, 1))
-    if avg:
-        for key, value in estimate.encoder_cost(step, 32).items():
-            cost[key] = cost.get(key, 0) + value * cpar
-        for _ in range(-(-c // 2)):
-            estimate._add(cost, estimate.memory(step.consts["dx"].size, step.consts["dx"].itemsize * 8))
+              "per_out": p["k_w"] + (citers + depth if avg else 1), "rows": window_rows(p),
+              "cpar": cpar, "citers": citers, "channels": c, "depth": depth, "acc_t": ap_type(*acc)}
+    proc.cost = window_pool_cost(step, d, proc.t)
+
+
+def window_rows(p) -> int:
+    """Input rows a window spans: the line buffer's."""
+    return (p["k_h"] - 1) * p.get("dil_h", 1) + 1
+
+
+def window_pool_cost(step, d, t) -> dict:
+    """The line buffer; per channel k_h taps a cycle, each a compare and select (max) or an
+    adder and a decode table read (average, a dual-port table copy per two reads); encoders."""
+    p, c = step.params, t["channels"]
+    bits = type_bits(d["types"][d["roots"][step.inputs[0]]])
+    acc_bits = type_bits(t["acc_t"])
+    taps = c * p["k_h"]
+    per_tap = acc_bits if step.kind == "avgpool" else 2 * acc_bits
+    cost = {"dsp": 0, "lut": 32 + taps * per_tap, "ff": 64 + c * acc_bits, "bram_18k": 0}
+    line = store(p["in_w"] * t["rows"], c * bits, t["rows"], d["fpga"], writable=True)
+    d["line_impl"][step.name] = line["impl"]
+    _put(cost, line)
+    if step.kind == "avgpool":
+        for key, value in estimate.encoder_cost(step, acc_bits).items():
+            cost[key] = cost.get(key, 0) + value * t["cpar"]
+        dx = step.consts["dx"]
+        for _ in range(-(-taps // 2)):
+            estimate._add(cost, estimate.memory(dx.size, dx.itemsize * 8))
+    return cost
+
+
+def plan_concat(proc, step, d):
+    """One beat of every input a cycle, written side by side into one output beat; an input on
+    another grid recoded through its table (a dual-port copy per two channels)."""
+    p = step.params
+    chans = [d["streams"][s].channels for s in proc.ins]
+    recoded = any(p["recode"])
+    proc.t = {"pixels": d["streams"][proc.ins[0]].beats, "channels": chans,
+              "offsets": [int(x) for x in np.cumsum([0] + chans[:-1])], "depth": 1 + recoded}
+    cost = {"dsp": 0, "lut": 16, "ff": sum(chans) * 8, "bram_18k": 0}
+    for i, c in enumerate(chans):
+        if p["recode"][i]:
+            table = step.consts[f"lut_{i}"]
+            for _ in range(-(-c // 2)):
+                estimate._add(cost, estimate.memory(table.size, table.itemsize * 8))
     proc.cost = cost
 
 
@@ -550,7 +717,7 @@ def plan_whole(proc, step, schedule, d, fpga):
     compute = int(cost.pop("cycles"))
     for name in list(step.inputs) + [step.output]:
         root = d["roots"][name]
-        estimate._add(cost, estimate.memory(schedule.buffers[root].size, type_bits(d["types"][root])))
+        estimate._add(cost, estimate.ram(schedule.buffers[root].size, type_bits(d["types"][root])))
     proc.t = {"compute": compute}
     proc.cost = cost
 
@@ -558,8 +725,10 @@ def plan_whole(proc, step, schedule, d, fpga):
 def busy_cycles(proc, d) -> int:
     """Cycles per frame the process itself needs (its interval alone)."""
     t = proc.t
-    if proc.kind in ("conv", "pool"):
-        return int(len(t["emit"]) + int(t["emit"].sum()) * t["per_out"])
+    if proc.kind in WINDOWED:
+        return int(len(t["emit"]) * t.get("per_in", 1) + int(t["emit"].sum()) * t["per_out"])
+    if proc.kind == "concat":
+        return t["pixels"]
     if proc.kind == "dense":
         return t["in_beats"] + t["compute"]
     if proc.kind == "add":
@@ -573,16 +742,17 @@ def busy_cycles(proc, d) -> int:
 # ---- the whole plan: target interval, fit, FIFO depths, estimate and simulation --------------
 FIT_SHARE = 0.8          # --fit leaves a fifth of every resource for routing and control
 FIT_STEP = 1.15
-RESOURCE_KEYS = ("dsp", "bram_18k", "lut", "ff")
+RESOURCE_KEYS = ("dsp", "bram_18k", "lut", "ff", "lutram")
 
 
 def fifo_cost(s: Stream, fpga) -> dict:
-    """A FIFO of at most 32 beats is shift registers (SRL32: 32 x 1 bit per LUT), a deeper one
-    BRAM_18K when that is the smaller share."""
-    srl = {"lut": math.ceil(s.depth / 32) * s.beat_bits, "bram_18k": 0}
+    """A FIFO of at most 32 beats is shift registers (SRL32: 32 x 1 bit per LUT, in SLICEMs: LUTRAM),
+    a deeper one BRAM_18K when that is the smaller share."""
+    luts = math.ceil(s.depth / 32) * s.beat_bits
+    srl = {"lut": luts, "lutram": luts, "bram_18k": 0}
     if s.depth <= 32:
         return srl
-    return min(srl, {"lut": 0, "bram_18k": estimate.bram18(s.depth, s.beat_bits)},
+    return min(srl, {"lut": 0, "lutram": 0, "bram_18k": estimate.bram18(s.depth, s.beat_bits)},
                key=lambda c: estimate.device_share(c, fpga))
 
 
@@ -595,7 +765,12 @@ def resource_totals(d) -> dict:
 
 
 def fits(totals, fpga, share=FIT_SHARE) -> bool:
-    return all(totals[k] <= share * fpga[k] for k in RESOURCE_KEYS)
+    return all(totals[k] <= share * fpga[k] for k in budgets(fpga))
+
+
+def budgets(fpga) -> tuple:
+    """The resources this part states a budget for (a board file may not give LUTRAM)."""
+    return tuple(k for k in RESOURCE_KEYS if fpga.get(k))
 
 
 def fastest_interval(schedule) -> int:
@@ -681,7 +856,7 @@ def layer_rows(design) -> dict:
         if sm is not None:
             row.update(lanes=sm.lanes, reuse=sm.iters, multiply=sm.mac.multiply,
                        acc_bits=sm.mac.acc_bits, weight_bits=type_bits(sm.mac.weight_t))
-        row.update({k: int(proc.cost.get(k, 0)) for k in ("dsp", "mac_dsp", "lut", "ff", "bram_18k")})
+        row.update({k: int(proc.cost.get(k, 0)) for k in ("dsp", "mac_dsp", "lut", "lutram", "ff", "bram_18k")})
         row["cycles"] = int(t.get("busy", 0))
         row["process"] = proc.kind
         rows[proc.step] = row
@@ -694,5 +869,5 @@ def fifo_rows(design) -> list:
         cost = fifo_cost(s, design["fpga"])
         out.append({"name": s.name, "beats": s.beats, "beat_bits": s.beat_bits, "depth": s.depth,
                     "impl": "bram" if cost["bram_18k"] else "srl", "bram_18k": int(cost["bram_18k"]),
-                    "lut": int(cost["lut"])})
+                    "lut": int(cost["lut"]), "lutram": int(cost["lutram"])})
     return out

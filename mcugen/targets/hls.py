@@ -30,7 +30,7 @@ from mcugen.runners import HOST_TIMEOUT, RUN_PLACES, RunResult, find_compiler
 from mcugen.targets.base import Target, TargetOption
 from mcugen.text_table import fmt, table
 
-RESOURCES = {"dsp": "DSP", "bram_18k": "BRAM_18K", "lut": "LUT", "ff": "FF"}
+RESOURCES = {"dsp": "DSP", "bram_18k": "BRAM_18K", "lut": "LUT", "lutram": "LUTRAM", "ff": "FF"}
 IO_MODES = ("parallel", "stream")
 MAX_REUSE = 1 << 20
 AP_TYPES_HINT = ("install hls4ml (pip install hls4ml: its wheel ships the ap_types headers) "
@@ -87,8 +87,10 @@ class HlsTarget(Target):
 
     def needs(self, schedule, board, plan, weights_in) -> dict:
         holds = {"dsp": "multipliers and encoders", "bram_18k": "ROMs and layer buffers",
-                 "lut": "fabric multipliers, adders, encoders, small ROMs", "ff": "pipeline registers"}
-        return {key: (plan["totals"][key], holds[key]) for key in RESOURCES}
+                 "lut": "fabric multipliers, adders, encoders, small ROMs",
+                 "lutram": "line buffers and FIFOs in LUTs", "ff": "pipeline registers"}
+        return {key: (plan["totals"][key], holds[key]) for key in RESOURCES
+                if key in plan["totals"] and board["fpga"].get(key)}
 
     def budget(self, board, resource) -> int:
         return int(board["fpga"][resource])
@@ -115,7 +117,7 @@ class HlsTarget(Target):
         report["hls"] = {"board": board["name"], "part": board["fpga"]["part"],
                          "clock_mhz": board["fpga"]["clock_mhz"], "reuse": plan["reuse"],
                          "io": plan["io"], **plan["totals"],
-                         "budget": {k: int(board["fpga"][k]) for k in RESOURCES}}
+                         "budget": {k: int(board["fpga"][k]) for k in RESOURCES if k in board["fpga"]}}
         if plan["io"] == "stream":
             report["hls"].update(interval_target=plan["interval_target"],
                                  fifos=hls_stream.fifo_rows(plan))
@@ -264,16 +266,15 @@ def hls_lines(report) -> list:
     outputs in steady state), the estimate of DSP, BRAM_18K, LUT, FF and cycles
     (mcugen/codegen/hls_estimate.py: a model, not synthesis)."""
     h = report["hls"]
-    head = ("HLS step", "multiply", "lanes", "reuse", "II", "acc bits", "DSP", "BRAM_18K", "LUT", "FF",
-            "cycles")
+    head = ("HLS step", "multiply", "lanes", "reuse", "II", "acc bits", "DSP", "BRAM_18K", "LUT",
+            "LUTRAM", "FF", "cycles")
     rows = [(layer["step"][:34], layer.get("multiply") or "-", fmt(layer.get("lanes")),
              fmt(layer.get("reuse")), fmt(layer.get("ii")), fmt(layer.get("acc_bits")), fmt(layer.get("dsp")),
-             fmt(layer.get("bram_18k")), fmt(layer.get("lut")), fmt(layer.get("ff")),
-             fmt(layer.get("cycles"))) for layer in report["layers"]]
-    b = h["budget"]
-    rows.append(("total (with layer buffers)", "", "", "", "", "", f"{h['dsp']:,}/{b['dsp']:,}",
-                 f"{h['bram_18k']:,}/{b['bram_18k']:,}", f"{h['lut']:,}/{b['lut']:,}",
-                 f"{h['ff']:,}/{b['ff']:,}", fmt(h["latency_cycles"])))
+             fmt(layer.get("bram_18k")), fmt(layer.get("lut")), fmt(layer.get("lutram")),
+             fmt(layer.get("ff")), fmt(layer.get("cycles"))) for layer in report["layers"]]
+    rows.append(("total (with layer buffers)", "", "", "", "", "",
+                 *(used_of(h, k) for k in ("dsp", "bram_18k", "lut", "lutram", "ff")),
+                 fmt(h["latency_cycles"])))
     lines = [""] + table(head, rows)
     if h["io"] == "stream":
         return lines + stream_lines(h)
@@ -284,13 +285,21 @@ def hls_lines(report) -> list:
     return lines
 
 
+def used_of(h, key) -> str:
+    """`used/budget` of one resource in the totals row (`-` where the design does not count it)."""
+    if key not in h:
+        return "-"
+    budget = h["budget"].get(key)
+    return f"{h[key]:,}/{budget:,}" if budget else f"{h[key]:,}"
+
+
 def stream_lines(h) -> list:
     """The FIFOs, then the estimate beside the cycle simulation (build time, and `mcugen verify`'s
     run when there was one)."""
     rows = [(f["name"][:48], fmt(f["beats"]), fmt(f["beat_bits"]), fmt(f["depth"]), f["impl"],
-             fmt(f["bram_18k"]), fmt(f["lut"])) for f in h["fifos"]]
+             fmt(f["bram_18k"]), fmt(f["lut"]), fmt(f.get("lutram"))) for f in h["fifos"]]
     lines = [""] + table(("FIFO", "beats/frame", "beat bits", "depth", "storage", "BRAM_18K",
-                          "LUT"), rows)
+                          "LUT", "LUTRAM"), rows)
     mhz = h["clock_mhz"]
     lines.append(f"HLS estimate (a MODEL before synthesis, docs/hls.md) for {h['board']} ({h['part']}) at "
                  f"{mhz} MHz, io stream (dataflow), target interval {h['interval_target']:,} cycles: "
