@@ -11,6 +11,8 @@ from mcugen.lower.fixedpoint import decode_table, default_frac_bits, stores_leve
 from mcugen.quant.power import Encoding, levels_encoding, levels_storable
 from mcugen.verify import compare, verify_inputs
 from test_every_kind_renders import every_kind_model, token_model
+from test_hls import assert_bit_exact, assert_roms_fit_their_widths, build_hls
+from test_hls_stream import kinds, residual
 
 # power grids on every inner activation, their levels in 8-bit lanes (a host build has no lanes)
 A4 = dict(scheme="power", wbits=4, abits=4, first_last_bits="same", lanes="8", act_grid="power",
@@ -129,3 +131,27 @@ def test_levels_are_bit_exact_under_qemu(target, board, tmp_path, host_cc):
                            input_range=MODELS["resnet8"], scheme="power", wbits=4, abits=4)
     assert stored(project)
     check_bit_exact(project, out, n=4, on="qemu")
+
+
+def test_levels_stream_bit_exact_through_the_hls_dataflow(tmp_path, host_cc):
+    """io stream: the ports carry the stored values (8 bits, no longer 4), every layer streams."""
+    require_tool("g++")
+    out = tmp_path / "hls"
+    project = build_hls(residual(tmp_path / "m.onnx"), out, io="stream", fit=True,
+                        input_range=(-1.0, 1.0), act_storage="levels", **A4)
+    assert stored(project) and set(kinds(project).values()) == {"conv", "add", "pool", "dense"}
+    assert_roms_fit_their_widths(out)
+    assert_bit_exact(project, out, n=6)
+
+
+def test_levels_are_bit_exact_on_the_rtl(tmp_path, host_cc):
+    """The CORE-V SIMD kernels reading stored levels (the default on cv32e40p), on the RTL."""
+    for tool in ("riscv64-unknown-elf-gcc", "verilator", "g++"):
+        require_tool(tool)
+    out = tmp_path / "proj"
+    project = mcugen.build(shared_model("mnist8"), target="rv32", board="cv32e40p", out=out,
+                           input_range=MODELS["mnist8"], scheme="power", wbits=4, abits=4)
+    assert stored(project)
+    assert {project.plan[s.name].get("simd") for s in project.schedule.steps} & {"b", "ub"}
+    result = compare(out, project.schedule, verify_inputs(project.schedule, 1, seed=2), on="rtl")
+    assert result.n == 3 and result.mismatches == 0, result.first
