@@ -30,6 +30,7 @@ def test_levels_are_the_codes_decode_tables_at_every_width(bits, signed, exponen
     assert levels_storable(codes) and codes.fits_lanes(8)
     levels = levels_encoding(codes)
     assert levels.ctype == ("int8" if signed else "uint8") and levels.B == codes.lane_scale
+    assert levels.bits == bits        # the resolution is the codes'; the byte holds the value
     x = np.linspace(-4.0, 4.0, 997)
     # the source's rounding, its values: the same reals, written as whole 8-bit values
     assert np.array_equal(levels.decode(levels.encode(x)), codes.decode(codes.encode(x)))
@@ -155,3 +156,11 @@ def test_levels_are_bit_exact_on_the_rtl(tmp_path, host_cc):
     assert {project.plan[s.name].get("simd") for s in project.schedule.steps} & {"b", "ub"}
     result = compare(out, project.schedule, verify_inputs(project.schedule, 1, seed=2), on="rtl")
     assert result.n == 3 and result.mismatches == 0, result.first
+
+
+def test_reports_count_codes_not_stored_values(tmp_path):
+    codes, levels = both(every_kind_model(tmp_path / "kinds.onnx"), input_range=(-1.0, 1.0), **A4)
+    for a, b in zip(codes.schedule.steps, levels.schedule.steps):
+        for key in ("abits", "encoder_max_code_error", "acc_bound", "ln_max_code_error",
+                    "ln_max_error", "ln_bound_ratio", "ln_max_output_error"):
+            assert a.info.get(key) == b.info.get(key), (a.name, key)

@@ -46,6 +46,21 @@ def code_grid(grid):
     return grid.source if stores_levels(grid) else grid
 
 
+def stored_codes(grid, stored):
+    """The codes of stored integers: those whose levels a levels encoding holds (its written
+    values are sorted), the integers themselves otherwise. For errors counted in codes."""
+    if not stores_levels(grid):
+        return stored
+    return np.searchsorted(grid.written(), stored) + grid.source.code_min
+
+
+def stored_values(grid, codes):
+    """What a tensor on `grid` stores for `codes` of its codes' grid (stored_codes' inverse)."""
+    if not stores_levels(grid):
+        return codes
+    return grid.written()[np.asarray(codes) - grid.source.code_min]
+
+
 def levels_shift(grid) -> int:
     """log2(S / B) of a levels encoding (0 otherwise): its table at F fractional bits is its
     codes' table at F + levels_shift, so a MAC layer lowers the same bits first either way."""

@@ -154,7 +154,8 @@ def levels_storable(enc) -> bool:
 
 
 def levels_encoding(enc: Encoding) -> LevelsEncoding:
-    return LevelsEncoding(8, enc.signed, 1.0, "power", range=enc.range, source=enc)
+    # bits stay the codes' (the grid's resolution, what reports show): one byte holds either
+    return LevelsEncoding(enc.bits, enc.signed, 1.0, "power", range=enc.range, source=enc)
 
 
 NEGLIGIBLE = 2.0 ** -16    # a channel's share below this is lost in any 8-bit grid anyway
