@@ -4,12 +4,14 @@ gives the same outputs; the consumers read an identity (uniform-like) tensor; ev
 bit-exact with it."""
 import numpy as np
 import pytest
+from onnx import helper
 
 import mcugen
 from conftest import MODELS, require_tool, shared_model
 from mcugen.lower.fixedpoint import decode_table, default_frac_bits, stores_levels
 from mcugen.quant.power import Encoding, levels_encoding, levels_storable
 from mcugen.verify import compare, verify_inputs
+from onnx_factory import make_model, save, tensor
 from test_every_kind_renders import every_kind_model, token_model
 from test_hls import assert_bit_exact, assert_roms_fit_their_widths, build_hls
 from test_hls_stream import kinds, residual
@@ -168,3 +170,27 @@ def test_reports_count_codes_not_stored_values(tmp_path):
         for key in ("abits", "encoder_max_code_error", "acc_bound", "ln_max_code_error",
                     "ln_max_error", "ln_bound_ratio", "ln_max_output_error"):
             assert a.info.get(key) == b.info.get(key), (a.name, key)
+
+
+def pooled_output(path):
+    """Conv -> Relu -> GlobalAveragePool: the network's output is an encoded tensor."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["y"], name="pool")]
+    inits = [("w", rng.normal(size=(4, 2, 3, 3))), ("b", rng.normal(size=4) * 0.1)]
+    return save(make_model(nodes, [tensor("x", [1, 2, 5, 5])], [tensor("y", [1, 4, 1, 1])], inits),
+                path)
+
+
+def test_an_encoded_network_output_stored_as_levels(tmp_path, host_cc):
+    codes, levels = both(pooled_output(tmp_path / "pool.onnx"), input_range=(-1.0, 1.0), **A4)
+    assert levels.schedule.output["kind"] == "codes" and stored(levels)
+    # the host maps each stored value to its real value: the same reals as the codes gave
+    assert len(levels.schedule.output["values"]) == levels.qgraph.encodings["y"].B + 1
+    x = verify_inputs(codes.schedule, 40, seed=3)
+    assert np.array_equal(codes.run(x), levels.run(x))
+    out = tmp_path / "proj"
+    project = mcugen.build(tmp_path / "pool.onnx", out=out, input_range=(-1.0, 1.0),
+                           act_storage="levels", **A4)
+    check_bit_exact(project, out, sanitize=True)
