@@ -132,8 +132,7 @@ def cli():
               type=click.Choice(["auto", "levels", "codes"]),
               help="how activations on a power grid in 8-bit lanes (A4-A6) are stored: levels (their "
                    "8-bit values: convs read them with no decode table) or codes; same values "
-                   "either way; auto: levels where the target's kernels gain by them (rv32 on "
-                   "SIMD boards)")
+                   "either way; auto: levels on SIMD boards")
 @click.option("--encoder", default="auto", show_default=True,
               type=click.Choice(["auto", "threshold", "lut", "pade"]),
               help="how accumulators become the next layer's codes: threshold (exact, monotone "

@@ -75,10 +75,6 @@ class Target:
     product_tables = True            # may the lowering realize MACs with product tables
     packed_weights = True            # may weights be stored as packed codes
     storage_first = "decoded"        # the weight storage `auto` tries first
-    # `--act-storage auto` stores levels (DESIGN section 1) on this target's SIMD boards: where
-    # its conv kernels, freed of the decode in their gather, gain more than the encoders' extra
-    # table read costs (measured: docs/measured.md)
-    levels_storage = False
     makefile = "Makefile"            # what verify and simulate run make on (C targets)
 
     def check_options(self, given: dict) -> dict:

@@ -16,7 +16,6 @@ class C99Target(Target):
     codegen = "host"
     runs_on = ("host", "qemu")       # the same portable C, with a rule for RV32 under qemu
     host_harness = True
-    levels_storage = True            # resnet8 W4A4 on the CV32E40P RTL: 0.83x -> 0.91x uniform
 
     def render(self, schedule, model_file, board, plan) -> dict:
         return render_c99(schedule, model_file, board, plan, rtl="rtl" in self.runs_on)

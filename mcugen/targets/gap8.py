@@ -25,8 +25,6 @@ class Gap8Target(RtlRuns, Target):
     makefile = "emu.mk"          # the PMSIS emulation build (the Makefile is the GAP SDK's)
     product_tables = False       # the cluster kernels read decode tables only (so far)
     packed_weights = False       # they read decoded weights from L2
-    # levels_storage stays off: its hwc kernel decodes a window 4 lanes an iteration, about as
-    # fast as it copies one, so levels gained nothing there and the encoders' read cost 1 %
 
     def plan(self, schedule, board, options=None) -> dict:
         # The C kernels' stack buffers count against L2 (layers the fabric controller runs use
