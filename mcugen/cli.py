@@ -128,6 +128,11 @@ def cli():
               help="each activation's grid: power (the scheme's), uniform (a = 1: 8-bit lanes at "
                    "A8), auto: per tensor, the grid in 8-bit lanes where its error on the "
                    "calibration samples is within 4x the best, one bit (with --lanes 8; else power)")
+@click.option("--act-storage", default="auto", show_default=True,
+              type=click.Choice(["auto", "levels", "codes"]),
+              help="how activations on a power grid in 8-bit lanes (A4-A6) are stored: levels (their "
+                   "8-bit values: convs read them with no decode table) or codes; same values "
+                   "either way; auto: levels on SIMD boards")
 @click.option("--encoder", default="auto", show_default=True,
               type=click.Choice(["auto", "threshold", "lut", "pade"]),
               help="how accumulators become the next layer's codes: threshold (exact, monotone "
@@ -140,7 +145,7 @@ def cli():
 @click.option("--force", is_flag=True, help="replace a project mcugen made earlier")
 def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_bits, objective,
           method, calib, percentile, input_range, seed, weight_storage, mac_tables, decode_bits,
-          lanes, act_grid, encoder, max_code_error, force, **given):
+          lanes, act_grid, act_storage, encoder, max_code_error, force, **given):
     """Quantize MODEL, lower it and emit a buildable project in OUT."""
     calib_data = load_array(calib, "--calib") if calib else None
     # `given`: the targets' own options (target_options above); the chosen target checks them
@@ -149,6 +154,7 @@ def build(model, target, board, out, scheme, wbits, abits, exponent, first_last_
                         target_options=target_options,
                         weight_storage=weight_storage, mac_tables=mac_tables,
                         decode_bits=decode_bits, lanes=lanes, act_grid=act_grid,
+                        act_storage=act_storage,
                         encoder=encoder, max_code_error=max_code_error, progress=_progress(
                             "NUPES, layers done" if method == "nupes" else "exponent search"),
                         scheme=scheme, wbits=wbits, method=method,

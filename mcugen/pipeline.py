@@ -17,7 +17,7 @@ from mcugen.lower.lowering import lower
 from mcugen.ops.softmax import apply_output_transform
 from mcugen.passes import run_flow
 from mcugen.quant.calibrate import check_calibration, coerce_inputs, synthetic_inputs
-from mcugen.quant.lanes import ACT_GRIDS, LANE_CHOICES
+from mcugen.quant.lanes import ACT_GRIDS, ACT_STORAGES, LANE_CHOICES
 from mcugen.quant.methods import quantize
 from mcugen.quant.power import SCHEMES
 from mcugen.quant.qgraph import METHODS, QuantOptions, simulated_run
@@ -69,6 +69,9 @@ def check_options(target, options: QuantOptions, board=None, calib_given=False):
             raise MCUGenError(f"--{name} must be between 2 and 8")
     if options.act_grid not in ACT_GRIDS:
         raise MCUGenError(f"--act-grid takes {', '.join(ACT_GRIDS)}, not '{options.act_grid}'")
+    if options.act_storage not in ACT_STORAGES:
+        raise MCUGenError(f"--act-storage takes {', '.join(ACT_STORAGES)}, not "
+                          f"'{options.act_storage}'")
     if options.exponent not in ("auto", "per-layer"):
         try:
             value = float(options.exponent)
@@ -88,6 +91,15 @@ def resolve_lanes(lanes, board, target) -> int:
     if lanes == "auto":
         return 8 if board.get("simd") or target == "hls" else 0
     return 8 if lanes == "8" else 0
+
+
+def resolve_act_storage(storage, board, lanes) -> str:
+    """--act-storage as the quantizer takes it: levels or codes. auto: levels on boards with SIMD
+    lanes (with lanes 8), where a conv then gathers 8-bit values with no decode table; the hls
+    target keeps codes, whose stream ports are narrower (DESIGN section 1, levels storage)."""
+    if storage == "auto":
+        return "levels" if board.get("simd") and lanes == 8 else "codes"
+    return storage
 
 
 def safe_file_label(path) -> str:
@@ -175,6 +187,7 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
     check_options(target, options, board, calib_given=calib is not None)
     options.lanes = resolve_lanes(lanes, board, target)
     chosen = get_target(target)
+    options.act_storage = resolve_act_storage(options.act_storage, board, options.lanes)
     target_options = chosen.check_options(target_options or {})
     decode_bits = check_decode_bits(decode_bits)
     if out is not None:

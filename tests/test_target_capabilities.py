@@ -11,6 +11,7 @@ from conftest import shared_model
 from mcugen.boards import get_board
 from mcugen.cli import cli, target_options
 from mcugen.errors import MCUGenError
+from mcugen.ir.schedule import Schedule
 from mcugen.report import format_report
 from mcugen.runners import RUN_PLACES, find_compiler
 from mcugen.targets import TARGETS, get_target, options_by_name
@@ -173,3 +174,19 @@ def test_hls_runs_its_c_simulation_on_the_host(monkeypatch):
     monkeypatch.setenv("CXX", "/opt/some/g++")
     assert find_compiler(place.compiler) == "/opt/some/g++"
     assert "runs on host, not 'qemu'" in one_line_error(lambda: hls.run_place("qemu"))
+
+
+def test_act_storage_is_a_build_option_the_quantizer_gets(tmp_path):
+    """--act-storage (not a target's option: every target takes it) reaches QuantOptions,
+    resolved for the board: auto stores levels on a SIMD board."""
+    text = " ".join(CliRunner().invoke(cli, ["build", "--help"]).output.split())
+    assert "--act-storage [auto|levels|codes]" in text
+    for given, stored in (("auto", "levels"), ("codes", "codes")):
+        out = tmp_path / given
+        done = CliRunner().invoke(cli, ["build", str(shared_model("mnist8")), "--target", "rv32",
+                                        "--board", "cv32e40p", "--input-range", "0:255",
+                                        "--wbits", "4", "--abits", "4", "--act-storage", given,
+                                        "-o", str(out)])
+        assert done.exit_code == 0, done.output
+        assert Schedule.load(out).meta["options"]["act_storage"] == stored
+    assert "act-storage" not in options_by_name(list(TARGETS.values()))

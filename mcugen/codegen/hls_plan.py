@@ -68,6 +68,8 @@ def step_output_range(step, input_ranges, dtype) -> tuple:
     if p.get("output_acc"):
         bound = int(step.info["acc_bound"])
         return (-bound, bound)
+    if "levels_max" in p:                  # the values of the codes' levels (levels storage)
+        return (p["levels_min"], p["levels_max"])
     if "encoder" in p and "code_max" in p:
         return (p["code_min"], p["code_max"])
     known = step_op(step.kind).step_value_range(step, list(input_ranges))

@@ -24,7 +24,8 @@ import numpy as np
 
 from mcugen.errors import MCUGenError
 from mcugen.lower.fixedpoint import (TABLE_LIMIT, WIDE_TABLE_LIMIT, decode_table,
-                                     default_frac_bits, is_identity, table_scale)
+                                     default_frac_bits, is_identity, stores_levels,
+                                     table_scale)
 
 DECODE_BITS_CHOICES = ("auto", "8", "16")
 EIGHT_BIT_BUDGET = 0.05       # +5% relative weight reconstruction error at most, for auto's 8
@@ -101,5 +102,6 @@ def decode_width(mode: str, qw, x_grid) -> DecodeWidth:
         return DecodeWidth(8, w_limit, x_limit, cost8)
     if mode == "16":
         return DecodeWidth(16, TABLE_LIMIT, TABLE_LIMIT, cost8)
-    w_limit = WIDE_TABLE_LIMIT if is_identity(x_grid) else TABLE_LIMIT
+    # stored levels widen nothing: their values, hence the layer's, stay those of their codes
+    w_limit = WIDE_TABLE_LIMIT if is_identity(x_grid) and not stores_levels(x_grid) else TABLE_LIMIT
     return DecodeWidth(0, w_limit, TABLE_LIMIT, cost8)

@@ -24,6 +24,12 @@ def is_identity(grid) -> bool:
     return grid.scheme != "log2" and grid.exponent == 1.0
 
 
+def stores_levels(grid) -> bool:
+    """A levels encoding (quant/power.py LevelsEncoding): identity decode, but its values are a
+    power grid's levels, whose fractional bits follow that grid's (DESIGN section 1)."""
+    return getattr(grid, "source", None) is not None
+
+
 def table_scale(grid, frac_bits: int) -> int:
     return grid.B << frac_bits
 
@@ -35,10 +41,38 @@ def decode_table(grid, frac_bits: int) -> np.ndarray:
     return (np.sign(codes) * mags).astype(np.int64)
 
 
+def code_grid(grid):
+    """The grid of the codes an encoder chooses among: a levels encoding's source."""
+    return grid.source if stores_levels(grid) else grid
+
+
+def stored_codes(grid, stored):
+    """The codes of stored integers: those whose levels a levels encoding holds (its written
+    values are sorted), the integers themselves otherwise. For errors counted in codes."""
+    if not stores_levels(grid):
+        return stored
+    return np.searchsorted(grid.written(), stored) + grid.source.code_min
+
+
+def stored_values(grid, codes):
+    """What a tensor on `grid` stores for `codes` of its codes' grid (stored_codes' inverse)."""
+    if not stores_levels(grid):
+        return codes
+    return grid.written()[np.asarray(codes) - grid.source.code_min]
+
+
+def levels_shift(grid) -> int:
+    """log2(S / B) of a levels encoding (0 otherwise): its table at F fractional bits is its
+    codes' table at F + levels_shift, so a MAC layer lowers the same bits first either way."""
+    if not stores_levels(grid):
+        return 0
+    return int(grid.B // grid.source.B).bit_length() - 1
+
+
 def default_frac_bits(grid, fine=False, limit=TABLE_LIMIT) -> int:
     """As many fractional bits as int16 tables (or `limit`) allow; none for the identity
     (uniform) grid unless `fine` asks for them too."""
-    if is_identity(grid) and not fine:
+    if is_identity(grid) and not fine and not stores_levels(grid):
         return 0
     return int(np.floor(np.log2(limit / grid.B)))
 
@@ -106,7 +140,7 @@ def mac_fixed_point(layer, w_codes, w_grid, w_scale, bias, x_grid, x_range,
                 f"layer '{layer}': its accumulator can reach {worst:.3g}, beyond int32 even "
                 f"without fractional bits (bias too large for its weights?); retrain or "
                 f"re-export the layer with a smaller bias")
-        if fw >= fx:
+        if fw >= fx + levels_shift(x_grid) or fx == 0:
             fw -= 1
         else:
             fx -= 1

@@ -20,7 +20,8 @@ import numpy as np
 
 from mcugen.ir.graph import Node
 from mcugen.lower.encoders import encode
-from mcugen.lower.fixedpoint import ACC_LIMIT, CONSTANT_BITS, decode_table, default_frac_bits, table_scale
+from mcugen.lower.fixedpoint import (ACC_LIMIT, CONSTANT_BITS, decode_table, default_frac_bits,
+                                     code_grid, stored_codes, stored_values, table_scale)
 from mcugen.numerics import activation_fn, round_half_away
 from mcugen.ops import OpDef, register
 
@@ -237,6 +238,7 @@ def sample_codes(x, n, rng) -> np.ndarray:
     """Rows of codes to measure the step on: uniform codes, Gaussian-like values of several
     spreads, constant and near-constant rows, extremes."""
     rows = int(np.clip(SAMPLED_ELEMENTS // max(n, 1), 24, 600))
+    stored, x = x, code_grid(x)          # codes written as a levels encoding stores them
     lo, hi = x.code_min, x.B
     part = max(1, rows // 6)
     uniform = rng.integers(lo, hi + 1, size=(part, n))
@@ -252,7 +254,8 @@ def sample_codes(x, n, rng) -> np.ndarray:
     spike = np.full(n, lo)
     spike[0] = hi
     extremes = np.stack([np.where(np.arange(n) % 2 == 0, lo, hi), spike])
-    return np.concatenate([uniform, gaussian, constant, nudged, pair, extremes]).astype(np.int64)
+    codes = np.concatenate([uniform, gaussian, constant, nudged, pair, extremes]).astype(np.int64)
+    return stored_values(stored, codes)
 
 
 def measure(step, model, codes) -> dict:
@@ -296,7 +299,8 @@ def measure(step, model, codes) -> dict:
     want = act(exact)
     representable = np.clip(want, -y.range if y.signed else 0.0, y.range)   # the grid's range
     return {"error": error, "bound": bound,
-            "code_error": np.where(defined, np.abs(codes_out - y.encode(want)), 0),
+            "code_error": np.where(defined, np.abs(stored_codes(y, codes_out)
+                                                   - stored_codes(y, y.encode(want))), 0),
             "output_error": np.where(defined, np.abs(y.decode(codes_out) - representable), 0.0),
             "rows": codes.shape[0]}
 

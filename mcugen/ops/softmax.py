@@ -25,7 +25,7 @@ import numpy as np
 
 from mcugen.ir.graph import Node
 from mcugen.lower.encoders import encode
-from mcugen.lower.fixedpoint import common_point_table, smallest_int_dtype
+from mcugen.lower.fixedpoint import code_grid, common_point_table, smallest_int_dtype
 from mcugen.numerics import round_half_away
 from mcugen.ops import OpDef, register
 
@@ -192,7 +192,7 @@ class Softmax(OpDef):
     def lower(self, node, ctx):
         x, y = ctx.encoding(node.inputs[0]), ctx.encoding(node.output)
         outer, n, inner = _split(ctx.shape(node.inputs[0]), node.attrs["axes"])
-        k = exp_bits(y.B, x.range)
+        k = exp_bits(code_grid(y).B, x.range)     # the output's resolution, however stored
         if k < 0:
             ctx.fail(node, f"the input's range {x.range:.3g} is too wide for the integer softmax "
                            f"(at most {DECODE_LIMIT * math.log(2.0):.3g}); calibrate the layer "

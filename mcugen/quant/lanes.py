@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mcugen.quant.power import Encoding, with_lanes
+from mcugen.quant.power import Encoding, levels_encoding, levels_storable, with_lanes
 
 LANE_WEIGHT_BITS = 4        # W5-W6 levels near zero merge in int8 below an exponent of ~0.7
 ACT_GRIDS = ("auto", "power", "uniform")
+ACT_STORAGES = ("auto", "levels", "codes")
 LANE_CHOICES = ("auto", "8", "16")
 # auto: 8-bit lanes unless they cost more than one bit of resolution (4x the squared error of the
 # best grid): at A8 the uniform grid is then at least as fine as a 7-bit power grid
@@ -116,3 +117,14 @@ def describe(enc: Encoding) -> str:
     if enc.exponent == 1.0:
         return "uniform (8-bit lanes)"
     return f"power a={enc.exponent:g} ({8 if enc.lanes else 16}-bit lanes)"
+
+
+def stored_encodings(encodings: dict, network_input, storage: str) -> dict:
+    """`storage` levels: every tensor on a power grid in 8-bit lanes of at most 6 bits stored as
+    its levels' values (power.LevelsEncoding, DESIGN section 1); the tensors that share codes
+    share the result. The network input's codes come from the host as they are."""
+    if storage != "levels":
+        return encodings
+    host = encodings.get(network_input)
+    return {t: levels_encoding(enc) if levels_storable(enc) and enc != host else enc
+            for t, enc in encodings.items()}

@@ -2,6 +2,7 @@
 (data-driven, nupes.py, which builds on qgraph's pieces)."""
 from __future__ import annotations
 
+from mcugen.quant.lanes import stored_encodings
 from mcugen.quant.nupes import quantize_nupes
 from mcugen.quant.qgraph import QGraph, QuantOptions, quantize_powerquant
 
@@ -9,4 +10,6 @@ QUANTIZERS = {"powerquant": quantize_powerquant, "nupes": quantize_nupes}
 
 
 def quantize(graph, options: QuantOptions, progress=None) -> QGraph:
-    return QUANTIZERS[options.method](graph, options, progress)
+    qgraph = QUANTIZERS[options.method](graph, options, progress)
+    qgraph.encodings = stored_encodings(qgraph.encodings, graph.input, options.act_storage)
+    return qgraph

@@ -125,6 +125,39 @@ class Encoding(Grid):
         return "uint8" if self.bits <= 8 else "uint16"
 
 
+@dataclass(frozen=True)
+class LevelsEncoding(Encoding):
+    """Levels storage (DESIGN section 1, issue 25): a tensor on `source`, a power grid in 8-bit
+    lanes, stored as its levels' whole values v = round(S level), S = source.lane_scale, not its
+    codes: the uniform grid with B = S (the identity decode table), of which only the values
+    v_k are written. Built by levels_encoding."""
+    source: Encoding | None = None
+
+    @property
+    def B(self) -> int:
+        return self.source.lane_scale
+
+    def written(self) -> np.ndarray:
+        """The stored value of each of the source's codes, in its table order."""
+        codes = self.source.codes()
+        return np.sign(codes) * round_half_away(self.B * self.source.levels[np.abs(codes)]).astype(np.int64)
+
+    def quantize(self, x, scale):
+        """The source's codes (its rounding in the power domain), stored as their values."""
+        return self.written()[self.source.quantize(x, scale) + self.source.table_offset]
+
+
+def levels_storable(enc) -> bool:
+    """A power grid in 8-bit lanes of at most 6 bits: its levels are whole values of 8 bits."""
+    return (isinstance(enc, Encoding) and not isinstance(enc, LevelsEncoding) and enc.lanes == 8
+            and enc.scheme == "power" and enc.exponent != 1.0 and enc.bits <= 6)
+
+
+def levels_encoding(enc: Encoding) -> LevelsEncoding:
+    # bits stay the codes' (the grid's resolution, what reports show): one byte holds either
+    return LevelsEncoding(enc.bits, enc.signed, 1.0, "power", range=enc.range, source=enc)
+
+
 NEGLIGIBLE = 2.0 ** -16    # a channel's share below this is lost in any 8-bit grid anyway
 
 

@@ -41,6 +41,8 @@ class QuantOptions:
     seed: int = 0
     lanes: int = 0                     # 8: decoded values fit 8-bit lanes where they can (lanes.py)
     act_grid: str = "auto"             # auto | power | uniform: each activation's grid (lanes.py)
+    act_storage: str = "auto"          # levels | codes (auto: codes until the board resolves it,
+                                       # pipeline.resolve_act_storage): lanes.stored_encodings
 
 
 @dataclass

@@ -13,12 +13,16 @@ least table bytes, then the fewest instructions.
 from __future__ import annotations
 
 import copy
+import dataclasses
+
+import numpy as np
 
 from mcugen.errors import MCUGenError
 from mcugen.lower.encoders.base import FLOAT_CACHE, BoundedCache, EncodeRequest, EncoderParts
 from mcugen.lower.encoders.lut import Lut
 from mcugen.lower.encoders.pade import MAGNITUDES, Pade, fitted_rational, fixed_coefficients, power_table
 from mcugen.lower.encoders.threshold import Threshold
+from mcugen.lower.fixedpoint import stores_levels
 
 ENCODERS = {e.name: e for e in (Threshold(), Lut(), Pade())}
 AUTO = ("auto", "auto-small")
@@ -44,6 +48,9 @@ def encoder_step_parts(request: EncodeRequest, choice: str = "auto", where: str 
     """(consts, params, info) of the step's encoder: `choice` is auto or an encoder's name."""
     if choice not in CHOICES:
         raise MCUGenError(f"unknown encoder '{choice}'; choose one of {', '.join(CHOICES)}")
+    stored = request.encoding
+    if stores_levels(stored):      # choose the code as ever, then write its level (store_levels)
+        request = dataclasses.replace(request, encoding=stored.source)
     names = list(ENCODERS) if choice in AUTO else [choice]
     if choice == "auto" and request.encoding.bits < EXACT_BELOW_BITS and \
             ENCODERS["threshold"].supports(request.activation):
@@ -59,7 +66,26 @@ def encoder_step_parts(request: EncodeRequest, choice: str = "auto", where: str 
                           f"activation {act} within a code error of {request.max_code_error}; "
                           f"allow --max-code-error 1 or use --encoder threshold for a monotone one")
     parts = choose(built, request.elements, small=choice == "auto-small")
-    return parts.consts, parts.params, parts.info
+    info = parts.info
+    if stores_levels(stored):
+        store_levels(parts.consts, parts.params, stored)
+        info.update(table_bytes=parts.table_bytes, act_storage="levels",
+                    encoder_ops=parts.ops_per_element + parts.params["enc_levels"])
+    return parts.consts, parts.params, info
+
+
+def store_levels(consts, params, stored):
+    """An encoder of `stored.source`'s codes made to write their values (DESIGN section 1,
+    levels storage): a lut's table holds them itself; the others read enc_levels[code -
+    code_min] after choosing the code. levels_min/max: what the output can hold."""
+    values = stored.written().astype(stored.ctype)
+    if params["encoder"] == "lut":
+        consts["enc_table"] = values[consts["enc_table"].astype(np.int64) - params["code_min"]]
+    else:
+        consts["enc_levels"] = values
+        params["enc_consts"] = params["enc_consts"] + ["enc_levels"]
+    params.update(enc_levels=int(params["encoder"] != "lut"), levels_min=int(values.min()),
+                  levels_max=int(values.max()))
 
 
 def build_all(request, encoders, small=None) -> list:
@@ -124,5 +150,9 @@ def _copy(parts):
 
 
 def encode(step, acc, rows):
-    """The reference of a step's encoder: int64 accumulators -> codes."""
-    return ENCODERS[step.params["encoder"]].run(step.params, step.consts, acc, rows)
+    """The reference of a step's encoder: int64 accumulators -> codes (or the values of their
+    levels: store_levels)."""
+    codes = ENCODERS[step.params["encoder"]].run(step.params, step.consts, acc, rows)
+    if step.params.get("enc_levels"):
+        return step.consts["enc_levels"].astype(np.int64)[codes - step.params["code_min"]]
+    return codes
