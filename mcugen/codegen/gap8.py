@@ -17,6 +17,7 @@ import numpy as np
 
 from mcugen.boards import get_board
 from mcugen.codegen import host
+from mcugen.codegen.add_plan import add_kernel_plan
 from mcugen.codegen.gap8_l3 import BAND_KINDS, board_layout, l3_image
 from mcugen.codegen.render import render_all
 from mcugen.errors import MCUGenError
@@ -394,12 +395,23 @@ def _plan_dense(plan):
 
 
 def _plan_add(plan):
+    """An add step tiled in chunks of consecutive elements; its constants loaded once: the
+    step's decode tables and encoder's, or those of the plan's lookup (add_plan.py: a table of
+    every pair's code, or the requantization folded into the decode tables). Weights streamed
+    from L3 keep the step's own constants (the L3 image holds the Schedule's)."""
     step, p = plan.step, plan.step.params
     a, b, dst = (plan.buf(n) for n in (step.inputs[0], step.inputs[1], step.output))
     plan.mode = "chunk"
-    for key in ("table_a", "table_b"):
-        plan.regions.append(plan.const_region(key, "static", 0))
-    plan.encoder_regions(per_row=False)
+    lookup = {} if plan.schedule.meta.get("weights_in") == "l3" else add_kernel_plan(step, (a.dtype, b.dtype, dst.dtype))
+    if lookup:
+        plan.consts = lookup.pop("consts")
+        plan.kernel = lookup
+        for key in plan.consts:
+            plan.regions.append(plan.const_region(key, "static", 0))
+    else:
+        for key in ("table_a", "table_b"):
+            plan.regions.append(plan.const_region(key, "static", 0))
+        plan.encoder_regions(per_row=False)
     plan.regions.append(_region("in", CTYPES[a.dtype], "tile", step.inputs[0], 1, ITEMSIZE[a.dtype]))
     plan.regions.append(_region("in_b", CTYPES[b.dtype], "tile", step.inputs[1], 1, ITEMSIZE[b.dtype]))
     plan.regions.append(_region("out", CTYPES[dst.dtype], "out", step.output, 1, ITEMSIZE[dst.dtype]))
@@ -745,8 +757,9 @@ def template_context(schedule, model_file: str, board: dict, plans: dict) -> dic
     one_head = {name: params for name, (params, _) in head_runs(schedule).items()}
     kernels = {name: {**one_head.get(name, {}), **p.simd, **p.kernel} for name, p in plans.items()}
     context = host.template_context(schedule, model_file, kernels)
-    # the constants as the cluster kernels read them (the hwc kernel's weight order is its own)
-    context["consts"].update({name: p.consts for name, p in plans.items() if p.simd})
+    # the constants as the cluster kernels read them (the hwc kernel's weight order is its own,
+    # an Add's lookup has its own tables)
+    context["consts"].update({name: p.consts for name, p in plans.items() if p.simd or p.kernel.get("add_kernel")})
     layout = board_layout(schedule, board) if schedule.meta.get("weights_in") == "l3" else None
     schedule_consts = {s.name: s.consts for s in schedule.steps}
     context.update({
