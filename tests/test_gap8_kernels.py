@@ -222,3 +222,20 @@ def test_gap8_add_fold_refuses_what_it_cannot_check(tmp_path):
     threshold = copy.copy(step)
     threshold.params = dict(step.params, encoder="threshold")
     assert _fold_plan(threshold, None, None, None) == {}
+
+
+def test_gap8_large_add_takes_two_tiles_in_the_same_l1(tmp_path):
+    """An Add of ADD_SPLIT_ELEMENTS or more is cut in two so that half its transfers overlap the
+    cores; its two slots of half a tile take the L1 one whole tile would. resnet8's Adds
+    (16 k, 8 k, 4 k elements), bit-exact in test_gap8.py's emulation runs."""
+    from test_gap8 import schedule_of
+    schedule = schedule_of("resnet8")
+    plans = gap8.plan_tiles(schedule, gap8.get_board("gap8"))
+    adds = [s for s in schedule.steps if s.kind == "add"]
+    assert adds and all(s.params["size"] >= gap8.ADD_SPLIT_ELEMENTS for s in adds)
+    for step in adds:
+        plan = plans[step.name]
+        assert len(plan.tiles) == 2 and sum(t.nc for t in plan.tiles) == step.params["size"]
+        tables = sum(_align4(v.nbytes) for v in plan.consts.values())
+        assert plan.l1_bytes <= tables + 3 * _align4(step.params["size"]) + 16
+    assert len(add_plan_of(add_schedule(tmp_path, "uniform", 8, 8, True)).tiles) == 1   # 105
