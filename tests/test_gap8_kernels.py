@@ -212,8 +212,9 @@ def test_gap8_add_fold_is_bit_exact_on_rv32(tmp_path, host_cc):
 
 
 def test_gap8_add_fold_refuses_what_it_cannot_check(tmp_path):
-    """Weights streamed from L3 keep the step's own constants (the L3 image holds them), and a
-    threshold encoder on 8-bit codes has no fold (only a lut's index folds)."""
+    """Weights streamed from L3 keep the step's own constants (the L3 image holds them), a
+    threshold encoder on 8-bit codes has no fold (only a lut's index folds), and codes wider
+    than 8 bits no lookup (their pairs are not checked)."""
     schedule = add_schedule(tmp_path, "uniform", 8, 8, True)
     schedule.meta["weights_in"] = "l3"
     assert not add_plan_of(schedule).kernel
@@ -222,6 +223,12 @@ def test_gap8_add_fold_refuses_what_it_cannot_check(tmp_path):
     threshold = copy.copy(step)
     threshold.params = dict(step.params, encoder="threshold")
     assert _fold_plan(threshold, None, None, None) == {}
+    # codes wider than 8 bits: more pairs than the plan checks
+    from mcugen.codegen.add_plan import MAX_PAIRS, add_kernel_plan
+    wide = copy.copy(step)
+    wide.consts = dict(step.consts, table_a=np.zeros(MAX_PAIRS // len(step.consts["table_b"]) + 1, np.int32))
+    assert add_kernel_plan(wide, ("int16", "uint8", "uint8")) == {}
+    assert add_kernel_plan(step, ("uint8", "int8", "uint8"))["add_kernel"] == "fold"
 
 
 def test_gap8_large_add_takes_two_tiles_in_the_same_l1(tmp_path):

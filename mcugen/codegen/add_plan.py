@@ -25,6 +25,7 @@ PAIR_TABLE_BYTES = 4096     # a pair table this large or smaller is loaded into 
 FOLD_TRIES = 16             # splits of the rounding term tried per shift
 FOLD_SHIFTS = 3             # shifts tried, from the least that keeps the sum an int32
 INT32_LIMIT = 1 << 31
+MAX_PAIRS = 1 << 16         # pairs of codes checked at most (two 8-bit operands)
 
 
 def add_kernel_plan(step, dtypes) -> dict:
@@ -33,6 +34,8 @@ def add_kernel_plan(step, dtypes) -> dict:
     it reads in place of the step's. `dtypes`: the two inputs' and the output's."""
     out_dtype = dtypes[2]
     ta, tb = (step.consts[k].astype(np.int64) for k in ("table_a", "table_b"))
+    if len(ta) * len(tb) > MAX_PAIRS:            # wider codes: no exhaustive check
+        return {}
     codes = encode(step, ta[:, None] + tb[None, :], 0)          # (codes of a, codes of b)
     stride = 1 << max(0, int(len(tb) - 1).bit_length())       # a row per code of a
     if len(ta) * stride * np.dtype(out_dtype).itemsize <= PAIR_TABLE_BYTES:
@@ -63,6 +66,8 @@ def _fold_plan(step, codes, ta, tb) -> dict:
     # the table's index made to start at 0 inside the folded tables (no offset per element)
     base = -lo if clamp is None else 0
     least = _least_drop(ta, tb, mult, shift, base)
+    if least is None:
+        return {}
     for k in range(least, min(shift, least + FOLD_SHIFTS)):
         for d in range(FOLD_TRIES):
             fa, fb = _split(ta * mult, tb * mult, shift, k, d, base)
@@ -75,11 +80,14 @@ def _fold_plan(step, codes, ta, tb) -> dict:
     return {}
 
 
-def _least_drop(ta, tb, mult, shift, base) -> int:
+def _least_drop(ta, tb, mult, shift, base):
     """The fewest low bits to drop from the products for the folded tables' sum to stay an int32
-    (with the rounding term and the index offset; one bit of margin for the floors)."""
-    span = (np.abs(ta).max() + np.abs(tb).max()) * mult + ((1 + base) << shift)
-    return max(0, int(span).bit_length() - 30)
+    (with the rounding term and the index offset; one bit of margin for the floors); None when
+    the products themselves would not stay within int64 here."""
+    span = (int(np.abs(ta).max()) + int(np.abs(tb).max())) * mult + ((1 + base) << shift)
+    if span.bit_length() > 62:
+        return None
+    return max(0, span.bit_length() - 30)
 
 
 def _split(pa, pb, shift, k, d, base):
