@@ -165,15 +165,17 @@ def test_gap8_hwc_conv_blocks_are_bit_exact_on_the_rtl(name, tmp_path, rtl_tools
 
 
 @pytest.mark.parametrize("config", [("uniform", 8, 8, True, "gap8"), ("uniform", 8, 8, False, "gap8"),
-                                    ("power", 4, 8, True, "host")])
-def test_gap8_add_fold_block_is_bit_exact_on_the_rtl(config, tmp_path, rtl_tools):
-    """The Add's folded lookup in its CORE-V block (add_lookup.c.j2): cv.clipu, cv.max + cv.min,
-    and the encoder's table; 105 elements, so each core's share ends in a C remainder."""
+                                    ("power", 4, 8, True, "host"), ("power", 4, 4, False, "gap8")])
+def test_gap8_add_lookup_blocks_are_bit_exact_on_the_rtl(config, tmp_path, rtl_tools):
+    """The Add's lookups in their CORE-V blocks (add_lookup.c.j2): the fold with cv.clipu, with
+    cv.max + cv.min and with the encoder's table, and the pair table; 105 elements, so each
+    core's share ends in a C remainder."""
     from test_gap8 import write_gap8
-    from test_gap8_kernels import add_plan_of, add_schedule
+    from test_gap8_kernels import ADDS, add_plan_of, add_schedule
     schedule = add_schedule(tmp_path, *config)
-    assert add_plan_of(schedule).kernel["add_kernel"] == "fold"
+    kernel = add_plan_of(schedule).kernel["add_kernel"]
+    assert kernel == ADDS[config][0]
     out = write_gap8(schedule, tmp_path / "gap8")
-    assert "_fold4(" in (out / "model.c").read_text()
+    assert f"_{kernel}4(" in (out / "model.c").read_text()
     result = compare(out, schedule, verify_inputs(schedule, 2, seed=6), on="rtl")
     assert result.mismatches == 0, result.first

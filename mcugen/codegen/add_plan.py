@@ -39,9 +39,10 @@ def add_kernel_plan(step, dtypes) -> dict:
     codes = encode(step, ta[:, None] + tb[None, :], 0)          # (codes of a, codes of b)
     stride = 1 << max(0, int(len(tb) - 1).bit_length())       # a row per code of a
     if len(ta) * stride * np.dtype(out_dtype).itemsize <= PAIR_TABLE_BYTES:
-        return _pair_plan(step, codes, stride, out_dtype)
+        pair = _pair_plan(step, codes, stride, out_dtype)
+        return dict(pair, **_asm(dtypes, 4 * 6))
     fold = _fold_plan(step, codes, ta, tb)
-    return dict(fold, **_fold_asm(fold, dtypes)) if fold else {}
+    return dict(fold, **_asm(dtypes, _fold_body(fold))) if fold else {}
 
 
 def _pair_plan(step, codes, stride, out_dtype) -> dict:
@@ -49,6 +50,7 @@ def _pair_plan(step, codes, stride, out_dtype) -> dict:
     table[:, :codes.shape[1]] = codes
     p = step.params
     return {"kernel": "add_lookup", "add_kernel": "pair", "pair_stride": stride,
+            "pair_shift": stride.bit_length() - 1,
             "pair_base": p["a_offset"] * stride + p["b_offset"],
             "consts": {"pair": table.reshape(-1)}}
 
@@ -123,13 +125,19 @@ def _fold_params(step, fa, fb, shift, clamp, last) -> dict:
             "clip_bits": clip, "consts": consts}
 
 
-def _fold_asm(fold, dtypes) -> dict:
-    """The CORE-V block's numbers: its hardware loop's instructions per iteration of 4 elements
+def _fold_body(fold) -> int:
+    """The fold's CORE-V block: its hardware loop's instructions per iteration of 4 elements
     (8 code loads, 8 shifts to word offsets, 8 table loads, 4 sums, 4 shifts, the clamps, the
-    encoder table's loads, 4 stores) and the post-incremented loads' funct3 (4: cv.lbu, 0: cv.lb).
-    `asm` 0 (the C loop only) unless codes and outputs are all bytes: the block moves bytes."""
+    encoder table's loads, 4 stores). The pair block's: 6 per element (2 code loads, a shift
+    to the row, an add, the table's load, the store)."""
     clamp = 4 if fold["clip_bits"] else 8
-    body = 8 + 8 + 8 + 4 + 4 + clamp + 4 * fold["fold_table"] + 4
+    return 8 + 8 + 8 + 4 + 4 + clamp + 4 * fold["fold_table"] + 4
+
+
+def _asm(dtypes, body) -> dict:
+    """The CORE-V block's numbers: its hardware loop's instructions per iteration and the
+    post-incremented code loads' funct3 (4: cv.lbu, 0: cv.lb). `asm` 0 (the C loop only)
+    unless codes and outputs are all bytes: the blocks move bytes."""
     unsigned = [np.dtype(d).kind == "u" for d in dtypes[:2]]
     return {"asm": int(all(np.dtype(d).itemsize == 1 for d in dtypes)), "asm_body": body,
             "x_load": 4 if unsigned[0] else 0, "y_load": 4 if unsigned[1] else 0}
