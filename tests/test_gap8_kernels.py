@@ -4,9 +4,11 @@ The odd conv shapes of test_kernels.py, in one tile, in many tiles and with the 
 (an L1 too small for it), bit-exact against the reference in the PMSIS emulation (ASan+UBSan)."""
 import copy
 
+import numpy as np
 import pytest
 
 import mcugen
+from conftest import require_tool
 from mcugen.codegen import gap8
 from mcugen.errors import MCUGenError
 from mcugen.verify import compare, verify_inputs
@@ -125,3 +127,122 @@ def test_gap8_register_blocks_cover_each_channel_once_within_its_group(ocpg, icp
                 group = (c0 + ocl) // ocpg
                 assert (c0 + ocl + n - 1) // ocpg == group and icl0 == group * icpg - ic0
                 assert n in (1, oc_block)
+
+
+def residual_model(tmp_path, relu, shape=(1, 3, 5, 7)):
+    """x -> Conv 1x1 (a), x -> Conv 3x3 pad 1 (b), Add(a, b) [-> Relu] -> Flatten -> Gemm(3):
+    an Add of two activations of an odd size (105: every core's share has a remainder)."""
+    from onnx import helper
+    from onnx_factory import make_model, save, tensor
+    c, n = shape[1], int(np.prod(shape))
+    nodes = [helper.make_node("Conv", ["x", "aw", "ab"], ["a"], name="conv_a"),
+             helper.make_node("Conv", ["x", "bw", "bb"], ["b"], name="conv_b", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a", "b"], ["s"], name="add")]
+    last = "s"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["s"], ["r"]))
+        last = "r"
+    nodes += [helper.make_node("Flatten", [last], ["f"]),
+              helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], name="fc", transB=1)]
+    inits = [("aw", w(c, c, 1, 1)), ("ab", w(c)), ("bw", w(c, c, 3, 3)), ("bb", w(c)),
+             ("gw", w(3, n)), ("gb", w(3))]
+    return save(make_model(nodes, [tensor("x", list(shape))], [tensor("y", [1, 3])], inits),
+                tmp_path / f"residual_{int(relu)}.onnx")
+
+
+# (scheme, wbits, abits, Add followed by Relu, lowered for) -> the lookup add_plan.py picks and
+# its clamp. Lowered for gap8, 8-bit activations take uniform-like grids; the host target's
+# power grid (rendered for GAP8 as test_gap8 does) has a requantizing lut of its own.
+ADDS = {("uniform", 8, 8, True, "gap8"): ("fold", 9),      # codes 0..255: one cv.clipu
+        ("uniform", 8, 8, False, "gap8"): ("fold", 0),     # signed codes: cv.max + cv.min
+        ("power", 4, 8, True, "host"): ("fold", None),     # a power grid: the encoder's table
+        ("power", 4, 4, False, "gap8"): ("pair", None)}    # 4-bit codes: one table of every pair
+
+
+def add_schedule(tmp_path, scheme, wbits, abits, relu, target="gap8"):
+    """(gap8: the lowering's choices for the target; host: product tables off at these widths)"""
+    return mcugen.build(residual_model(tmp_path, relu), target=target, out=None, scheme=scheme,
+                        wbits=wbits, abits=abits, input_range=(-2.0, 2.0),
+                        first_last_bits="same").schedule
+
+
+def add_plan_of(schedule):
+    step = next(s for s in schedule.steps if s.kind == "add")
+    return gap8.plan_tiles(schedule, gap8.get_board("gap8"))[step.name]
+
+
+@pytest.mark.parametrize("config", list(ADDS))
+def test_gap8_add_lookups_are_bit_exact(config, tmp_path, host_cc):
+    """Each of the Add's lookups, in one tile and in many (an L1 too small for one), with the
+    codes saturating at both ends (verify's inputs include the range's ends; the Relu's
+    zeros), against the reference under ASan + UBSan."""
+    schedule = add_schedule(tmp_path, *config)
+    plan = add_plan_of(schedule)
+    kernel, clip = ADDS[config]
+    assert plan.kernel["add_kernel"] == kernel and "table_a" not in plan.consts
+    if clip is not None:
+        assert plan.kernel["clip_bits"] == clip and plan.kernel["fold_table"] == 0
+    elif kernel == "fold":
+        assert plan.kernel["fold_table"] == 1 and "enc_table" in plan.consts
+    bit_exact(schedule, tmp_path / "one")
+    tables = sum(_align4(v.nbytes) for v in plan.consts.values())
+    board = small_l1_board(tables + 2 * 3 * 16)          # tiles of 16 elements, double buffered
+    while not whole_model_fits(schedule, board["memory"]["l1"]["bytes"]):
+        board = small_l1_board(board["memory"]["l1"]["bytes"] + 16)
+    assert len(add_plan_of_board(schedule, board).tiles) > 1
+    bit_exact(schedule, tmp_path / "many", board)
+
+
+def _align4(n):
+    return -(-n // 4) * 4
+
+
+def add_plan_of_board(schedule, board):
+    step = next(s for s in schedule.steps if s.kind == "add")
+    return gap8.plan_tiles(schedule, board)[step.name]
+
+
+def test_gap8_add_fold_is_bit_exact_on_rv32(tmp_path, host_cc):
+    """The fold's C (no CORE-V block) on RV32IMC under qemu."""
+    require_tool("qemu-system-riscv32")
+    schedule = add_schedule(tmp_path, "uniform", 8, 8, True)
+    project = write_gap8(schedule, tmp_path / "proj")
+    result = compare(project, schedule, verify_inputs(schedule, 6, seed=5), on="qemu")
+    assert result.mismatches == 0, result.first
+
+
+def test_gap8_add_fold_refuses_what_it_cannot_check(tmp_path):
+    """Weights streamed from L3 keep the step's own constants (the L3 image holds them), a
+    threshold encoder on 8-bit codes has no fold (only a lut's index folds), and codes wider
+    than 8 bits no lookup (their pairs are not checked)."""
+    schedule = add_schedule(tmp_path, "uniform", 8, 8, True)
+    schedule.meta["weights_in"] = "l3"
+    assert not add_plan_of(schedule).kernel
+    step = next(s for s in add_schedule(tmp_path, "uniform", 8, 8, True).steps if s.kind == "add")
+    from mcugen.codegen.add_plan import _fold_plan
+    threshold = copy.copy(step)
+    threshold.params = dict(step.params, encoder="threshold")
+    assert _fold_plan(threshold, None, None, None) == {}
+    # codes wider than 8 bits: more pairs than the plan checks
+    from mcugen.codegen.add_plan import MAX_PAIRS, add_kernel_plan
+    wide = copy.copy(step)
+    wide.consts = dict(step.consts, table_a=np.zeros(MAX_PAIRS // len(step.consts["table_b"]) + 1, np.int32))
+    assert add_kernel_plan(wide, ("int16", "uint8", "uint8")) == {}
+    assert add_kernel_plan(step, ("uint8", "int8", "uint8"))["add_kernel"] == "fold"
+
+
+def test_gap8_large_add_takes_two_tiles_in_the_same_l1(tmp_path):
+    """An Add of ADD_SPLIT_ELEMENTS or more is cut in two so that half its transfers overlap the
+    cores; its two slots of half a tile take the L1 one whole tile would. resnet8's Adds
+    (16 k, 8 k, 4 k elements), bit-exact in test_gap8.py's emulation runs."""
+    from test_gap8 import schedule_of
+    schedule = schedule_of("resnet8")
+    plans = gap8.plan_tiles(schedule, gap8.get_board("gap8"))
+    adds = [s for s in schedule.steps if s.kind == "add"]
+    assert adds and all(s.params["size"] >= gap8.ADD_SPLIT_ELEMENTS for s in adds)
+    for step in adds:
+        plan = plans[step.name]
+        assert len(plan.tiles) == 2 and sum(t.nc for t in plan.tiles) == step.params["size"]
+        tables = sum(_align4(v.nbytes) for v in plan.consts.values())
+        assert plan.l1_bytes <= tables + 3 * _align4(step.params["size"]) + 16
+    assert len(add_plan_of(add_schedule(tmp_path, "uniform", 8, 8, True)).tiles) == 1   # 105
