@@ -74,6 +74,7 @@ class Target:
     host_harness = False
     product_tables = True            # may the lowering realize MACs with product tables
     packed_weights = True            # may weights be stored as packed codes
+    stored_levels = True             # does --act-storage auto store A4-A6 lane grids as levels
     storage_first = "decoded"        # the weight storage `auto` tries first
     makefile = "Makefile"            # what verify and simulate run make on (C targets)
 
