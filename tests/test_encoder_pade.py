@@ -225,7 +225,9 @@ def snippet_source(index, parts, encoding):
              for k, v in parts.consts.items()]
     s = SimpleNamespace(name=name, consts=parts.consts, params=parts.params)
     template = environment("host").get_template("encoders/pade.c.j2")
-    body = template.render(s=s, p=parts.params, out_t=CTYPES[encoding.ctype])
+    out_t = CTYPES[encoding.ctype]                # as templates/common/_encode.c.j2 sets them
+    body = template.render(s=s, p=parts.params, out_t=out_t, code_t=out_t, enc_fn=f"{name}_encode",
+                           code_consts=list(parts.params["enc_consts"]))
     args = "".join(f"{name}_{k}, " for k in parts.params["enc_consts"])
     call = (f"static int32_t {name}_call(int32_t row, int32_t acc)\n"
             f"{{\n    return {name}_encode({args}row, acc);\n}}")

@@ -17,7 +17,8 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-PAD_ATTR = "mcugen_positions_pad"   # on the rewritten Gather; read by ops/embedding.py
+from mcugen.ops.embedding import PAD_ATTR, position_rows
+
 PROBES = 24                         # sequences, with pads at random places, all-pad and none
 
 
@@ -28,13 +29,6 @@ def computed_from_ids(nodes, ctx) -> set:
         if derived & set(node.input):
             derived.update(name for name in node.output if name)
     return derived - {ctx.input_name}
-
-
-def position_rows(ids, pad: int) -> np.ndarray:
-    """The rule on integer ids (rows, tokens): the position row of every token."""
-    ids = np.asarray(ids, dtype=np.int64)
-    real = ids != pad
-    return np.where(real, pad + np.cumsum(real, axis=-1), pad)
 
 
 def position_lookups(nodes, ctx) -> list:

@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcugen.frontend.positions import PAD_ATTR, position_rows
 from mcugen.ir.graph import Node
 from mcugen.numerics import round_half_away
 from mcugen.ops import OpDef, register
 
 MAX_ROWS = 1 << 16            # the ids' codes are uint16 at most
+PAD_ATTR = "mcugen_positions_pad"   # a Gather of positions (frontend/positions.py sets it)
+
+
+def position_rows(ids, pad: int) -> np.ndarray:
+    """RoBERTa's position ids from integer ids (rows, tokens): pad + the count of non-padding
+    ids so far for a token, pad for a padding id."""
+    ids = np.asarray(ids, dtype=np.int64)
+    real = ids != pad
+    return np.where(real, pad + np.cumsum(real, axis=-1), pad)
 
 
 def embedding_lookup(node, ctx):
