@@ -163,7 +163,8 @@ def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", en
         if storage != first and short != ["flash"]:
             break                               # packed weights only save flash
         schedule = lower(qgraph, weight_storage=storage, product_tables=products, encoder=choice,
-                         max_code_error=max_code_error, decode_bits=decode_bits)
+                         max_code_error=max_code_error, decode_bits=decode_bits,
+                         exact_encoders=target.exact_encoders)
         plan = target.plan(schedule, board, target_options)
         short = [mem for mem, _ in target.shortfalls(schedule, board, plan)]
         if not short:

@@ -37,9 +37,11 @@ BUDGET_KEYS = ("dsp", "lut", "ff", "bram_18k", "lutram")
 # true dual-port aspect ratios of an 18 Kb block (512 x 36 has one read port: not for a bank
 # that serves two reads a cycle)
 BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18))
-ENCODER_DSP = {"threshold": 0, "lut": 4, "pade": 6}   # a 32 x 32 multiply: about 4 DSP48E2
-ENCODER_LUT = {"lut": 120, "pade": 1200}      # index arithmetic; pade adds a 32-bit divider
-ENCODER_DEPTH = {"threshold": 4, "lut": 5, "pade": 40}
+ENCODER_DSP = {"threshold": 0, "lut": 4, "pade": 6,   # a 32 x 32 multiply: about 4 DSP48E2
+               "bracket": 1}                          # 16 x 15 bits: one
+ENCODER_LUT = {"lut": 120, "pade": 1200,      # index arithmetic; pade adds a 32-bit divider,
+               "bracket": 120}                # bracket a comparator after its table
+ENCODER_DEPTH = {"threshold": 4, "lut": 5, "pade": 40, "bracket": 5}
 
 
 def bram18(depth: int, width: int) -> int:

@@ -7,7 +7,7 @@ import numpy as np
 from mcugen.errors import MCUGenError
 from mcugen.errors import display_name
 from mcugen.ir.schedule import Buffer, Schedule, Step
-from mcugen.lower.encoders import EncodeRequest, encoder_step_parts
+from mcugen.lower.encoders import EXACT_ENCODERS, EncodeRequest, encoder_step_parts
 from mcugen.lower.memory import plan_arena
 from mcugen.lower.names import NameTable
 from mcugen.ops import get_op
@@ -18,9 +18,10 @@ class LowerContext:
     """What an OpDef.lower may ask, and where it hands its step back."""
 
     def __init__(self, qgraph, weight_storage="decoded", product_tables=True, encoder="auto",
-                 max_code_error=1, decode_bits="wide"):
+                 max_code_error=1, decode_bits="wide", exact_encoders=EXACT_ENCODERS):
         self.qgraph = qgraph
         self.encoder = encoder                   # auto | an encoder's name (lower/encoders)
+        self.exact_encoders = exact_encoders     # auto's exact encoders on coarse grids, by preference
         self.max_code_error = max_code_error     # the budget of the approximate encoders
         self.weight_storage = weight_storage     # "decoded" | "codes" (packed, decoded on the fly)
         self.product_tables = product_tables     # MAC layers on small grids may use lower/product.py
@@ -58,7 +59,7 @@ class LowerContext:
         request = EncodeRequest(self.encoding(node.output), activation, scale, bound,
                                 self.max_code_error, int(np.prod(self.shape(node.output))))
         where = f"node '{display_name(node.name)}' ({node.onnx_op or node.op})"
-        return encoder_step_parts(request, self.encoder, where)
+        return encoder_step_parts(request, self.encoder, where, self.exact_encoders)
 
     def set_output_scales(self, scales):
         self.output_scales = np.asarray(scales, dtype=np.float64)
@@ -102,9 +103,11 @@ class LowerContext:
 
 
 def lower(qgraph, progress=None, weight_storage="decoded", product_tables=True, encoder="auto",
-          max_code_error=1, decode_bits="wide") -> Schedule:
+          max_code_error=1, decode_bits="wide", exact_encoders=EXACT_ENCODERS) -> Schedule:
+    """`exact_encoders`: the exact encoders `auto` takes on grids of fewer than 7 bits, the
+    first that builds (Target.exact_encoders: what the target runs fastest)."""
     ctx = LowerContext(qgraph, weight_storage, product_tables, encoder, max_code_error,
-                       decode_bits)
+                       decode_bits, exact_encoders)
     graph = qgraph.graph
     ctx.buffer(graph.input)
     for i, node in enumerate(graph.nodes):

@@ -44,6 +44,7 @@ class HlsTarget(Target):
     codegen = "hls"
     runs_on = ("csim",)              # C simulation with g++ (`--on host`)
     storage_first = "codes"          # weights as b-bit code ROMs plus a decode table
+    exact_encoders = ("threshold",)  # a few comparators, where bracket's index is a DSP multiply
     options = (
         TargetOption("reuse", "products per multiplier per output (adjusted per layer, see the "
                      "report)", int, 16),

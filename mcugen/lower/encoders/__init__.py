@@ -6,7 +6,11 @@ that encodes calls `encoder_step_parts` with its request; the reference runs `en
 with the least table bytes + encoded elements per inference x instructions per element
 (an instruction per inference weighs as much as a byte of flash). On grids of fewer than 7
 bits a one-code error is more than 1/64 of the range while the exact threshold table is at most
-63 int32 per row: there `auto` keeps the threshold encoder when the activation allows it.
+63 int32 per row: there `auto` keeps an exact encoder when the activation allows it, the first
+of the target's `exact_encoders` that builds (bracket, then threshold, on processors: one
+multiply and one compare where the threshold search takes a branch per bit; threshold alone on
+an FPGA, where the search is a few comparators and bracket's multiply a DSP). Bracket is never
+weighed by auto on finer grids: it is only taken there when asked for.
 `auto-small` (what the lowering falls back to when the model does not fit the board) takes the
 least table bytes, then the fewest instructions.
 """
@@ -18,13 +22,16 @@ import dataclasses
 import numpy as np
 
 from mcugen.errors import MCUGenError
+from mcugen.lower.encoders.bracket import Bracket
 from mcugen.lower.encoders.base import FLOAT_CACHE, BoundedCache, EncodeRequest, EncoderParts
 from mcugen.lower.encoders.lut import Lut
 from mcugen.lower.encoders.pade import MAGNITUDES, Pade, fitted_rational, fixed_coefficients, power_table
 from mcugen.lower.encoders.threshold import Threshold
 from mcugen.lower.fixedpoint import stores_levels
 
-ENCODERS = {e.name: e for e in (Threshold(), Lut(), Pade())}
+ENCODERS = {e.name: e for e in (Threshold(), Lut(), Pade(), Bracket())}
+WEIGHED = ("threshold", "lut", "pade")     # what auto and auto-small choose among
+EXACT_ENCODERS = ("threshold",)            # auto's choice on coarse grids, unless a target says
 AUTO = ("auto", "auto-small")
 CHOICES = AUTO + tuple(ENCODERS)
 BYTES_PER_INSTRUCTION = 1.0      # auto's exchange rate between flash and run time
@@ -44,34 +51,54 @@ def choose(candidates: list, elements: int, small=False) -> EncoderParts:
     return min(candidates, key=lambda p: key(p.table_bytes, p.ops_per_element))
 
 
-def encoder_step_parts(request: EncodeRequest, choice: str = "auto", where: str = "this layer"):
-    """(consts, params, info) of the step's encoder: `choice` is auto or an encoder's name."""
+def encoder_step_parts(request: EncodeRequest, choice: str = "auto", where: str = "this layer",
+                       exact_encoders=EXACT_ENCODERS):
+    """(consts, params, info) of the step's encoder: `choice` is auto or an encoder's name;
+    `exact_encoders`, auto's exact encoders on coarse grids by preference (module doc)."""
     if choice not in CHOICES:
         raise MCUGenError(f"unknown encoder '{choice}'; choose one of {', '.join(CHOICES)}")
     stored = request.encoding
     if stores_levels(stored):      # choose the code as ever, then write its level (store_levels)
         request = dataclasses.replace(request, encoding=stored.source)
-    names = list(ENCODERS) if choice in AUTO else [choice]
-    if choice == "auto" and request.encoding.bits < EXACT_BELOW_BITS and \
-            ENCODERS["threshold"].supports(request.activation):
-        names = ["threshold"]
-    act = request.activation[0] if request.activation else "identity"
-    supported = [ENCODERS[n] for n in names if ENCODERS[n].supports(request.activation)]
-    if not supported:
-        raise MCUGenError(f"{where}: the {choice} encoder cannot realize activation {act} "
-                          f"({ENCODERS[choice].realizes}); use --encoder lut or auto")
-    built = build_all(request, supported, choice == "auto-small" if choice in AUTO else None)
-    if not built:
-        raise MCUGenError(f"{where}: no {'' if choice in AUTO else choice + ' '}encoder realizes "
-                          f"activation {act} within a code error of {request.max_code_error}; "
-                          f"allow --max-code-error 1 or use --encoder threshold for a monotone one")
-    parts = choose(built, request.elements, small=choice == "auto-small")
+    parts = None
+    if choice == "auto" and request.encoding.bits < EXACT_BELOW_BITS:
+        parts = first_built(request, exact_encoders)
+    if parts is None:
+        parts = chosen_parts(request, choice, where)
     info = parts.info
     if stores_levels(stored):
         store_levels(parts.consts, parts.params, stored)
         info.update(table_bytes=parts.table_bytes, act_storage="levels",
                     encoder_ops=parts.ops_per_element + parts.params["enc_levels"])
     return parts.consts, parts.params, info
+
+
+def first_built(request, names):
+    """The parts of the first of `names` that supports the activation and builds, or None."""
+    for name in names:
+        if ENCODERS[name].supports(request.activation):
+            parts = cached_build(ENCODERS[name], request)
+            if parts is not None:
+                return parts
+    return None
+
+
+def chosen_parts(request, choice, where):
+    """The parts `choice` (auto, auto-small or an encoder's name) takes on its own terms."""
+    names = list(WEIGHED) if choice in AUTO else [choice]
+    act = request.activation[0] if request.activation else "identity"
+    supported = [ENCODERS[n] for n in names if ENCODERS[n].supports(request.activation)]
+    if not supported:
+        raise MCUGenError(f"{where}: the {choice} encoder cannot realize activation {act} "
+                          f"({ENCODERS[choice].realizes}); use --encoder lut or auto")
+    built = build_all(request, supported, choice == "auto-small" if choice in AUTO else None)
+    if not built and choice not in AUTO and ENCODERS[choice].unbuilt:
+        raise MCUGenError(f"{where}: {ENCODERS[choice].unbuilt}")
+    if not built:
+        raise MCUGenError(f"{where}: no {'' if choice in AUTO else choice + ' '}encoder realizes "
+                          f"activation {act} within a code error of {request.max_code_error}; "
+                          f"allow --max-code-error 1 or use --encoder threshold for a monotone one")
+    return choose(built, request.elements, small=choice == "auto-small")
 
 
 def store_levels(consts, params, stored):

@@ -116,6 +116,7 @@ class EncoderParts:
 class Encoder:
     name = ""
     realizes = "any activation"      # what supports() accepts, for error messages
+    unbuilt = ""                     # why build() returns None, when not for the error budget
 
     def search_cost(self, request) -> float:
         """How costly build's search is, relative to the other encoders': auto builds the

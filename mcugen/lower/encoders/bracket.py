@@ -1,0 +1,177 @@
+"""`bracket` (exact, non-decreasing activations only): a small table narrows the code to two
+neighbours, one threshold decides between them.
+
+    u    = clamp(((acc >> pre) * mult_r) >> shift_r, lo, hi)       (32-bit, proven not to wrap)
+    c1   = C[u - lo]                                                (one byte per cell, shared)
+    code = code_min + c1 - (acc < T[r][c1 - 1])                     (T: the threshold table)
+
+C is accepted only when every cell holds, in every row, the codes code_min + c1 - 1 and
+code_min + c1 at most; then the compare with the exact threshold of code c1 gives the exact
+code. (The table holds c1, the greater code's offset, so that the compare is one `slt`.)
+Any index that moves one way with acc will do, so it needs no precision: one 32-bit multiply
+of the pre-shifted accumulator, where the lut's requantization needs the high word of a 64-bit
+product (5 cycles on the CV32E40P). The table grows until no cell spans three codes.
+Costs the threshold table (4 bytes per row and code), a byte per cell and the multipliers."""
+from __future__ import annotations
+
+import numpy as np
+
+from mcugen.lower.encoders.base import Encoder, EncoderParts, base_params
+from mcugen.lower.encoders.exact import Segments
+from mcugen.numerics import activation_is_monotone
+
+PRODUCT_BITS = 31          # |acc >> pre| <= 2^ACC_BITS and mult < 2^MULT_BITS: below 2^31
+MULT_BITS = 15
+ACC_BITS = PRODUCT_BITS - MULT_BITS - 1
+MAX_SHIFT = 31             # a 32-bit shift
+MIN_CELLS, MAX_CELLS = 8, 4096
+STEPS_PER_DOUBLING = 4     # table sizes grow by 2^(1/4)
+OPS = 13                   # RV32IMC per element: pre-shift, mul, shift, clamp (2), table load,
+                           # threshold address (2) and load, compare, add, and a row's operands
+
+
+def pre_shift(bound: int) -> int:
+    """The shift that brings every |acc| <= bound to at most 2^ACC_BITS."""
+    return max(0, int(bound).bit_length() - ACC_BITS)
+
+
+def index_multipliers(ratio):
+    """(mult, shift) per row, mult / 2^shift ~ ratio, 0 <= mult < 2^MULT_BITS, 0 <= shift <=
+    MAX_SHIFT; one shift for all rows when the ratios allow it (a literal in the C)."""
+    ratio = np.asarray(ratio, dtype=np.float64)
+    positive = ratio > 0
+    exp = np.floor(np.log2(np.where(positive, ratio, 1.0))).astype(np.int64)
+    shift = np.clip(MULT_BITS - 1 - exp, 0, MAX_SHIFT)
+    if positive.any():
+        common = int(shift[positive].min())
+        if np.all(np.rint(ratio[positive] * 2.0 ** common) >= 1 << (MULT_BITS - 8)):
+            shift = np.full(ratio.shape, common, dtype=np.int64)   # >= 7 significant bits each
+    mult = np.clip(np.rint(ratio * np.exp2(shift.astype(np.float64))), 0, (1 << MULT_BITS) - 1)
+    return mult.astype(np.int64), shift.astype(np.int64)
+
+
+def cell_index(acc, pre, mult, shift):
+    """The unclamped cell of acc, exactly as the C computes it."""
+    return ((np.asarray(acc, dtype=np.int64) >> pre) * mult) >> shift
+
+
+def cell_starts(pre, mult, shift, lo, hi, bound):
+    """(rows, cells) first accumulator of each cell k = lo..hi, clamped cells included: cell lo
+    starts at -bound, cell k > lo at the least acc with index >= k, ceil(k 2^s / m) 2^pre (past
+    the bound when the row's multiplier is 0). Starts past the bound mark empty cells."""
+    k = np.arange(lo + 1, hi + 1, dtype=np.int64)[None, :]
+    mult, shift = mult[:, None], shift[:, None]
+    divisor = np.maximum(mult, 1)
+    first = -((-(k << shift)) // divisor) << pre
+    first = np.where(mult > 0, np.clip(first, -bound, bound + 1), bound + 1)
+    return np.concatenate([np.full((mult.shape[0], 1), -bound, dtype=np.int64), first], axis=1)
+
+
+def reached_counts(thresholds, acc):
+    """#{j : T[r][j] <= acc[r, i]} for (rows, n) sorted thresholds and (rows, m) accumulators."""
+    rows, n = thresholds.shape
+    low, high = min(thresholds.min(initial=0), acc.min(initial=0)), max(thresholds.max(initial=0), acc.max(initial=0))
+    stride = high - low + 2
+    offset = np.arange(rows, dtype=np.int64)[:, None] * stride - low
+    line = (thresholds + offset).reshape(-1)
+    return np.searchsorted(line, (acc + offset).reshape(-1), side="right").reshape(acc.shape) - \
+        np.arange(rows, dtype=np.int64)[:, None] * n
+
+
+def cell_codes(thresholds, starts, bound):
+    """Per cell (shared by every row): the least and the greatest code offset an accumulator of
+    the cell takes in any row; empty cells get least > greatest."""
+    ends = np.concatenate([starts[:, 1:] - 1, np.full((starts.shape[0], 1), bound, dtype=np.int64)], axis=1)
+    empty = (starts > ends) | (starts > bound)
+    first = reached_counts(thresholds, np.minimum(starts, bound))
+    last = reached_counts(thresholds, np.minimum(ends, bound))
+    big = thresholds.shape[1] + 1
+    return np.where(empty, big, first).min(axis=0), np.where(empty, -1, last).max(axis=0)
+
+
+def bracket_table(least, greatest, n):
+    """The cells' greater code offsets c1 = c + 1 (uint8), c the least code offset of the cell
+    in any row, or None when a cell spans more than two codes. The top code alone is bracketed
+    from below (c = n - 1: T[r][n - 1] is met there), so 1 <= c1 <= n and T needs no sentinel;
+    empty cells copy their left neighbour."""
+    reached = least <= greatest
+    if np.any(greatest[reached] - least[reached] > 1):
+        return None
+    table = np.where(reached, np.minimum(least, n - 1), 0) + 1
+    filled = np.maximum.accumulate(np.where(reached, np.arange(table.size), 0))
+    return table[filled].astype(np.uint8 if n < 256 else np.uint16)
+
+
+class Bracket(Encoder):
+    name = "bracket"
+    realizes = "it needs a non-decreasing function"
+    unbuilt = (f"no bracket table of at most {MAX_CELLS:,} cells keeps every cell within two codes "
+               f"of this grid (its codes are too close somewhere); use --encoder threshold (exact) "
+               f"or auto")
+
+    def supports(self, activation) -> bool:
+        return activation_is_monotone(activation)
+
+    def build(self, request, beaten=None):
+        """The smallest table (sizes growing by 2^(1/4)) whose cells each span two codes at
+        most; None when the grid has a single code or MAX_CELLS do not suffice."""
+        thresholds = request.thresholds().astype(np.int64)
+        n, bound = thresholds.shape[1], request.bound
+        inside = (thresholds > -bound) & (thresholds <= bound)
+        if n < 1 or n >= 1 << 16 or not inside.any():
+            return None
+        y = thresholds * request.scale[:, None]
+        y_lo, y_hi = y[inside].min(), y[inside].max()
+        pre = pre_shift(bound)
+        for step in range(int(np.log2(MIN_CELLS) * STEPS_PER_DOUBLING),
+                          int(np.log2(MAX_CELLS) * STEPS_PER_DOUBLING) + 1):
+            size = int(round(2 ** (step / STEPS_PER_DOUBLING)))
+            h = max(y_hi - y_lo, 1e-300) / (size - 3)
+            lo, hi = int(np.floor(y_lo / h)) - 1, int(np.ceil(y_hi / h)) + 1
+            mult, shift = index_multipliers(request.scale * 2.0 ** pre / h)
+            starts = cell_starts(pre, mult, shift, lo, hi, bound)
+            table = bracket_table(*cell_codes(thresholds, starts, bound), n)
+            if table is not None:
+                return self.parts(request, thresholds, table, pre, mult, shift, lo, hi)
+        return None
+
+    def parts(self, request, thresholds, table, pre, mult, shift, lo, hi):
+        consts = {"enc_mult": mult.astype(np.int16)}
+        shared_shift = int(shift[0]) if np.all(shift == shift[0]) else -1
+        if shared_shift < 0:
+            consts["enc_shift"] = shift.astype(np.uint8)
+        consts["enc_table"] = table
+        consts["enc_thresholds"] = thresholds.astype(np.int32)
+        row_consts = [k for k in ("enc_mult", "enc_shift") if k in consts] + ["enc_thresholds"]
+        params = dict(base_params(self.name, request, consts, row_consts),
+                      n_thresholds=thresholds.shape[1], enc_pre=pre, enc_lo=lo, enc_hi=hi,
+                      enc_n=hi - lo + 1, enc_shift_all=shared_shift)
+        return EncoderParts(consts, params, self.measure(request, params, consts),
+                            ops_per_element=OPS, extra_info={"encoder_entries": hi - lo + 1})
+
+    def run(self, params, consts, acc, rows):
+        acc, rows = np.broadcast_arrays(np.asarray(acc, dtype=np.int64), np.asarray(rows, dtype=np.int64))
+        shift = params["enc_shift_all"] if params["enc_shift_all"] >= 0 else \
+            consts["enc_shift"].astype(np.int64)[rows]
+        u = np.clip(cell_index(acc, params["enc_pre"], consts["enc_mult"].astype(np.int64)[rows], shift),
+                    params["enc_lo"], params["enc_hi"])
+        c1 = consts["enc_table"].astype(np.int64)[u - params["enc_lo"]]
+        below = acc < consts["enc_thresholds"].astype(np.int64)[rows, c1 - 1]
+        return params["code_min"] + c1 - below
+
+    def segments(self, request, params, consts):
+        """The realized code only changes at a cell's start or at a threshold: evaluated at
+        every one of them (and -bound) in each row."""
+        thresholds = consts["enc_thresholds"].astype(np.int64)
+        rows, bound = thresholds.shape[0], request.bound
+        mult = consts["enc_mult"].astype(np.int64)
+        shift = consts["enc_shift"].astype(np.int64) if params["enc_shift_all"] < 0 else \
+            np.full(rows, params["enc_shift_all"], dtype=np.int64)
+        starts = cell_starts(params["enc_pre"], mult, shift, params["enc_lo"], params["enc_hi"], bound)
+        points = np.concatenate([starts, np.clip(thresholds, -bound, bound + 1)], axis=1)
+        row = np.broadcast_to(np.arange(rows, dtype=np.int64)[:, None], points.shape)
+        keep = points <= bound
+        row, point = row[keep], points[keep]
+        order = np.lexsort((point, row))
+        row, point = row[order], point[order]
+        return Segments.flat(row, point, self.run(params, consts, point, row), rows)

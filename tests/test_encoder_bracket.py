@@ -1,0 +1,110 @@
+"""The bracket encoder (mcugen/lower/encoders/bracket.py): a cell table that narrows the code to
+two neighbours, then one threshold compare. Exact on every accumulator value (brute force, not
+its own measurement), its 32-bit product never wraps, auto takes it on processors and not on
+FPGAs, and its C is bit-exact on the host under the sanitizers, on RV32 under qemu, in the GAP8
+emulation and in HLS C simulation."""
+import numpy as np
+import pytest
+
+import mcugen
+from conftest import require_tool
+from mcugen.errors import MCUGenError
+from mcugen.lower.encoders import ENCODERS, EncodeRequest, encoder_step_parts
+from mcugen.lower.encoders.bracket import MAX_CELLS, bracket_table, cell_index
+from mcugen.lower.encoders.exact import float_encoder
+from mcugen.quant.power import Encoding
+from mcugen.verify import compare, verify_inputs
+from test_encoder_models import residual_model
+
+BRACKET = ENCODERS["bracket"]
+
+
+def float_codes(request, acc, rows):
+    return float_encoder(request.encoding, request.activation, request.scale)(
+        np.broadcast_to(acc, (request.rows, acc.size)))[rows.ravel()]
+
+
+@pytest.mark.parametrize("bits, exponent, signed, activation", [
+    (2, 1.0, False, ("Relu",)), (3, 0.5, True, None), (4, 0.6, False, ("Relu",)),
+    (4, 1.7, True, ("Tanh",)), (5, 0.35, False, ("Sigmoid",)), (6, 0.8, True, ("LeakyRelu", 0.1))])
+def test_bracket_is_exact_on_every_accumulator_of_every_row(bits, exponent, signed, activation):
+    rng = np.random.default_rng(bits)
+    bound = 30_000
+    # scales spread over 2^6, some rows whose codes change only in a corner of the range
+    scale = 6.0 / bound * np.exp2(rng.uniform(-3, 3, size=7))
+    request = EncodeRequest(Encoding(bits, signed, exponent, "power", 3.0), activation, scale, bound)
+    parts = BRACKET.build(request)
+    assert parts is not None and parts.error.worst == 0
+    acc = np.arange(-bound, bound + 1)
+    rows = np.arange(request.rows)[:, None]
+    got = BRACKET.run(parts.params, parts.consts, acc[None, :], rows)
+    assert np.array_equal(got, float_codes(request, acc, rows))
+    assert parts.consts["enc_table"].size == parts.params["enc_n"] <= MAX_CELLS
+
+
+def test_the_index_product_fits_an_int32_at_the_widest_accumulator():
+    bound = (1 << 31) - 2
+    scale = np.array([3e-9, 1.1e-8, 4e-10])
+    request = EncodeRequest(Encoding(4, False, 0.6, "power", 2.0), ("Relu",), scale, bound)
+    parts = BRACKET.build(request)
+    assert parts is not None
+    p, consts = parts.params, parts.consts
+    mult = consts["enc_mult"].astype(np.int64)
+    extremes = np.array([-bound, -bound + 1, -1, 0, 1, bound - 1, bound])
+    assert np.all(np.abs(extremes[:, None] >> p["enc_pre"]) * mult[None, :] < 1 << 31)
+    acc = np.concatenate([extremes, np.random.default_rng(0).integers(-bound, bound, 200_000)])
+    rows = np.arange(request.rows)[:, None]
+    # against the exact thresholds (a brute force over 2^32 values per row is too long)
+    thresholds = request.thresholds()
+    want = np.stack([np.searchsorted(thresholds[r], acc, side="right") for r in range(request.rows)])
+    assert np.array_equal(BRACKET.run(p, consts, acc[None, :], rows), want + p["code_min"])
+    u = cell_index(acc, p["enc_pre"], mult[0], p["enc_shift_all"] if p["enc_shift_all"] >= 0 else
+                   consts["enc_shift"][0])
+    assert np.all(np.diff(u[np.argsort(acc)]) >= 0)          # the index moves one way
+
+
+def test_a_cell_over_three_codes_refuses_the_table_and_the_top_code_is_bracketed_below():
+    assert bracket_table(np.array([0, 1]), np.array([1, 3]), 4) is None
+    table = bracket_table(np.array([0, 9, 2, 4]), np.array([1, -1, 3, 4]), 4)
+    # the empty cell copies its left neighbour; the top code alone compares with T[n - 1]
+    assert table.tolist() == [1, 1, 3, 4]
+
+
+def test_a_grid_too_fine_for_the_table_is_a_clear_error():
+    # an 8-bit grid steep near zero over a wide accumulator: > MAX_CELLS cells to bracket it
+    request = EncodeRequest(Encoding(8, False, 0.25, "power", 3.0), ("Relu",), [1e-9], (1 << 31) - 2)
+    with pytest.raises(MCUGenError, match="bracket.*use --encoder threshold"):
+        encoder_step_parts(request, "bracket", "node 'x'")
+
+
+def encoders_used(project):
+    return {s.params["encoder"] for s in project.schedule.steps if "encoder" in s.params}
+
+
+def test_auto_takes_bracket_on_processors_and_threshold_on_fpgas(tmp_path):
+    path = residual_model(tmp_path, "Relu")
+    options = dict(wbits=4, abits=4, input_range=(-2.0, 2.0), first_last_bits="same")
+    for target in ("host", "rv32", "gap8"):
+        assert encoders_used(mcugen.build(str(path), target=target, **options)) == {"bracket"}
+    assert encoders_used(mcugen.build(str(path), target="hls", **options)) == {"threshold"}
+    wide = mcugen.build(str(path), target="host", **dict(options, abits=8))
+    assert "bracket" not in encoders_used(wide)      # auto never weighs it on finer grids
+
+
+@pytest.mark.parametrize("activation, attrs", [("Relu", None), ("Tanh", None),
+                                               ("LeakyRelu", {"alpha": 0.1})])
+def test_bracket_is_bit_exact_on_every_target(activation, attrs, tmp_path, host_cc):
+    for tool in ("riscv64-unknown-elf-gcc", "qemu-system-riscv32", "g++"):
+        require_tool(tool)
+    path = residual_model(tmp_path, activation, attrs)
+    options = dict(wbits=4, abits=4, input_range=(-2.0, 2.0), encoder="bracket")
+    host = mcugen.build(str(path), out=tmp_path / "host", **options)
+    assert encoders_used(host) == {"bracket"}
+    x = verify_inputs(host.schedule, 200, seed=6)
+    result = compare(tmp_path / "host", host.schedule, x, sanitize=True)
+    assert result.mismatches == 0, result.first
+    for target, place, n in (("rv32", "qemu", 12), ("gap8", None, 20), ("hls", None, 6)):
+        project = mcugen.build(str(path), out=tmp_path / target, target=target, **options)
+        kwargs = {"on": place} if place else {}
+        result = compare(tmp_path / target, project.schedule, x[:n], **kwargs)
+        assert result.n >= n and result.mismatches == 0, (target, result.first)
