@@ -134,10 +134,11 @@ def cli():
                    "8-bit values: convs read them with no decode table) or codes; same values "
                    "either way; auto: levels on SIMD boards")
 @click.option("--encoder", default="auto", show_default=True,
-              type=click.Choice(["auto", "threshold", "lut", "pade"]),
+              type=click.Choice(["auto", "threshold", "lut", "pade", "bracket"]),
               help="how accumulators become the next layer's codes: threshold (exact, monotone "
-                   "activations), lut (index + table), pade (index + arithmetic); auto: per layer, "
-                   "the smallest constants within the error budget (docs/encoders.md)")
+                   "activations), lut (index + table), pade (index + arithmetic), bracket (exact, "
+                   "monotone: index + table + one threshold); auto: per layer, the smallest "
+                   "constants within the error budget, exact on grids under 7 bits (docs/encoders.md)")
 @click.option("--max-code-error", default=1, show_default=True, type=click.IntRange(0, 1),
               help="worst code error an encoder may make against the float encoder, over every "
                    "accumulator value (0: exact)")

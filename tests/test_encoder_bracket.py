@@ -94,7 +94,7 @@ def test_auto_takes_bracket_on_processors_and_threshold_on_fpgas(tmp_path):
 @pytest.mark.parametrize("activation, attrs", [("Relu", None), ("Tanh", None),
                                                ("LeakyRelu", {"alpha": 0.1})])
 def test_bracket_is_bit_exact_on_every_target(activation, attrs, tmp_path, host_cc):
-    for tool in ("riscv64-unknown-elf-gcc", "qemu-system-riscv32", "g++"):
+    for tool in ("riscv64-unknown-elf-gcc", "qemu-system-riscv32", "g++", "verilator"):
         require_tool(tool)
     path = residual_model(tmp_path, activation, attrs)
     options = dict(wbits=4, abits=4, input_range=(-2.0, 2.0), encoder="bracket")
@@ -103,8 +103,13 @@ def test_bracket_is_bit_exact_on_every_target(activation, attrs, tmp_path, host_
     x = verify_inputs(host.schedule, 200, seed=6)
     result = compare(tmp_path / "host", host.schedule, x, sanitize=True)
     assert result.mismatches == 0, result.first
-    for target, place, n in (("rv32", "qemu", 12), ("gap8", None, 20), ("hls", None, 6)):
-        project = mcugen.build(str(path), out=tmp_path / target, target=target, **options)
+    for target, place, n in (("rv32", "qemu", 12), ("rv32", "rtl", 4), ("gap8", None, 20),
+                             ("hls", None, 6)):
+        out = tmp_path / f"{target}_{place}"
+        project = mcugen.build(str(path), out=out, target=target, **options)
         kwargs = {"on": place} if place else {}
-        result = compare(tmp_path / target, project.schedule, x[:n], **kwargs)
-        assert result.n >= n and result.mismatches == 0, (target, result.first)
+        result = compare(out, project.schedule, x[:n], **kwargs)
+        assert result.n >= n and result.mismatches == 0, (target, place, result.first)
+    # the RTL run took the single-instruction index (cv.mulsN) where the shift is shared
+    shared = [s for s in host.schedule.steps if s.params.get("enc_shift_all", -1) >= 0]
+    assert shared and "0x5b, 4" in (tmp_path / "rv32_rtl" / "model.c").read_text()

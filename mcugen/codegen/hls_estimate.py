@@ -15,7 +15,8 @@ A model, stated here and in docs/hls.md, not a synthesis result:
   LUT as RAM32M/RAM64M.
 - logic: an adder tree of lanes - 1 adders of the accumulator's width, the accumulator, and
   the encoder (threshold: one comparator per search step; lut: an index multiply on DSPs;
-  pade: the same plus one integer division); registers about one per adder-tree bit.
+  pade: the same plus one integer division; bracket, when asked for: a 16-bit multiply, a
+  cell ROM and one comparator); registers about one per adder-tree bit.
 - latency: the loop structure, with every pipelined loop at II = 1. A conv output pixel gathers
   its window (k cycles) and then each output channel takes `chunks` cycles plus the pipeline
   depth; other layers take one cycle per element read. Layers overlap under DATAFLOW, so a

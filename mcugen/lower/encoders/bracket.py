@@ -2,12 +2,14 @@
 neighbours, one threshold decides between them.
 
     u    = clamp(((acc >> pre) * mult_r) >> shift_r, lo, hi)       (32-bit, proven not to wrap)
-    c1   = C[u - lo]                                                (one byte per cell, shared)
-    code = code_min + c1 - (acc < T[r][c1 - 1])                     (T: the threshold table)
+    hi   = C[u - lo]                                     (a code, one byte per cell, shared)
+    code = hi - (acc < T'[r][hi - code_min])             (T' = [unused, T], T the threshold table)
 
-C is accepted only when every cell holds, in every row, the codes code_min + c1 - 1 and
-code_min + c1 at most; then the compare with the exact threshold of code c1 gives the exact
-code. (The table holds c1, the greater code's offset, so that the compare is one `slt`.)
+C is accepted only when every cell holds, in every row, the codes hi - 1 and hi at most; then
+the compare with the exact threshold of code hi gives the exact code. The table holds the
+greater code and T' a leading column no code reads, so that the C is a load, one `slt` and a
+subtraction: with the row's pointer at T'[r] - code_min (code_min <= 0), the threshold is
+t[hi], a non-negative constant offset that folds into the load.
 Any index that moves one way with acc will do, so it needs no precision: one 32-bit multiply
 of the pre-shifted accumulator, where the lut's requantization needs the high word of a 64-bit
 product (5 cycles on the CV32E40P). The table grows until no cell spans three codes.
@@ -31,7 +33,9 @@ OPS = 13                   # RV32IMC per element: pre-shift, mul, shift, clamp (
 
 
 def pre_shift(bound: int) -> int:
-    """The shift that brings every |acc| <= bound to at most 2^ACC_BITS."""
+    """The shift that brings every acc in [-bound, bound] into int16 (ACC_BITS = 15): bound <
+    2^(pre + 15), so bound >> pre <= 2^15 - 1 and -bound >> pre >= -2^15. The C may then
+    multiply the low halves (CORE-V's cv.mulsN)."""
     return max(0, int(bound).bit_length() - ACC_BITS)
 
 
@@ -90,16 +94,16 @@ def cell_codes(thresholds, starts, bound):
 
 
 def bracket_table(least, greatest, n):
-    """The cells' greater code offsets c1 = c + 1 (uint8), c the least code offset of the cell
-    in any row, or None when a cell spans more than two codes. The top code alone is bracketed
-    from below (c = n - 1: T[r][n - 1] is met there), so 1 <= c1 <= n and T needs no sentinel;
+    """The cells' greater code offsets c1 = c + 1, c the least code offset of the cell in any
+    row, or None when a cell spans more than two codes. The top code alone is bracketed from
+    below (c = n - 1: T[r][n - 1] is met there), so 1 <= c1 <= n and T needs no sentinel;
     empty cells copy their left neighbour."""
     reached = least <= greatest
     if np.any(greatest[reached] - least[reached] > 1):
         return None
     table = np.where(reached, np.minimum(least, n - 1), 0) + 1
     filled = np.maximum.accumulate(np.where(reached, np.arange(table.size), 0))
-    return table[filled].astype(np.uint8 if n < 256 else np.uint16)
+    return table[filled]
 
 
 class Bracket(Encoder):
@@ -118,7 +122,7 @@ class Bracket(Encoder):
         thresholds = request.thresholds().astype(np.int64)
         n, bound = thresholds.shape[1], request.bound
         inside = (thresholds > -bound) & (thresholds <= bound)
-        if n < 1 or n >= 1 << 16 or not inside.any():
+        if n < 1 or n >= 1 << 16 or not inside.any() or request.encoding.code_min > 0:
             return None
         y = thresholds * request.scale[:, None]
         y_lo, y_hi = y[inside].min(), y[inside].max()
@@ -130,8 +134,9 @@ class Bracket(Encoder):
             lo, hi = int(np.floor(y_lo / h)) - 1, int(np.ceil(y_hi / h)) + 1
             mult, shift = index_multipliers(request.scale * 2.0 ** pre / h)
             starts = cell_starts(pre, mult, shift, lo, hi, bound)
-            table = bracket_table(*cell_codes(thresholds, starts, bound), n)
-            if table is not None:
+            offsets = bracket_table(*cell_codes(thresholds, starts, bound), n)
+            if offsets is not None:
+                table = (request.encoding.code_min + offsets).astype(request.encoding.ctype)
                 return self.parts(request, thresholds, table, pre, mult, shift, lo, hi)
         return None
 
@@ -141,7 +146,8 @@ class Bracket(Encoder):
         if shared_shift < 0:
             consts["enc_shift"] = shift.astype(np.uint8)
         consts["enc_table"] = table
-        consts["enc_thresholds"] = thresholds.astype(np.int32)
+        # the leading column: T'[r][0], which no code reads (hi > code_min); a copy of T[r][0]
+        consts["enc_thresholds"] = np.concatenate([thresholds[:, :1], thresholds], axis=1).astype(np.int32)
         row_consts = [k for k in ("enc_mult", "enc_shift") if k in consts] + ["enc_thresholds"]
         params = dict(base_params(self.name, request, consts, row_consts),
                       n_thresholds=thresholds.shape[1], enc_pre=pre, enc_lo=lo, enc_hi=hi,
@@ -155,14 +161,14 @@ class Bracket(Encoder):
             consts["enc_shift"].astype(np.int64)[rows]
         u = np.clip(cell_index(acc, params["enc_pre"], consts["enc_mult"].astype(np.int64)[rows], shift),
                     params["enc_lo"], params["enc_hi"])
-        c1 = consts["enc_table"].astype(np.int64)[u - params["enc_lo"]]
-        below = acc < consts["enc_thresholds"].astype(np.int64)[rows, c1 - 1]
-        return params["code_min"] + c1 - below
+        high = consts["enc_table"].astype(np.int64)[u - params["enc_lo"]]
+        below = acc < consts["enc_thresholds"].astype(np.int64)[rows, high - params["code_min"]]
+        return high - below
 
     def segments(self, request, params, consts):
         """The realized code only changes at a cell's start or at a threshold: evaluated at
         every one of them (and -bound) in each row."""
-        thresholds = consts["enc_thresholds"].astype(np.int64)
+        thresholds = consts["enc_thresholds"].astype(np.int64)[:, 1:]
         rows, bound = thresholds.shape[0], request.bound
         mult = consts["enc_mult"].astype(np.int64)
         shift = consts["enc_shift"].astype(np.int64) if params["enc_shift_all"] < 0 else \
