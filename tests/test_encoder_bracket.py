@@ -10,7 +10,7 @@ import mcugen
 from conftest import require_tool
 from mcugen.errors import MCUGenError
 from mcugen.lower.encoders import ENCODERS, EncodeRequest, encoder_step_parts
-from mcugen.lower.encoders.bracket import MAX_CELLS, bracket_table, cell_index
+from mcugen.lower.encoders.bracket import BRACKETED, MAX_CELLS, SPLIT, bracket_table, cell_index
 from mcugen.lower.encoders.exact import float_encoder
 from mcugen.quant.power import Encoding
 from mcugen.verify import compare, verify_inputs
@@ -63,11 +63,13 @@ def test_the_index_product_fits_an_int32_at_the_widest_accumulator():
     assert np.all(np.diff(u[np.argsort(acc)]) >= 0)          # the index moves one way
 
 
-def test_a_cell_over_three_codes_refuses_the_table_and_the_top_code_is_bracketed_below():
-    assert bracket_table(np.array([0, 1]), np.array([1, 3]), 4) is None
-    table = bracket_table(np.array([0, 9, 2, 4]), np.array([1, -1, 3, 4]), 4)
-    # the empty cell copies its left neighbour; the top code alone compares with T[n - 1]
-    assert table.tolist() == [1, 1, 3, 4]
+def test_a_cell_over_three_codes_refuses_the_table_and_one_code_cells_hold_the_code():
+    assert bracket_table(np.array([0, 1]), np.array([1, 3]), 0) is None
+    table = bracket_table(np.array([0, 9, 2, 4, 4]), np.array([1, -1, 3, 4, 4]), -7)
+    # offsets 0-1: bracketed, the greater code -6; the empty cell copies its left neighbour;
+    # a one-code cell holds its code (offset 4: -3)
+    assert table.tolist() == [BRACKETED - 6, BRACKETED - 6, BRACKETED - 4, -3, -3]
+    assert all(entry >= SPLIT for entry in table[:3]) and all(entry < SPLIT for entry in table[3:])
 
 
 def test_a_grid_too_fine_for_the_table_is_a_clear_error():
@@ -91,15 +93,21 @@ def test_auto_takes_bracket_on_processors_and_threshold_on_fpgas(tmp_path):
     assert "bracket" not in encoders_used(wide)      # auto never weighs it on finer grids
 
 
-@pytest.mark.parametrize("activation, attrs", [("Relu", None), ("Tanh", None),
-                                               ("LeakyRelu", {"alpha": 0.1})])
-def test_bracket_is_bit_exact_on_every_target(activation, attrs, tmp_path, host_cc):
+@pytest.mark.parametrize("activation, attrs, storage", [("Relu", None, "codes"), ("Tanh", None, "levels"),
+                                                        ("LeakyRelu", {"alpha": 0.1}, "levels")])
+def test_bracket_is_bit_exact_on_every_target(activation, attrs, storage, tmp_path, host_cc):
+    """Codes, and levels (one-code cells hold the level, the compare's code reads enc_out)."""
     for tool in ("riscv64-unknown-elf-gcc", "qemu-system-riscv32", "g++", "verilator"):
         require_tool(tool)
     path = residual_model(tmp_path, activation, attrs)
-    options = dict(wbits=4, abits=4, input_range=(-2.0, 2.0), encoder="bracket")
+    options = dict(wbits=4, abits=4, input_range=(-2.0, 2.0), encoder="bracket", act_storage=storage,
+                   lanes="8", act_grid="power")
     host = mcugen.build(str(path), out=tmp_path / "host", **options)
     assert encoders_used(host) == {"bracket"}
+    steps = [s for s in host.schedule.steps if s.params.get("encoder") == "bracket"]
+    assert any("enc_out" in s.consts for s in steps) == (storage == "levels")
+    entries = np.concatenate([s.consts["enc_table"] for s in steps])
+    assert (entries < SPLIT).any() and (entries >= SPLIT).any()     # both paths are taken
     x = verify_inputs(host.schedule, 200, seed=6)
     result = compare(tmp_path / "host", host.schedule, x, sanitize=True)
     assert result.mismatches == 0, result.first

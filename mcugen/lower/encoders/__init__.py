@@ -103,16 +103,12 @@ def chosen_parts(request, choice, where):
 
 def store_levels(consts, params, stored):
     """An encoder of `stored.source`'s codes made to write their values (DESIGN section 1,
-    levels storage): a lut's table holds them itself; the others read enc_levels[code -
-    code_min] after choosing the code. levels_min/max: what the output can hold."""
+    levels storage), the encoder's own way (Encoder.store_levels): enc_levels 1 when a wrapper
+    reads enc_levels[code - code_min] after the snippet's code. levels_min/max: what the
+    output can hold."""
     values = stored.written().astype(stored.ctype)
-    if params["encoder"] == "lut":
-        consts["enc_table"] = values[consts["enc_table"].astype(np.int64) - params["code_min"]]
-    else:
-        consts["enc_levels"] = values
-        params["enc_consts"] = params["enc_consts"] + ["enc_levels"]
-    params.update(enc_levels=int(params["encoder"] != "lut"), levels_min=int(values.min()),
-                  levels_max=int(values.max()))
+    wrapper = ENCODERS[params["encoder"]].store_levels(consts, params, values)
+    params.update(enc_levels=int(wrapper), levels_min=int(values.min()), levels_max=int(values.max()))
 
 
 def build_all(request, encoders, small=None) -> list:

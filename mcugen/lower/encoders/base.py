@@ -137,6 +137,14 @@ class Encoder:
         """acc (int64, any shape), rows (int64, broadcast with acc) -> codes (int64)."""
         raise NotImplementedError
 
+    def store_levels(self, consts, params, values) -> bool:
+        """Make the built parts write the levels `values[code - code_min]` instead of codes;
+        True when a wrapper does it (_encode.c.j2 reads enc_levels after the snippet's code),
+        False when the snippet now writes them itself."""
+        consts["enc_levels"] = values
+        params["enc_consts"] = params["enc_consts"] + ["enc_levels"]
+        return True
+
     def measure(self, request, params, consts) -> CodeError:
         """Exact error of a built realization against the float encoder."""
         return compare(request.reference(), self.segments(request, params, consts), request.bound)

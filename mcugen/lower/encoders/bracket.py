@@ -1,19 +1,25 @@
-"""`bracket` (exact, non-decreasing activations only): a small table narrows the code to two
-neighbours, one threshold decides between them.
+"""`bracket` (exact, non-decreasing activations only): a small table gives the code of most
+accumulators at once, and narrows the others to two neighbours that one threshold decides.
 
     u    = clamp(((acc >> pre) * mult_r) >> shift_r, lo, hi)       (32-bit, proven not to wrap)
-    hi   = C[u - lo]                                     (a code, one byte per cell, shared)
-    code = hi - (acc < T'[r][hi - code_min])             (T' = [unused, T], T the threshold table)
+    e    = C[u - lo]                                                (int16, shared by the rows)
+    code = e                                   when e < SPLIT      (one code in every row)
+    code = hi - (acc < T'[r][hi - code_min])   else, hi = e - BRACKETED  (T' = [unused, T])
 
-C is accepted only when every cell holds, in every row, the codes hi - 1 and hi at most; then
-the compare with the exact threshold of code hi gives the exact code. The table holds the
-greater code and T' a leading column no code reads, so that the C is a load, one `slt` and a
-subtraction: with the row's pointer at T'[r] - code_min (code_min <= 0), the threshold is
-t[hi], a non-negative constant offset that folds into the load.
-Any index that moves one way with acc will do, so it needs no precision: one 32-bit multiply
-of the pre-shifted accumulator, where the lut's requantization needs the high word of a 64-bit
-product (5 cycles on the CV32E40P). The table grows until no cell spans three codes.
-Costs the threshold table (4 bytes per row and code), a byte per cell and the multipliers."""
+A cell of C holds, over every row, at most two neighbouring codes: one (then C holds the code
+itself, and the encoder is a multiply, a clamp and a load) or two (then C holds the greater, hi,
+offset by BRACKETED, and the compare with the exact threshold of hi decides). Any index that
+moves one way with acc will do, so it needs no precision: one 32-bit multiply of the
+pre-shifted accumulator, where the lut's requantization needs the high word of a 64-bit product
+(5 cycles on the CV32E40P). T' has a leading column no code reads, so that with the row's
+pointer at T'[r] - code_min (code_min <= 0) the threshold is t[hi]: a non-negative constant
+offset that folds into the load.
+
+The table size: the smallest that brackets every cell, then finer ones (by 2), the one with
+the least table bytes + values encoded per inference x instructions per value, the share of
+bracketed cells in the changing span standing for the share of values that take the compare
+(auto's exchange rate: lower/encoders/__init__.py). Stored levels (DESIGN section 1): the
+one-code cells hold the level, the compare's code reads it from enc_out."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,9 +33,12 @@ MULT_BITS = 15
 ACC_BITS = PRODUCT_BITS - MULT_BITS - 1
 MAX_SHIFT = 31             # a 32-bit shift
 MIN_CELLS, MAX_CELLS = 8, 4096
+FAST_CELLS = 512           # finer tables (for fewer compares) stop here: 1 KB of int16
 STEPS_PER_DOUBLING = 4     # table sizes grow by 2^(1/4)
-OPS = 13                   # RV32IMC per element: pre-shift, mul, shift, clamp (2), table load,
-                           # threshold address (2) and load, compare, add, and a row's operands
+SPLIT, BRACKETED = 256, 512  # entries below SPLIT are outputs (int8 or uint8 values), those above
+                             # are BRACKETED + the greater code (a code >= -128: above 383)
+OPS_ONE_CODE = 8           # RV32IMC per element: pre-shift, mul, shift, clamp (2), table address
+OPS_BRACKETED = 6          # and load, the branch; then threshold address (3), load, compare, sub
 
 
 def pre_shift(bound: int) -> int:
@@ -93,17 +102,23 @@ def cell_codes(thresholds, starts, bound):
     return np.where(empty, big, first).min(axis=0), np.where(empty, -1, last).max(axis=0)
 
 
-def bracket_table(least, greatest, n):
-    """The cells' greater code offsets c1 = c + 1, c the least code offset of the cell in any
-    row, or None when a cell spans more than two codes. The top code alone is bracketed from
-    below (c = n - 1: T[r][n - 1] is met there), so 1 <= c1 <= n and T needs no sentinel;
-    empty cells copy their left neighbour."""
+def bracket_table(least, greatest, code_min):
+    """The cells' entries (int16), or None when a cell spans more than two codes: the code
+    itself where every row has one code there (an empty cell copies its left neighbour),
+    else BRACKETED + the greater code (T'[r][greater - code_min] decides)."""
     reached = least <= greatest
     if np.any(greatest[reached] - least[reached] > 1):
         return None
-    table = np.where(reached, np.minimum(least, n - 1), 0) + 1
+    two = reached & (greatest > least)
+    table = np.where(two, BRACKETED + code_min + greatest, code_min + np.where(reached, least, 0))
     filled = np.maximum.accumulate(np.where(reached, np.arange(table.size), 0))
-    return table[filled]
+    return table[filled].astype(np.int16)
+
+
+def bracketed_share(table) -> float:
+    """The share of the table's cells that take the compare (the clamped end cells aside)."""
+    inner = table[1:-1] if table.size > 2 else table
+    return float(np.mean(inner >= SPLIT))
 
 
 class Bracket(Encoder):
@@ -118,27 +133,49 @@ class Bracket(Encoder):
 
     def build(self, request, beaten=None):
         """The smallest table (sizes growing by 2^(1/4)) whose cells each span two codes at
-        most; None when the grid has a single code or MAX_CELLS do not suffice."""
+        most, then finer ones (fastest_table); None when the grid has a single code or
+        MAX_CELLS do not suffice."""
         thresholds = request.thresholds().astype(np.int64)
         n, bound = thresholds.shape[1], request.bound
         inside = (thresholds > -bound) & (thresholds <= bound)
-        if n < 1 or n >= 1 << 16 or not inside.any() or request.encoding.code_min > 0:
+        if n < 1 or n >= 1 << 16 or not inside.any() or request.encoding.code_min > 0 or \
+                request.encoding.B > SPLIT - 1:
             return None
         y = thresholds * request.scale[:, None]
-        y_lo, y_hi = y[inside].min(), y[inside].max()
-        pre = pre_shift(bound)
+        span = y[inside].min(), y[inside].max()
         for step in range(int(np.log2(MIN_CELLS) * STEPS_PER_DOUBLING),
                           int(np.log2(MAX_CELLS) * STEPS_PER_DOUBLING) + 1):
             size = int(round(2 ** (step / STEPS_PER_DOUBLING)))
-            h = max(y_hi - y_lo, 1e-300) / (size - 3)
-            lo, hi = int(np.floor(y_lo / h)) - 1, int(np.ceil(y_hi / h)) + 1
-            mult, shift = index_multipliers(request.scale * 2.0 ** pre / h)
-            starts = cell_starts(pre, mult, shift, lo, hi, bound)
-            offsets = bracket_table(*cell_codes(thresholds, starts, bound), n)
-            if offsets is not None:
-                table = (request.encoding.code_min + offsets).astype(request.encoding.ctype)
-                return self.parts(request, thresholds, table, pre, mult, shift, lo, hi)
+            first = self.table_of_size(request, thresholds, span, size)
+            if first is not None:
+                return self.parts(request, thresholds, *self.fastest_table(request, thresholds, span, size, first))
         return None
+
+    @staticmethod
+    def table_of_size(request, thresholds, span, size):
+        """(table, pre, mult, shift, lo, hi) of `size` cells over the changing span, or None."""
+        bound, pre = request.bound, pre_shift(request.bound)
+        h = max(span[1] - span[0], 1e-300) / (size - 3)
+        lo, hi = int(np.floor(span[0] / h)) - 1, int(np.ceil(span[1] / h)) + 1
+        mult, shift = index_multipliers(request.scale * 2.0 ** pre / h)
+        starts = cell_starts(pre, mult, shift, lo, hi, bound)
+        table = bracket_table(*cell_codes(thresholds, starts, bound), request.encoding.code_min)
+        return None if table is None else (table, pre, mult, shift, lo, hi)
+
+    @staticmethod
+    def fastest_table(request, thresholds, span, size, first):
+        """Among `first` and the tables of 2, 4, ... times its cells (up to FAST_CELLS), the one
+        with the least bytes + elements x instructions per value."""
+        def key(found):
+            ops = OPS_ONE_CODE + OPS_BRACKETED * bracketed_share(found[0])
+            return found[0].nbytes + request.elements * ops
+        best, size = first, size * 2
+        while size <= FAST_CELLS:
+            found = Bracket.table_of_size(request, thresholds, span, size)
+            if found is not None and key(found) < key(best):
+                best = found
+            size *= 2
+        return best
 
     def parts(self, request, thresholds, table, pre, mult, shift, lo, hi):
         consts = {"enc_mult": mult.astype(np.int16)}
@@ -151,9 +188,24 @@ class Bracket(Encoder):
         row_consts = [k for k in ("enc_mult", "enc_shift") if k in consts] + ["enc_thresholds"]
         params = dict(base_params(self.name, request, consts, row_consts),
                       n_thresholds=thresholds.shape[1], enc_pre=pre, enc_lo=lo, enc_hi=hi,
-                      enc_n=hi - lo + 1, enc_shift_all=shared_shift)
+                      enc_n=hi - lo + 1, enc_shift_all=shared_shift, enc_split=SPLIT,
+                      enc_bracketed=BRACKETED)
+        share = bracketed_share(table)
         return EncoderParts(consts, params, self.measure(request, params, consts),
-                            ops_per_element=OPS, extra_info={"encoder_entries": hi - lo + 1})
+                            ops_per_element=int(round(OPS_ONE_CODE + OPS_BRACKETED * share)),
+                            extra_info={"encoder_entries": hi - lo + 1,
+                                        "encoder_bracketed_share": round(share, 3)})
+
+    def store_levels(self, consts, params, values):
+        """One-code cells hold their level; the compare's code reads enc_out (the snippet
+        writes the levels itself: no wrapper)."""
+        table = consts["enc_table"].astype(np.int64)
+        one = table < SPLIT
+        consts["enc_table"] = np.where(one, values[np.where(one, table - params["code_min"], 0)],
+                                       table).astype(np.int16)
+        consts["enc_out"] = values
+        params["enc_consts"] = params["enc_consts"] + ["enc_out"]
+        return False
 
     def run(self, params, consts, acc, rows):
         acc, rows = np.broadcast_arrays(np.asarray(acc, dtype=np.int64), np.asarray(rows, dtype=np.int64))
@@ -161,9 +213,14 @@ class Bracket(Encoder):
             consts["enc_shift"].astype(np.int64)[rows]
         u = np.clip(cell_index(acc, params["enc_pre"], consts["enc_mult"].astype(np.int64)[rows], shift),
                     params["enc_lo"], params["enc_hi"])
-        high = consts["enc_table"].astype(np.int64)[u - params["enc_lo"]]
+        entry = consts["enc_table"].astype(np.int64)[u - params["enc_lo"]]
+        two = entry >= SPLIT
+        high = np.where(two, entry - BRACKETED, params["code_min"] + 1)
         below = acc < consts["enc_thresholds"].astype(np.int64)[rows, high - params["code_min"]]
-        return high - below
+        code = high - below
+        if "enc_out" in consts:
+            code = consts["enc_out"].astype(np.int64)[code - params["code_min"]]
+        return np.where(two, code, entry)
 
     def segments(self, request, params, consts):
         """The realized code only changes at a cell's start or at a threshold: evaluated at

@@ -273,6 +273,11 @@ class Lut(Encoder):
         ops = OPS_SHARED_SHIFT if shared_shift >= 0 else OPS_ROW_SHIFT
         return EncoderParts(consts, params, error, ops, {"encoder_entries": hi - lo + 1})
 
+    def store_levels(self, consts, params, values):
+        """The table holds the levels itself."""
+        consts["enc_table"] = values[consts["enc_table"].astype(np.int64) - params["code_min"]]
+        return False
+
     def run(self, params, consts, acc, rows):
         acc, rows = np.broadcast_arrays(np.asarray(acc, dtype=np.int64), np.asarray(rows, dtype=np.int64))
         u = np.clip(requantize(acc, consts["enc_mult"].astype(np.int64)[rows], row_shifts(params, consts)[rows]),
