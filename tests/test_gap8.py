@@ -253,21 +253,15 @@ def test_gap8_cycle_model_counts_a_task_per_head():
     assert four - one == 3 * model["task_cycles"]
 
 
-def test_gap8_encoder_index_is_the_common_arithmetic_with_a_branchless_clamp():
-    """templates/gap8/encoders/_index.c.j2 shadows the common one for the lut and pade snippets:
-    the same products, rounding and shifts (its lines, verbatim), only the 32-bit clamp through
-    model_clamp (cv.max / cv.min on the CORE-V build); the emulation tests above check the
-    results bit for bit."""
+def test_gap8_encoders_share_the_common_arithmetic_with_a_branchless_clamp():
+    """GAP8 shadows only the encoders' clamp (templates/gap8/encoders/_clamp.c.j2): the lut's
+    index and bracket's cell are the common arithmetic, clamped through model_clamp (cv.max /
+    cv.min on the CORE-V build); the emulation tests above check the results bit for bit."""
     root = os.path.join(os.path.dirname(mcugen.__file__), os.pardir, "templates")
-    common = open(os.path.join(root, "common", "encoders", "_index.c.j2")).read()
-    own = open(os.path.join(root, "gap8", "encoders", "_index.c.j2")).read()
-    arithmetic = [line.strip() for line in common.splitlines()
-                  if "int32_t high =" in line or "int64_t raw =" in line]
-    assert len(arithmetic) == 2 and all(line in own for line in arithmetic)
-    rounding = "(high + (1 << (shift - {{ p.enc_high_round }}))) >> (shift - {{ p.enc_high_post }})"
-    assert rounding in common and rounding in own
+    assert sorted(os.listdir(os.path.join(root, "gap8", "encoders"))) == ["_clamp.c.j2"]
     model_c = gap8.render(schedule_of("resnet8"), "resnet8.onnx")["model.c"]
-    assert "static inline int32_t model_clamp(" in model_c and "idx = model_clamp(" in model_c
+    assert "static inline int32_t model_clamp(" in model_c and "idx = model_clamp(idx, " in model_c
+    assert "if (idx <" not in model_c
 
 
 def test_gap8_hwc_window_only_where_the_stride_reads_every_pixel():
