@@ -156,7 +156,10 @@ class Bracket(Encoder):
         """(table, pre, mult, shift, lo, hi) of `size` cells over the changing span, or None."""
         bound, pre = request.bound, pre_shift(request.bound)
         h = max(span[1] - span[0], 1e-300) / (size - 3)
-        lo, hi = int(np.floor(span[0] / h)) - 1, int(np.ceil(span[1] / h)) + 1
+        # a cell of margin past the span on each side: the clamped end cells, which take every
+        # accumulator beyond the span, then hold one code in every row (rows' cells differ by
+        # their multipliers' rounding and the pre-shift)
+        lo, hi = int(np.floor(span[0] / h)) - 2, int(np.ceil(span[1] / h)) + 2
         mult, shift = index_multipliers(request.scale * 2.0 ** pre / h)
         starts = cell_starts(pre, mult, shift, lo, hi, bound)
         table = bracket_table(*cell_codes(thresholds, starts, bound), request.encoding.code_min)
