@@ -10,7 +10,7 @@ import mcugen
 from conftest import require_tool
 from mcugen.errors import MCUGenError
 from mcugen.lower.encoders import ENCODERS, EncodeRequest, encoder_step_parts
-from mcugen.lower.encoders.bracket import BRACKETED, MAX_CELLS, SPLIT, bracket_table, cell_index
+from mcugen.lower.encoders.bracket import BRACKETED, MAX_CELLS, bracket_table, cell_index
 from mcugen.lower.encoders.exact import float_encoder
 from mcugen.quant.power import Encoding
 from mcugen.verify import compare, verify_inputs
@@ -66,10 +66,10 @@ def test_the_index_product_fits_an_int32_at_the_widest_accumulator():
 def test_a_cell_over_three_codes_refuses_the_table_and_one_code_cells_hold_the_code():
     assert bracket_table(np.array([0, 1]), np.array([1, 3]), 0) is None
     table = bracket_table(np.array([0, 9, 2, 4, 4]), np.array([1, -1, 3, 4, 4]), -7)
-    # offsets 0-1: bracketed, the greater code -6; the empty cell copies its left neighbour;
-    # a one-code cell holds its code (offset 4: -3)
-    assert table.tolist() == [BRACKETED - 6, BRACKETED - 6, BRACKETED - 4, -3, -3]
-    assert all(entry >= SPLIT for entry in table[:3]) and all(entry < SPLIT for entry in table[3:])
+    # offsets 0-1: bracketed, the greater offset 1; the empty cell copies its left neighbour;
+    # a one-code cell holds its code's byte (offset 4: code -3, byte 253)
+    assert table.tolist() == [1 - BRACKETED, 1 - BRACKETED, 3 - BRACKETED, 253, 253]
+    assert all(entry < 0 for entry in table[:3]) and all(entry >= 0 for entry in table[3:])
 
 
 def test_a_grid_too_fine_for_the_table_is_a_clear_error():
@@ -107,7 +107,7 @@ def test_bracket_is_bit_exact_on_every_target(activation, attrs, storage, tmp_pa
     steps = [s for s in host.schedule.steps if s.params.get("encoder") == "bracket"]
     assert any("enc_out" in s.consts for s in steps) == (storage == "levels")
     entries = np.concatenate([s.consts["enc_table"] for s in steps])
-    assert (entries < SPLIT).any() and (entries >= SPLIT).any()     # both paths are taken
+    assert (entries >= 0).any() and (entries < 0).any()     # both paths are taken
     x = verify_inputs(host.schedule, 200, seed=6)
     result = compare(tmp_path / "host", host.schedule, x, sanitize=True)
     assert result.mismatches == 0, result.first

@@ -89,7 +89,14 @@ def template_context(schedule, model_file: str, plan: dict | None = None) -> dic
         "input_lo": -schedule.input["B"] if schedule.input["signed"] else 0,
         "input_bits": 8,
         "rv_memory": qemu_memory(),
+        "rv_cflags": RV_CFLAGS,
     }
+
+
+# GCC for RV32 (qemu and the RTL): each step's kernel stays its own function. Inlined into
+# model_run (a kernel is called once), its encoder's constants spill around the output loop:
+# resnet8 on the CV32E40P RTL runs 1 % (uniform W8A8) to 6 % (power W4A4) fewer cycles.
+RV_CFLAGS = "-O2 -fno-inline-functions-called-once"
 
 
 def qemu_memory():

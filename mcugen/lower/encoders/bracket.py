@@ -3,12 +3,14 @@ accumulators at once, and narrows the others to two neighbours that one threshol
 
     u    = clamp(((acc >> pre) * mult_r) >> shift_r, lo, hi)       (32-bit, proven not to wrap)
     e    = C[u - lo]                                                (int16, shared by the rows)
-    code = e                                   when e < SPLIT      (one code in every row)
-    code = hi - (acc < T'[r][hi - code_min])   else, hi = e - BRACKETED  (T' = [unused, T])
+    code = e (its low byte)                          when e >= 0   (one code in every row)
+    code = hi - (acc < T'[r][hi - code_min])         else, hi - code_min = e + 256
+                                                                    (T' = [unused, T])
 
-A cell of C holds, over every row, at most two neighbouring codes: one (then C holds the code
-itself, and the encoder is a multiply, a clamp and a load) or two (then C holds the greater, hi,
-offset by BRACKETED, and the compare with the exact threshold of hi decides). Any index that
+A cell of C holds, over every row, at most two neighbouring codes: one (then C holds the
+code's byte, 0..255, and the encoder is a multiply, a clamp, a load and a sign test) or two
+(then C holds the greater's offset hi - code_min, less 256: negative, and the compare with the
+exact threshold of hi decides). Any index that
 moves one way with acc will do, so it needs no precision: one 32-bit multiply of the
 pre-shifted accumulator, where the lut's requantization needs the high word of a 64-bit product
 (5 cycles on the CV32E40P). T' has a leading column no code reads, so that with the row's
@@ -33,10 +35,9 @@ MULT_BITS = 15
 ACC_BITS = PRODUCT_BITS - MULT_BITS - 1
 MAX_SHIFT = 31             # a 32-bit shift
 MIN_CELLS, MAX_CELLS = 8, 4096
-FAST_CELLS = 512           # finer tables (for fewer compares) stop here: 1 KB of int16
+FAST_CELLS = 1024          # finer tables (for fewer compares) stop here: 2 KB of int16
 STEPS_PER_DOUBLING = 4     # table sizes grow by 2^(1/4)
-SPLIT, BRACKETED = 256, 512  # entries below SPLIT are outputs (int8 or uint8 values), those above
-                             # are BRACKETED + the greater code (a code >= -128: above 383)
+BRACKETED = 256            # a two-code cell holds its greater code's offset less this: < 0
 OPS_ONE_CODE = 8           # RV32IMC per element: pre-shift, mul, shift, clamp (2), table address
 OPS_BRACKETED = 6          # and load, the branch; then threshold address (3), load, compare, sub
 
@@ -103,14 +104,15 @@ def cell_codes(thresholds, starts, bound):
 
 
 def bracket_table(least, greatest, code_min):
-    """The cells' entries (int16), or None when a cell spans more than two codes: the code
-    itself where every row has one code there (an empty cell copies its left neighbour),
-    else BRACKETED + the greater code (T'[r][greater - code_min] decides)."""
+    """The cells' entries (int16), or None when a cell spans more than two codes: the code's
+    byte (0..255) where every row has one code there (an empty cell copies its left
+    neighbour), else greatest - BRACKETED (< 0: T'[r][greatest] decides; least and greatest
+    are offsets from code_min)."""
     reached = least <= greatest
     if np.any(greatest[reached] - least[reached] > 1):
         return None
     two = reached & (greatest > least)
-    table = np.where(two, BRACKETED + code_min + greatest, code_min + np.where(reached, least, 0))
+    table = np.where(two, greatest - BRACKETED, (code_min + np.where(reached, least, 0)) & 0xFF)
     filled = np.maximum.accumulate(np.where(reached, np.arange(table.size), 0))
     return table[filled].astype(np.int16)
 
@@ -118,7 +120,7 @@ def bracket_table(least, greatest, code_min):
 def bracketed_share(table) -> float:
     """The share of the table's cells that take the compare (the clamped end cells aside)."""
     inner = table[1:-1] if table.size > 2 else table
-    return float(np.mean(inner >= SPLIT))
+    return float(np.mean(inner < 0))
 
 
 class Bracket(Encoder):
@@ -138,8 +140,8 @@ class Bracket(Encoder):
         thresholds = request.thresholds().astype(np.int64)
         n, bound = thresholds.shape[1], request.bound
         inside = (thresholds > -bound) & (thresholds <= bound)
-        if n < 1 or n >= 1 << 16 or not inside.any() or request.encoding.code_min > 0 or \
-                request.encoding.B > SPLIT - 1:
+        if n < 1 or n >= BRACKETED or not inside.any() or request.encoding.code_min > 0 or \
+                request.encoding.B > 255 or request.encoding.code_min < -128:
             return None
         y = thresholds * request.scale[:, None]
         span = y[inside].min(), y[inside].max()
@@ -191,8 +193,8 @@ class Bracket(Encoder):
         row_consts = [k for k in ("enc_mult", "enc_shift") if k in consts] + ["enc_thresholds"]
         params = dict(base_params(self.name, request, consts, row_consts),
                       n_thresholds=thresholds.shape[1], enc_pre=pre, enc_lo=lo, enc_hi=hi,
-                      enc_n=hi - lo + 1, enc_shift_all=shared_shift, enc_split=SPLIT,
-                      enc_bracketed=BRACKETED)
+                      enc_n=hi - lo + 1, enc_shift_all=shared_shift, enc_bracketed=BRACKETED,
+                      enc_out_signed=int(request.encoding.code_min < 0))
         share = bracketed_share(table)
         return EncoderParts(consts, params, self.measure(request, params, consts),
                             ops_per_element=int(round(OPS_ONE_CODE + OPS_BRACKETED * share)),
@@ -203,11 +205,13 @@ class Bracket(Encoder):
         """One-code cells hold their level; the compare's code reads enc_out (the snippet
         writes the levels itself: no wrapper)."""
         table = consts["enc_table"].astype(np.int64)
-        one = table < SPLIT
-        consts["enc_table"] = np.where(one, values[np.where(one, table - params["code_min"], 0)],
-                                       table).astype(np.int16)
+        one = table >= 0
+        code = (table + 128) % 256 - 128 if params["enc_out_signed"] else table
+        level = values.astype(np.int64)[np.where(one, code - params["code_min"], 0)]
+        consts["enc_table"] = np.where(one, level & 0xFF, table).astype(np.int16)
         consts["enc_out"] = values
         params["enc_consts"] = params["enc_consts"] + ["enc_out"]
+        params["enc_out_signed"] = int(np.dtype(values.dtype).kind == "i")
         return False
 
     def run(self, params, consts, acc, rows):
@@ -217,13 +221,15 @@ class Bracket(Encoder):
         u = np.clip(cell_index(acc, params["enc_pre"], consts["enc_mult"].astype(np.int64)[rows], shift),
                     params["enc_lo"], params["enc_hi"])
         entry = consts["enc_table"].astype(np.int64)[u - params["enc_lo"]]
-        two = entry >= SPLIT
-        high = np.where(two, entry - BRACKETED, params["code_min"] + 1)
-        below = acc < consts["enc_thresholds"].astype(np.int64)[rows, high - params["code_min"]]
-        code = high - below
+        two = entry < 0
+        offset = np.where(two, entry + BRACKETED, 1)          # hi - code_min
+        below = acc < consts["enc_thresholds"].astype(np.int64)[rows, offset]
+        code = params["code_min"] + offset - below
         if "enc_out" in consts:
             code = consts["enc_out"].astype(np.int64)[code - params["code_min"]]
-        return np.where(two, code, entry)
+        # a one-code cell's byte, read back as the output type (the C's conversion)
+        one = (entry + 128) % 256 - 128 if params["enc_out_signed"] else entry
+        return np.where(two, code, one)
 
     def segments(self, request, params, consts):
         """The realized code only changes at a cell's start or at a threshold: evaluated at
