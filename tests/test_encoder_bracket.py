@@ -121,3 +121,19 @@ def test_bracket_is_bit_exact_on_every_target(activation, attrs, storage, tmp_pa
     # the RTL run took the single-instruction index (cv.mulsN) where the shift is shared
     shared = [s for s in host.schedule.steps if s.params.get("enc_shift_all", -1) >= 0]
     assert shared and "0x5b, 4" in (tmp_path / "rv32_rtl" / "model.c").read_text()
+
+
+def test_a_layer_that_encodes_many_values_takes_a_finer_table_with_fewer_compares():
+    """The table size weighs bytes against instructions (auto's exchange rate): one value per
+    inference keeps the smallest table; a million take a finer one, with fewer two-code cells."""
+    scale = np.array([1.0, 0.83, 0.61]) * 4.0 / 30_000
+    tables = {}
+    for elements in (1, 1_000_000):
+        request = EncodeRequest(Encoding(4, True, 0.6, "power", 3.0), None, scale, 30_000,
+                                elements=elements)
+        parts = BRACKET.build(request)
+        assert parts is not None and parts.error.worst == 0
+        tables[elements] = parts.consts["enc_table"]
+    few, many = tables[1], tables[1_000_000]
+    assert many.size > few.size
+    assert np.mean(many[1:-1] < 0) < np.mean(few[1:-1] < 0)

@@ -10,18 +10,17 @@ accumulators at once, and narrows the others to two neighbours that one threshol
 A cell of C holds, over every row, at most two neighbouring codes: one (then C holds the
 code's byte, 0..255, and the encoder is a multiply, a clamp, a load and a sign test) or two
 (then C holds the greater's offset hi - code_min, less 256: negative, and the compare with the
-exact threshold of hi decides). Any index that
-moves one way with acc will do, so it needs no precision: one 32-bit multiply of the
-pre-shifted accumulator, where the lut's requantization needs the high word of a 64-bit product
-(5 cycles on the CV32E40P). T' has a leading column no code reads, so that with the row's
-pointer at T'[r] - code_min (code_min <= 0) the threshold is t[hi]: a non-negative constant
-offset that folds into the load.
+exact threshold of hi decides). Any index that moves one way with acc will do, so it needs no
+precision: one 32-bit multiply of the pre-shifted accumulator, where the lut's requantization
+needs the high word of a 64-bit product (5 cycles on the CV32E40P). T' has a leading column
+no code reads (T'[r][hi - code_min] is T[r][hi - code_min - 1]).
 
-The table size: the smallest that brackets every cell, then finer ones (by 2), the one with
-the least table bytes + values encoded per inference x instructions per value, the share of
-bracketed cells in the changing span standing for the share of values that take the compare
-(auto's exchange rate: lower/encoders/__init__.py). Stored levels (DESIGN section 1): the
-one-code cells hold the level, the compare's code reads it from enc_out."""
+The table size: the smallest that brackets every cell, then 2, 4, ... times finer up to
+FAST_CELLS, the one with the least table bytes + values encoded per inference x instructions
+per value (auto's exchange rate: lower/encoders/__init__.py), the values taken as spread evenly
+over the codes (what a grid fitted to its data is for) to count those that take the compare
+(bracketed_share). Stored levels (DESIGN section 1): the one-code cells hold the level's byte,
+the compare's code reads it from enc_out."""
 from __future__ import annotations
 
 import numpy as np
@@ -117,10 +116,21 @@ def bracket_table(least, greatest, code_min):
     return table[filled].astype(np.int16)
 
 
-def bracketed_share(table) -> float:
-    """The share of the table's cells that take the compare (the clamped end cells aside)."""
-    inner = table[1:-1] if table.size > 2 else table
-    return float(np.mean(inner < 0))
+def bracketed_share(table, lo, h, breakpoints) -> float:
+    """The share of encoded values that take the compare, were they spread evenly over the
+    codes (what a grid fitted to its data is for): a two-code cell [k h, (k + 1) h) takes of
+    each code's interval the part it covers. `breakpoints`: the codes' boundaries in y (the
+    rows' median, within the changing span); the end codes' intervals count as long as their
+    neighbours'."""
+    edges = np.concatenate([[2 * breakpoints[0] - breakpoints[1]] if breakpoints.size > 1 else
+                            [breakpoints[0] - h], breakpoints,
+                            [2 * breakpoints[-1] - breakpoints[-2]] if breakpoints.size > 1 else
+                            [breakpoints[-1] + h]])
+    lengths = np.maximum(np.diff(edges), 1e-300)
+    cells = lo + np.flatnonzero(table < 0)
+    left, right = cells[:, None] * h, (cells[:, None] + 1) * h
+    covered = np.clip(np.minimum(right, edges[None, 1:]) - np.maximum(left, edges[None, :-1]), 0, None)
+    return float(min(1.0, (covered / lengths[None, :]).sum() / lengths.size))
 
 
 class Bracket(Encoder):
@@ -165,24 +175,28 @@ class Bracket(Encoder):
         mult, shift = index_multipliers(request.scale * 2.0 ** pre / h)
         starts = cell_starts(pre, mult, shift, lo, hi, bound)
         table = bracket_table(*cell_codes(thresholds, starts, bound), request.encoding.code_min)
-        return None if table is None else (table, pre, mult, shift, lo, hi)
+        if table is None:
+            return None
+        breakpoints = np.sort(np.median(thresholds * request.scale[:, None], axis=0))
+        share = bracketed_share(table, lo, h, np.clip(breakpoints, *span))
+        return table, pre, mult, shift, lo, hi, share
 
     @staticmethod
     def fastest_table(request, thresholds, span, size, first):
-        """Among `first` and the tables of 2, 4, ... times its cells (up to FAST_CELLS), the one
-        with the least bytes + elements x instructions per value."""
+        """Among `first`, the tables of 2, 4, ... times its cells below FAST_CELLS and the one of
+        FAST_CELLS, the one with the least bytes + elements x instructions per value."""
         def key(found):
-            ops = OPS_ONE_CODE + OPS_BRACKETED * bracketed_share(found[0])
+            ops = OPS_ONE_CODE + OPS_BRACKETED * found[-1]
             return found[0].nbytes + request.elements * ops
-        best, size = first, size * 2
-        while size <= FAST_CELLS:
-            found = Bracket.table_of_size(request, thresholds, span, size)
+        best = first
+        sizes = [size << k for k in range(1, 16) if size << k < FAST_CELLS] + [FAST_CELLS] * (size < FAST_CELLS)
+        for finer in sizes:
+            found = Bracket.table_of_size(request, thresholds, span, finer)
             if found is not None and key(found) < key(best):
                 best = found
-            size *= 2
         return best
 
-    def parts(self, request, thresholds, table, pre, mult, shift, lo, hi):
+    def parts(self, request, thresholds, table, pre, mult, shift, lo, hi, share):
         consts = {"enc_mult": mult.astype(np.int16)}
         shared_shift = int(shift[0]) if np.all(shift == shift[0]) else -1
         if shared_shift < 0:
@@ -195,7 +209,6 @@ class Bracket(Encoder):
                       n_thresholds=thresholds.shape[1], enc_pre=pre, enc_lo=lo, enc_hi=hi,
                       enc_n=hi - lo + 1, enc_shift_all=shared_shift, enc_bracketed=BRACKETED,
                       enc_out_signed=int(request.encoding.code_min < 0))
-        share = bracketed_share(table)
         return EncoderParts(consts, params, self.measure(request, params, consts),
                             ops_per_element=int(round(OPS_ONE_CODE + OPS_BRACKETED * share)),
                             extra_info={"encoder_entries": hi - lo + 1,
