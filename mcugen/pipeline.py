@@ -13,6 +13,7 @@ from mcugen.codegen.project import check_destination, write_project
 from mcugen.errors import MCUGenError
 from mcugen.frontend.onnx_reader import import_model, read_model
 from mcugen.lower.decode_width import check_decode_bits
+from mcugen.lower.encoders import EXACT_ENCODERS
 from mcugen.lower.lowering import lower
 from mcugen.ops.softmax import apply_output_transform
 from mcugen.passes import run_flow
@@ -153,18 +154,22 @@ def lower_for_board(qgraph, board, weight_storage, target, mac_tables="auto", en
     decode_bits = check_decode_bits(decode_bits)
     if decode_bits == "auto" and not (simd or narrow_decode(board)):
         decode_bits = "wide"
-    # the fastest first; then smaller encoder tables (a few % of the instructions), then packed
+    # the fastest first; then the smallest exact encoders on coarse grids (threshold: bracket's
+    # cells cost bytes), then smaller encoder tables (a few % of the instructions), then packed
     # weights (~40% more instructions), each only when the board is short
-    attempts = [(first, encoder)] + ([(first, "auto-small")] if encoder == "auto" else [])
+    exact = [target.exact_encoders] + (
+        [EXACT_ENCODERS] if encoder == "auto" and target.exact_encoders != EXACT_ENCODERS else [])
+    attempts = [(first, encoder, e) for e in exact] + \
+        ([(first, "auto-small", EXACT_ENCODERS)] if encoder == "auto" else [])
     if weight_storage == "auto" and target.packed_weights and first == "decoded":
-        attempts += [("codes", e) for _, e in attempts]
+        attempts += [("codes", choice, e) for _, choice, e in attempts]
     short = []
-    for storage, choice in attempts:
+    for storage, choice, exact_encoders in attempts:
         if storage != first and short != ["flash"]:
             break                               # packed weights only save flash
         schedule = lower(qgraph, weight_storage=storage, product_tables=products, encoder=choice,
                          max_code_error=max_code_error, decode_bits=decode_bits,
-                         exact_encoders=target.exact_encoders)
+                         exact_encoders=exact_encoders)
         plan = target.plan(schedule, board, target_options)
         short = [mem for mem, _ in target.shortfalls(schedule, board, plan)]
         if not short:

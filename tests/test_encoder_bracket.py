@@ -137,3 +137,23 @@ def test_a_layer_that_encodes_many_values_takes_a_finer_table_with_fewer_compare
     few, many = tables[1], tables[1_000_000]
     assert many.size > few.size
     assert np.mean(many[1:-1] < 0) < np.mean(few[1:-1] < 0)
+
+
+def test_a_board_short_of_flash_keeps_exact_encoders_with_threshold(tmp_path):
+    """Bracket's cells cost bytes: where they do not fit, auto lowers again with threshold (as
+    exact, smaller) before it gives up exactness (auto-small)."""
+    from mcugen.targets import get_target
+    path = residual_model(tmp_path, "Relu")
+    options = dict(wbits=4, abits=4, input_range=(-2.0, 2.0), first_last_bits="same")
+    host = get_target("host")
+
+    def flash(project):
+        return host.needs(project.schedule, project.board, project.plan, "flash")["flash"][0]
+    fast = mcugen.build(str(path), target="host", **options)
+    small = mcugen.build(str(path), target="host", encoder="threshold", **options)
+    assert encoders_used(fast) == {"bracket"} and flash(small) < flash(fast)
+    memory = {**fast.board["memory"], "flash": {**fast.board["memory"]["flash"],
+                                                "bytes": (flash(small) + flash(fast)) // 2}}
+    tight = mcugen.build(str(path), target="host", board={**fast.board, "memory": memory}, **options)
+    assert encoders_used(tight) == {"threshold"}
+    assert all(s.info["encoder_max_code_error"] == 0 for s in tight.schedule.steps if "encoder" in s.params)
