@@ -16,6 +16,7 @@ from mcugen.errors import MCUGenError
 from mcugen.explore import Interrupted, explore as run_explore
 from mcugen.explore.outputs import pareto_table
 from mcugen.ir.schedule import Schedule
+from mcugen.lower.encoders import ENCODERS
 from mcugen.pipeline import build as run_build, load_array, load_inputs
 from mcugen.reference.interpreter import dequantize_output
 from mcugen.report import format_report, merge_profile
@@ -134,7 +135,7 @@ def cli():
                    "8-bit values: convs read them with no decode table) or codes; same values "
                    "either way; auto: levels on SIMD boards")
 @click.option("--encoder", default="auto", show_default=True,
-              type=click.Choice(["auto", "threshold", "lut", "pade", "bracket"]),
+              type=click.Choice(["auto", *ENCODERS]),
               help="how accumulators become the next layer's codes: threshold (exact, monotone "
                    "activations), lut (index + table), pade (index + arithmetic), bracket (exact, "
                    "monotone: index + table + one threshold); auto: per layer, the smallest "

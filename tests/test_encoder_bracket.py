@@ -157,3 +157,18 @@ def test_a_board_short_of_flash_keeps_exact_encoders_with_threshold(tmp_path):
     tight = mcugen.build(str(path), target="host", board={**fast.board, "memory": memory}, **options)
     assert encoders_used(tight) == {"threshold"}
     assert all(s.info["encoder_max_code_error"] == 0 for s in tight.schedule.steps if "encoder" in s.params)
+
+
+def test_the_cli_builds_with_bracket_and_verifies(tmp_path, host_cc):
+    import subprocess
+    import sys
+    path = residual_model(tmp_path, "Relu")
+    out = tmp_path / "proj"
+    run = lambda *args: subprocess.run([sys.executable, "-m", "mcugen", *map(str, args)],
+                                       capture_output=True, text=True)
+    built = run("build", path, "-o", out, "--wbits", "4", "--abits", "4", "--input-range", "-2:2",
+                "--encoder", "bracket")
+    assert built.returncode == 0, built.stderr
+    assert "bracket/" in built.stdout                      # the report's encoder column
+    verified = run("verify", out)
+    assert verified.returncode == 0 and "0 differences" in verified.stdout, verified.stdout
