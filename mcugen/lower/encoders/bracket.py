@@ -165,7 +165,8 @@ class Bracket(Encoder):
 
     @staticmethod
     def table_of_size(request, thresholds, span, size):
-        """(table, pre, mult, shift, lo, hi) of `size` cells over the changing span, or None."""
+        """(table, pre, mult, shift, lo, hi, share of values compared) of `size` cells over the
+        changing span, or None when a cell holds three codes."""
         bound, pre = request.bound, pre_shift(request.bound)
         h = max(span[1] - span[0], 1e-300) / (size - 3)
         # a cell of margin past the span on each side: the clamped end cells, which take every
