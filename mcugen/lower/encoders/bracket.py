@@ -27,6 +27,7 @@ import numpy as np
 
 from mcugen.lower.encoders.base import Encoder, EncoderParts, base_params
 from mcugen.lower.encoders.exact import Segments
+from mcugen.lower.encoders.threshold import reached_counts
 from mcugen.numerics import activation_is_monotone
 
 PRODUCT_BITS = 31          # |acc >> pre| <= 2^ACC_BITS and mult < 2^MULT_BITS: below 2^31
@@ -80,24 +81,14 @@ def cell_starts(pre, mult, shift, lo, hi, bound):
     return np.concatenate([np.full((mult.shape[0], 1), -bound, dtype=np.int64), first], axis=1)
 
 
-def reached_counts(thresholds, acc):
-    """#{j : T[r][j] <= acc[r, i]} for (rows, n) sorted thresholds and (rows, m) accumulators."""
-    rows, n = thresholds.shape
-    low, high = min(thresholds.min(initial=0), acc.min(initial=0)), max(thresholds.max(initial=0), acc.max(initial=0))
-    stride = high - low + 2
-    offset = np.arange(rows, dtype=np.int64)[:, None] * stride - low
-    line = (thresholds + offset).reshape(-1)
-    return np.searchsorted(line, (acc + offset).reshape(-1), side="right").reshape(acc.shape) - \
-        np.arange(rows, dtype=np.int64)[:, None] * n
-
-
 def cell_codes(thresholds, starts, bound):
     """Per cell (shared by every row): the least and the greatest code offset an accumulator of
     the cell takes in any row; empty cells get least > greatest."""
     ends = np.concatenate([starts[:, 1:] - 1, np.full((starts.shape[0], 1), bound, dtype=np.int64)], axis=1)
     empty = (starts > ends) | (starts > bound)
-    first = reached_counts(thresholds, np.minimum(starts, bound))
-    last = reached_counts(thresholds, np.minimum(ends, bound))
+    rows = np.arange(thresholds.shape[0], dtype=np.int64)[:, None]
+    first = reached_counts(thresholds, rows, np.minimum(starts, bound))
+    last = reached_counts(thresholds, rows, np.minimum(ends, bound))
     big = thresholds.shape[1] + 1
     return np.where(empty, big, first).min(axis=0), np.where(empty, -1, last).max(axis=0)
 
@@ -207,7 +198,7 @@ class Bracket(Encoder):
         consts["enc_thresholds"] = np.concatenate([thresholds[:, :1], thresholds], axis=1).astype(np.int32)
         row_consts = [k for k in ("enc_mult", "enc_shift") if k in consts] + ["enc_thresholds"]
         params = dict(base_params(self.name, request, consts, row_consts),
-                      n_thresholds=thresholds.shape[1], enc_pre=pre, enc_lo=lo, enc_hi=hi,
+                      enc_threshold_row=thresholds.shape[1] + 1, enc_pre=pre, enc_lo=lo, enc_hi=hi,
                       enc_n=hi - lo + 1, enc_shift_all=shared_shift, enc_bracketed=BRACKETED,
                       enc_out_signed=int(request.encoding.code_min < 0))
         return EncoderParts(consts, params, self.measure(request, params, consts),

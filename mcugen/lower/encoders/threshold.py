@@ -28,6 +28,18 @@ def search_steps(n):
             "enc_steps": [[1 << e, (1 << e) - 1] for e in range(d - 1, -1, -1)]}
 
 
+def reached_counts(thresholds, rows, acc):
+    """#{j : T[r][j] <= acc} for each (row r, acc) pair (rows and acc broadcast together), for
+    (rows, n) thresholds sorted within each row: all rows at once, on one sorted line where row
+    r's thresholds are shifted by r * stride."""
+    thresholds = np.asarray(thresholds, dtype=np.int64)
+    rows, acc = np.broadcast_arrays(np.asarray(rows, dtype=np.int64), np.asarray(acc, dtype=np.int64))
+    low = min(thresholds.min(initial=0), acc.min(initial=0))
+    stride = max(thresholds.max(initial=0), acc.max(initial=0)) - low + 2
+    line = (thresholds + (np.arange(thresholds.shape[0], dtype=np.int64)[:, None] * stride - low)).reshape(-1)
+    return np.searchsorted(line, rows * stride - low + acc, side="right") - rows * thresholds.shape[1]
+
+
 class Threshold(Encoder):
     name = "threshold"
     realizes = "it needs a non-decreasing function"
@@ -58,14 +70,10 @@ class Threshold(Encoder):
     def segments(self, request, params, consts):
         """Row r's code is code_min + #{j : T[r][j] <= acc}: it changes at each threshold met."""
         thresholds = consts["enc_thresholds"].astype(np.int64)
-        rows, n = thresholds.shape
-        bound, stride = request.bound, 2 * request.bound + 2     # room for bound + 1
+        rows, bound = thresholds.shape[0], request.bound
         starts = np.concatenate([np.full((rows, 1), -bound, dtype=np.int64), thresholds], axis=1)
         inside = starts <= bound
         row = np.broadcast_to(np.arange(rows, dtype=np.int64)[:, None], starts.shape)[inside]
         start = starts[inside]
-        # the count of thresholds <= start within the row, all rows at once on one line
-        line = (np.arange(rows, dtype=np.int64)[:, None] * stride + np.minimum(thresholds, bound + 1)
-                + bound).reshape(-1)
-        count = np.searchsorted(line, row * stride + start + bound, side="right") - row * n
+        count = reached_counts(thresholds, row, start)
         return Segments.flat(row, start, params["code_min"] + count, rows)
