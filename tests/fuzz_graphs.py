@@ -1565,10 +1565,8 @@ def check_case(case, with_c=False, workdir=None) -> Outcome:
             return Outcome("generator", "onnxruntime rejects the model", str(exc))
         out = Path(tmp) / "proj" if with_c else None
         try:
-            # percentile 100: ranges at the max, which the error bound assumes (by default a
-            # uniform grid's range is searched below it, clipping: docs/choices.md)
             project = mcugen.build(path, out=out, scheme=case.scheme, wbits=8, abits=8,
-                                   input_range=case.input_range, percentile=100.0)
+                                   input_range=case.input_range)
         except mcugen.MCUGenError as exc:
             return refusal(exc)
         except Exception as exc:                      # noqa: BLE001 - any other is a bug

@@ -122,8 +122,7 @@ def shared_case(name, input_range):
     import mcugen
     path = shared_model(name)
     case = fuzz_graphs.Case(0, onnx.load(str(path)), input_range, "uniform", [name], set())
-    project = mcugen.build(path, scheme="uniform", wbits=8, abits=8, input_range=input_range,
-                           percentile=100.0)          # the oracle's ranges: the max
+    project = mcugen.build(path, scheme="uniform", wbits=8, abits=8, input_range=input_range)
     x = fuzz_graphs.calibration_inputs(case)
     reference = fuzz_graphs.run_onnxruntime(case.model, x)
     return case, project, fuzz_graphs.float_graph(path), x, reference

@@ -654,11 +654,9 @@ def plan_window_pool(proc, step, d, target):
     depth = 2 + (estimate.ENCODER_DEPTH.get(p.get("encoder"), 0) if avg else 0)
     budget = (target - in_px) // out_px - p["k_w"] - depth
     cpar, citers = channel_par(c, budget) if avg else (c, 1)
-    lo, hi = d["ranges"][step.inputs[0]]
-    acc = (-step.info["acc_bound"], step.info["acc_bound"]) if avg else (min(lo, p["code_min"]), hi)
     proc.t = {"emit": emissions(rows, cols, p["out_w"]), "row_emit": rows, "col_emit": cols,
               "per_out": p["k_w"] + (citers + depth if avg else 1), "rows": window_rows(p),
-              "cpar": cpar, "citers": citers, "channels": c, "depth": depth, "acc_t": ap_type(*acc)}
+              "cpar": cpar, "citers": citers, "channels": c, "depth": depth, "acc_t": pool_acc(step, d)}
     proc.cost = window_pool_cost(step, d, proc.t)
 
 

@@ -4,8 +4,8 @@ from it, pos_t = pad + #{s <= t : id_s != pad} where id_t != pad, else pad.
 
 The exporters write it as Equal, Not, Cast, CumSum, Mul and Add, with Casts and their order
 differing by exporter and version. Matching those ops would break with the next exporter, so
-the subgraph from the ids to the indices of a constant table's Gather is run (onnx's reference
-evaluator) on probe sequences and compared with the rule, for each integer constant of the
+the subgraph from the ids to the indices of a constant table's Gather is run (node by node, as
+the constant folder runs them) on probe sequences and compared with the rule, for each integer constant of the
 subgraph as the padding id. Where every probe agrees, the Gather reads the ids themselves with
 the padding id as an attribute (ops/embedding.py: a position lookup, still no arithmetic on
 values) and the subgraph goes. Anything else stays, and is refused where it is mapped.
@@ -13,10 +13,10 @@ values) and the subgraph goes. Anything else stays, and is refused where it is m
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
+from onnx import helper
 
+from mcugen.frontend.fold import _evaluate
+from mcugen.frontend.patterns import live_nodes
 from mcugen.ops.embedding import PAD_ATTR, position_rows
 
 PROBES = 24                         # sequences, with pads at random places, all-pad and none
@@ -62,20 +62,10 @@ def _rewrite(nodes, gather, ctx):
     if kind == "constant":
         table = np.asarray(ctx.const(gather.input[0]))
         ctx.constants[gather.output[0]] = np.take(table, value, axis=int(attrs.get("axis", 0)))
-        return _unread_dropped([n for n in nodes if n is not gather], sub, ctx)
+        return live_nodes([n for n in nodes if n is not gather], ctx.graph_outputs)
     rewritten = helper.make_node("Gather", [gather.input[0], ctx.input_name], list(gather.output),
                                  name=gather.name, **attrs, **{PAD_ATTR: value})
-    return _unread_dropped([rewritten if n is gather else n for n in nodes], sub, ctx)
-
-
-def _unread_dropped(nodes, sub, ctx) -> list:
-    """`nodes` without the members of `sub` that nothing reads any more (last first: a mask
-    another reader still reads stays, and is refused where it is mapped)."""
-    for node in reversed(sub):
-        read = {t for n in nodes if n is not node for t in n.input} | set(ctx.graph_outputs)
-        if not any(out in read for out in node.output):
-            nodes = [n for n in nodes if n is not node]
-    return nodes
+    return live_nodes([rewritten if n is gather else n for n in nodes], ctx.graph_outputs)
 
 
 def _subgraph(nodes, tensor, ctx):
@@ -125,17 +115,19 @@ def _integer_scalar(value):
 
 
 def _evaluator(sub, tensor, ctx):
-    """ids (the input's shape and type) -> `tensor`, by onnx's reference evaluator."""
+    """ids (the input's shape and type) -> `tensor`, node by node as the constant folder runs
+    them (fold._evaluate: onnx's reference evaluator, numpy where it falls short)."""
     graph_input = next(i for i in ctx.model.graph.input if i.name == ctx.input_name)
-    names = {name for n in sub for name in n.input}
-    inits = [numpy_helper.from_array(np.asarray(ctx.const(name)), name) for name in sorted(names)
-             if ctx.const(name) is not None]
-    graph = helper.make_graph(sub, "positions", [graph_input],
-                              [helper.make_value_info(tensor, onnx.TypeProto())], inits)
-    model = helper.make_model(graph, opset_imports=list(ctx.model.opset_import))
-    evaluator = ReferenceEvaluator(model)
     dtype = helper.tensor_dtype_to_np_dtype(graph_input.type.tensor_type.elem_type)
-    return lambda ids: evaluator.run(None, {ctx.input_name: ids.astype(dtype)})[0]
+    consts = {name: np.asarray(ctx.const(name)) for n in sub for name in n.input
+              if name and ctx.const(name) is not None}
+
+    def run(ids):
+        values = dict(consts, **{ctx.input_name: ids.astype(dtype)})
+        for node in sub:
+            values.update(zip(node.output, _evaluate(node, ctx.model.opset_import, values)))
+        return values[tensor]
+    return run
 
 
 def _probes(shape, pad) -> list:
