@@ -170,9 +170,9 @@ def add_schedule(tmp_path, scheme, wbits, abits, relu, target="gap8"):
                         first_last_bits="same").schedule
 
 
-def add_plan_of(schedule):
+def add_plan_of(schedule, board=None):
     step = next(s for s in schedule.steps if s.kind == "add")
-    return gap8.plan_tiles(schedule, gap8.get_board("gap8"))[step.name]
+    return gap8.plan_tiles(schedule, board or gap8.get_board("gap8"))[step.name]
 
 
 @pytest.mark.parametrize("config", list(ADDS))
@@ -189,21 +189,12 @@ def test_gap8_add_lookups_are_bit_exact(config, tmp_path, host_cc):
     elif kernel == "fold":
         assert plan.kernel["fold_table"] == 1 and "enc_table" in plan.consts
     bit_exact(schedule, tmp_path / "one")
-    tables = sum(_align4(v.nbytes) for v in plan.consts.values())
+    tables = sum(gap8._align(v.nbytes) for v in plan.consts.values())
     board = small_l1_board(tables + 2 * 3 * 16)          # tiles of 16 elements, double buffered
     while not whole_model_fits(schedule, board["memory"]["l1"]["bytes"]):
         board = small_l1_board(board["memory"]["l1"]["bytes"] + 16)
-    assert len(add_plan_of_board(schedule, board).tiles) > 1
+    assert len(add_plan_of(schedule, board).tiles) > 1
     bit_exact(schedule, tmp_path / "many", board)
-
-
-def _align4(n):
-    return -(-n // 4) * 4
-
-
-def add_plan_of_board(schedule, board):
-    step = next(s for s in schedule.steps if s.kind == "add")
-    return gap8.plan_tiles(schedule, board)[step.name]
 
 
 def test_gap8_add_fold_is_bit_exact_on_rv32(tmp_path, host_cc):
@@ -247,6 +238,6 @@ def test_gap8_large_add_takes_two_tiles_in_the_same_l1(tmp_path):
     for step in adds:
         plan = plans[step.name]
         assert len(plan.tiles) == 2 and sum(t.nc for t in plan.tiles) == step.params["size"]
-        tables = sum(_align4(v.nbytes) for v in plan.consts.values())
-        assert plan.l1_bytes <= tables + 3 * _align4(step.params["size"]) + 16
+        tables = sum(gap8._align(v.nbytes) for v in plan.consts.values())
+        assert plan.l1_bytes <= tables + 3 * gap8._align(step.params["size"]) + 16
     assert len(add_plan_of(add_schedule(tmp_path, "uniform", 8, 8, True)).tiles) == 1   # 105

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen.lower.encoders import encode
+from mcugen.lower.encoders.lut import row_shifts
 
 PAIR_TABLE_BYTES = 4096     # a pair table this large or smaller is loaded into L1 whole
 FOLD_TRIES = 16             # splits of the rounding term tried per shift
@@ -40,7 +41,7 @@ def add_kernel_plan(step, dtypes) -> dict:
     stride = 1 << max(0, int(len(tb) - 1).bit_length())       # a row per code of a
     if len(ta) * stride * np.dtype(out_dtype).itemsize <= PAIR_TABLE_BYTES:
         pair = _pair_plan(step, codes, stride, out_dtype)
-        return dict(pair, **_asm(dtypes, 4 * 6))
+        return dict(pair, **_asm(dtypes, PAIR_BODY))
     fold = _fold_plan(step, codes, ta, tb)
     return dict(fold, **_asm(dtypes, _fold_body(fold))) if fold else {}
 
@@ -60,7 +61,7 @@ def _fold_plan(step, codes, ta, tb) -> dict:
     p, c = step.params, step.consts
     if p.get("encoder") != "lut" or p["enc_per_row"] or c["enc_mult"].size != 1:
         return {}
-    shift = p["enc_shift_all"] if p["enc_shift_all"] >= 0 else int(c["enc_shift"][0])
+    shift = int(row_shifts(p, c)[0])
     mult = int(c["enc_mult"][0])
     table = c["enc_table"].astype(np.int64)
     lo, hi = p["enc_lo"], p["enc_hi"]
@@ -125,19 +126,25 @@ def _fold_params(step, fa, fb, shift, clamp, last) -> dict:
             "clip_bits": clip, "consts": consts}
 
 
+# the pair's CORE-V block: its hardware loop's instructions per iteration of 4 elements, 6 each
+# (2 code loads, a shift to the row, an add, the table's load, the store)
+PAIR_BODY = 4 * 6
+
+
 def _fold_body(fold) -> int:
     """The fold's CORE-V block: its hardware loop's instructions per iteration of 4 elements
     (8 code loads, 8 shifts to word offsets, 8 table loads, 4 sums, 4 shifts, the clamps, the
-    encoder table's loads, 4 stores). The pair block's: 6 per element (2 code loads, a shift
-    to the row, an add, the table's load, the store)."""
+    encoder table's loads, 4 stores)."""
     clamp = 4 if fold["clip_bits"] else 8
     return 8 + 8 + 8 + 4 + 4 + clamp + 4 * fold["fold_table"] + 4
 
 
 def _asm(dtypes, body) -> dict:
-    """The CORE-V block's numbers: its hardware loop's instructions per iteration and the
+    """The CORE-V block's numbers: its hardware loop's instructions per iteration (and the
+    setup's offset to its end) and the
     post-incremented code loads' funct3 (4: cv.lbu, 0: cv.lb). `asm` 0 (the C loop only)
     unless codes and outputs are all bytes: the blocks move bytes."""
     unsigned = [np.dtype(d).kind == "u" for d in dtypes[:2]]
     return {"asm": int(all(np.dtype(d).itemsize == 1 for d in dtypes)), "asm_body": body,
+            "asm_loop_end": body + 1,     # cv.setup's offset: past the body, in instructions
             "x_load": 4 if unsigned[0] else 0, "y_load": 4 if unsigned[1] else 0}
