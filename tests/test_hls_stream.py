@@ -100,6 +100,8 @@ def test_residual_dataflow_is_bit_exact(stride, bits, tmp_path, gxx):
         roms = [sm for sm in project.plan["smacs"].values() if sm.mac.product is not None]
         assert roms and all(any(m.negate_w is not None and m.negate_w.any() for m in sm.plans)
                             for sm in roms)
+        # and the design takes some: the C simulation below runs the folded lanes
+        assert any(sm.mac.negate_w is not None for sm in roms)
     assert_bit_exact(project, out, n=6)
 
 
@@ -195,6 +197,10 @@ def test_a_folded_rom_costs_its_negation(tmp_path):
     extra = sm.lanes * hls_stream.negate_luts(next(m for m in sm.plans if m.negate_w is not None))
     assert costs[True]["lut"] - costs[False]["lut"] >= extra - sm.lanes * 8    # less the decode bits
     assert hls_stream.negate_luts(next(m for m in sm.plans if m.negate_w is not None)) > 8
+    # so the design keeps every ROM it puts in BRAM unfolded
+    chosen = [v for v in project.plan["smacs"].values() if v.mac.product is not None]
+    assert any(v.rom_impl == "bram" for v in chosen)
+    assert all(v.mac.negate_w is None for v in chosen if v.rom_impl == "bram")
 
 
 def folded_products(m, codes, xs) -> np.ndarray:

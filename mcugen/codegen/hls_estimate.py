@@ -49,24 +49,43 @@ def bram18(depth: int, width: int) -> int:
     return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in BRAM18_SHAPES)
 
 
-def memory(entries: int, width: int, banks: int = 1) -> dict:
-    """BRAM_18K and LUTs of an array of `entries` x `width` bits in `banks` banks."""
+def bank_depth(entries: int, banks: int) -> int:
+    """Entries a bank holds (at least one bank, at most one entry a bank)."""
+    return math.ceil(entries / max(1, min(banks, entries)))
+
+
+def lut_memory(entries: int, width: int, banks: int = 1, writable: bool = False) -> dict:
+    """An array of `entries` x `width` bits in `banks` banks held in LUTs: a ROM is logic
+    (constant LUT contents, any slice: 64 x 1 bit a LUT6); a memory written at run time (a
+    buffer) is distributed RAM (ram_luts), so its LUTs are also LUTRAM."""
     banks = max(1, min(banks, entries))
     depth = math.ceil(entries / banks)
-    if depth * width <= LUTRAM_BITS:
-        return {"bram_18k": 0, "lut": banks * math.ceil(depth / 64) * width}
-    return {"bram_18k": banks * bram18(depth, width), "lut": 0}
+    if writable:
+        luts = banks * ram_luts(depth, width)
+        return {"bram_18k": 0, "lut": luts, "lutram": luts}
+    return {"bram_18k": 0, "lut": banks * math.ceil(depth / 64) * width}
+
+
+def block_memory(entries: int, width: int, banks: int = 1) -> dict:
+    """The same array in BRAM_18K blocks."""
+    banks = max(1, min(banks, entries))
+    return {"bram_18k": banks * bram18(math.ceil(entries / banks), width), "lut": 0}
+
+
+def memory(entries: int, width: int, banks: int = 1) -> dict:
+    """BRAM_18K and LUTs of a ROM of `entries` x `width` bits in `banks` banks: LUTs up to
+    LUTRAM_BITS a bank."""
+    if bank_depth(entries, banks) * width <= LUTRAM_BITS:
+        return lut_memory(entries, width, banks)
+    return block_memory(entries, width, banks)
 
 
 def ram(entries: int, width: int, banks: int = 1) -> dict:
-    """A memory written at run time (a buffer, not a ROM): in LUTs it is distributed RAM, so its
-    LUTs are also LUTRAM. A ROM in LUTs is logic (constant LUT contents, any slice): `memory`."""
-    banks = max(1, min(banks, entries))
-    depth = math.ceil(entries / banks)
-    if depth * width > LUTRAM_BITS:
-        return {**memory(entries, width, banks), "lutram": 0}
-    luts = banks * ram_luts(depth, width)
-    return {"bram_18k": 0, "lut": luts, "lutram": luts}
+    """A memory written at run time (a buffer, not a ROM), LUTs (distributed RAM) up to
+    LUTRAM_BITS a bank."""
+    if bank_depth(entries, banks) * width <= LUTRAM_BITS:
+        return lut_memory(entries, width, banks, writable=True)
+    return {**block_memory(entries, width, banks), "lutram": 0}
 
 
 def ram_luts(depth: int, width: int) -> int:
@@ -187,7 +206,7 @@ def stream_cost(step, schedule, acc_bits: int = 32) -> dict:
 def buffer_cost(size: int, bits: int, banks: int, copies: int = 1) -> dict:
     """An activation buffer between two layers: ping-pong under DATAFLOW; a buffer with
     several readers adds one copy per reader and the pass that fills them."""
-    one = memory(size, bits, banks)
+    one = ram(size, bits, banks)
     cost = {k: 2 * v * (copies + (copies > 1)) for k, v in one.items()}
     cost["cycles"] = size if copies > 1 else 0
     return cost

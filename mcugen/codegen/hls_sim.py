@@ -73,7 +73,7 @@ def program(proc, streams) -> list:
     if kind == "concat":
         return [(tuple((s, b) for s in ins), ((outs[0], b),), 1, t["depth"]) for b in range(t["pixels"])]
     if kind in WINDOWED:
-        return windowed(ins[0], outs[0], t["emit"], t["per_out"], t.get("per_in", 1))
+        return windowed(ins[0], outs[0], t["emit"], t["per_out"], t["per_in"])
     if kind == "dense":
         steps = [(((ins[0], b),), (), 1, 1) for b in range(t["in_beats"])]
         return steps + [((), ((outs[0], 0),), t["compute"], t["compute"])]
@@ -84,7 +84,7 @@ def program(proc, streams) -> list:
     raise ValueError(kind)
 
 
-def windowed(src, dst, emit, per_out, per_in=1) -> list:
+def windowed(src, dst, emit, per_out, per_in) -> list:
     """A line-buffer or row-accumulator process: each input pixel `per_in` cycles, then the
     outputs it completes, each `per_out` cycles (a sequential loop: its II is its length)."""
     steps, o = [], 0

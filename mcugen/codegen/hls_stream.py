@@ -338,13 +338,10 @@ def store(entries: int, width: int, banks: int, fpga, writable: bool = False) ->
     blocks); the plan records the choice (`impl`), the template binds it. In LUTs a ROM is
     logic, 64 x 1 bit a LUT6; a `writable` array (a line buffer) is distributed RAM, LUTRAM
     too, at estimate.ram_luts."""
-    banks = max(1, min(banks, entries))
-    depth = math.ceil(entries / banks)
-    luts = banks * (estimate.ram_luts(depth, width) if writable else math.ceil(depth / 64) * width)
-    lut = {"bram_18k": 0, "lut": luts, "lutram": luts if writable else 0}
-    if depth * width <= estimate.LUTRAM_BITS:
+    lut = estimate.lut_memory(entries, width, banks, writable)
+    if estimate.bank_depth(entries, banks) * width <= estimate.LUTRAM_BITS:
         return {**lut, "impl": "lutram"}
-    bram = {"bram_18k": banks * estimate.bram18(depth, width), "lut": 0}
+    bram = estimate.block_memory(entries, width, banks)
     if estimate.device_share(lut, fpga) <= estimate.device_share(bram, fpga):
         return {**lut, "impl": "lutram"}
     return {**bram, "impl": "bram"}
@@ -495,7 +492,7 @@ def plan_process(d, proc, step, schedule, board):
         sm = sized_mac(step, x_range, fpga, lambda depth: (target - in_px) // out_px - p["k_w"] - depth)
         per_out = p["k_w"] + sm.iters + mac_depth(step, sm.lanes)
         proc.t = {"emit": emissions(rows, cols, p["out_w"]), "row_emit": rows, "col_emit": cols,
-                  "per_out": per_out, "rows": window_rows(p),
+                  "per_in": 1, "per_out": per_out, "rows": window_rows(p),
                   "depth": mac_depth(step, sm.lanes)}
         d["smacs"][step.name] = sm
         proc.cost = mac_process_cost(d, proc, step)
@@ -655,7 +652,7 @@ def plan_window_pool(proc, step, d, target):
     budget = (target - in_px) // out_px - p["k_w"] - depth
     cpar, citers = channel_par(c, budget) if avg else (c, 1)
     proc.t = {"emit": emissions(rows, cols, p["out_w"]), "row_emit": rows, "col_emit": cols,
-              "per_out": p["k_w"] + (citers + depth if avg else 1), "rows": window_rows(p),
+              "per_in": 1, "per_out": p["k_w"] + (citers + depth if avg else 1), "rows": window_rows(p),
               "cpar": cpar, "citers": citers, "channels": c, "depth": depth, "acc_t": pool_acc(step, d)}
     proc.cost = window_pool_cost(step, d, proc.t)
 
@@ -724,7 +721,7 @@ def busy_cycles(proc, d) -> int:
     """Cycles per frame the process itself needs (its interval alone)."""
     t = proc.t
     if proc.kind in WINDOWED:
-        return int(len(t["emit"]) * t.get("per_in", 1) + int(t["emit"].sum()) * t["per_out"])
+        return int(len(t["emit"]) * t["per_in"] + int(t["emit"].sum()) * t["per_out"])
     if proc.kind == "concat":
         return t["pixels"]
     if proc.kind == "dense":
