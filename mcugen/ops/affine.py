@@ -51,10 +51,11 @@ def affine_from_onnx(node, ctx, consts):
         scale, shift = ones, vec
     else:  # Sub
         scale, shift = (ones, -vec) if x_index == 0 else (-ones, vec)
-    return _affine_node(node, x, scale, shift)
+    return affine_node(node, x, scale, shift)
 
 
-def _affine_node(node, x, scale, shift):
+def affine_node(node, x, scale, shift):
+    """`node`'s output as an Affine of `x`: x * scale + shift per channel, named after `node`."""
     return Node(name=node.name, op="Affine", inputs=[x], output=node.output[0],
                 attrs={"activation": None}, params={"scale": scale, "shift": shift},
                 onnx_op=node.op_type)
@@ -73,7 +74,7 @@ class Affine(OpDef):
         eps = float(ctx.attrs(node).get("epsilon", 1e-5))
         scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
         shift = np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * scale
-        return _affine_node(node, node.input[0], scale.reshape(-1), shift.reshape(-1))
+        return affine_node(node, node.input[0], scale.reshape(-1), shift.reshape(-1))
 
     def infer_shape(self, node, in_shapes):
         return in_shapes[0]

@@ -24,6 +24,7 @@ from mcugen.lower.fixedpoint import (ACC_LIMIT, CONSTANT_BITS, decode_table, def
                                      code_grid, stored_codes, stored_values, table_scale)
 from mcugen.numerics import activation_fn, round_half_away
 from mcugen.ops import OpDef, register
+from mcugen.ops.affine import affine_node
 
 NORM_BITS = 60          # W = V' 4^k is brought into [2^NORM_BITS, 2^(NORM_BITS + 2))
 NORM_STEPS = 30         # ... by at most 30 steps of 4 (V' >= 1)
@@ -65,15 +66,13 @@ class LayerNormalization(OpDef):
         rank = len(shape)
         attrs = ctx.attrs(node)
         axis = int(attrs.get("axis", -1))
-        eps = float(attrs.get("epsilon", 1e-5))
+        eps = epsilon(node, ctx)
         if not -rank <= axis < rank:
             ctx.fail(node, f"axis {axis} is outside the input's rank {rank}")
         axis = axis + rank if axis < 0 else axis
         if rank < 2 or (axis == 0 and shape[0] != 1):
             ctx.fail(node, f"it normalizes across the batch of a {list(shape)} tensor; supported: "
                            f"the trailing axes after the batch")
-        if not eps >= 0.0:
-            ctx.fail(node, f"epsilon {eps} is negative")
         norm_shape = shape[axis:]
         params = {}
         for key, index, what, default in (("scale", 1, "Scale", 1.0), ("bias", 2, "B", 0.0)):
@@ -139,9 +138,7 @@ def instance_norm(node, ctx) -> list:
     if len(shape) < 3 or shape[0] != 1:
         ctx.fail(node, f"its input is {list(shape)}; supported: [1, C, D1, ...] (batch 1, at "
                        f"least one axis after the channels)")
-    eps = float(ctx.attrs(node).get("epsilon", 1e-5))
-    if not eps >= 0.0:
-        ctx.fail(node, f"epsilon {eps} is negative")
+    eps = epsilon(node, ctx)
     channel = {}
     for key, index, what in (("scale", 1, "scale"), ("shift", 2, "B")):
         value = np.asarray(ctx.require_const(node, index, what), dtype=np.float64).reshape(-1)
@@ -151,14 +148,21 @@ def instance_norm(node, ctx) -> list:
     plain = np.all(channel["scale"] == 1.0) and not np.any(channel["shift"])
     normalized = out if plain else f"{out}/normalized"
     ctx.shapes[normalized] = shape
-    norm = Node(name=node.name, op="LayerNormalization", inputs=[x], output=normalized,
+    norm = Node(name=node.name if plain else f"{node.name}/normalize", op="LayerNormalization",
+                inputs=[x], output=normalized,
                 onnx_op=node.op_type, attrs={"axis": 2, "epsilon": eps, "activation": None,
                                              "center": True},
                 params={"scale": np.ones(shape[2:]), "bias": np.zeros(shape[2:])})
     if plain:
         return [norm]
-    return [norm, Node(name=f"{node.name}/affine", op="Affine", inputs=[normalized], output=out,
-                       onnx_op=node.op_type, attrs={"activation": None}, params=channel)]
+    return [norm, affine_node(node, normalized, channel["scale"], channel["shift"])]
+
+
+def epsilon(node, ctx) -> float:
+    eps = float(ctx.attrs(node).get("epsilon", 1e-5))
+    if not eps >= 0.0:
+        ctx.fail(node, f"epsilon {eps} is negative")
+    return eps
 
 
 def frac_bits(node, ctx, x, n, eps, center=1) -> dict:

@@ -108,17 +108,15 @@ def fold_affine(graph) -> bool:
         if producer is None or producer.attrs.get("activation"):
             continue
         if producer.op == "Affine":
-            scale, shift = node.params["scale"], node.params["shift"]
-            producer.params["scale"] = producer.params["scale"] * scale
-            producer.params["shift"] = producer.params["shift"] * scale + shift
-            graph.remove_node(node, producer.output)
-            return True
-        if not get_op(producer.op).is_mac:
+            factor, offset = "scale", "shift"
+        elif get_op(producer.op).is_mac:
+            factor, offset = "weight", "bias"
+        else:
             continue
         scale, shift = node.params["scale"], node.params["shift"]
-        w = producer.params["weight"]
-        producer.params["weight"] = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
-        producer.params["bias"] = producer.params["bias"] * scale + shift
+        w = producer.params[factor]          # per output channel, along its first axis
+        producer.params[factor] = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        producer.params[offset] = producer.params[offset] * scale + shift
         graph.remove_node(node, producer.output)
         return True
     return False
