@@ -217,7 +217,7 @@ def test_gap8_add_fold_refuses_what_it_cannot_check(tmp_path):
     from mcugen.codegen.add_plan import _fold_plan
     threshold = copy.copy(step)
     threshold.params = dict(step.params, encoder="threshold")
-    assert _fold_plan(threshold, None, None, None) == {}
+    assert _fold_plan(threshold, None, None, None, None, None) == {}
     # codes wider than 8 bits: more pairs than the plan checks
     from mcugen.codegen.add_plan import MAX_PAIRS, add_kernel_plan
     wide = copy.copy(step)

@@ -5,7 +5,10 @@ encodes the sum. Its inputs are two codes of at most 8 bits, so every (a, b) pai
 through the reference here, and a cheaper kernel is taken only when it gives the same code for
 every pair (not a proof about the arithmetic: an exhaustive check of the kernel's own):
 
-- `pair`: the codes of every pair in one table, when it is small (4-bit activations);
+- `pair`: the codes of every pair in one table, when it is small (4-bit activations). An input
+  that stores levels (DESIGN section 1) holds a few of its table's entries only (the step's
+  a_values / b_values): a byte map from each of those to its row (or column) of the table
+  comes first, so the table has a row per level, not per entry;
 - `fold`: a lut encoder's requantization folded into the decode tables. The reference's index
   is floor((acc * mult + 2^(shift-1)) / 2^shift) with acc = table_a[a] + table_b[b]; the folded
   tables hold floor((table * mult + part of the rounding) / 2^k), small enough that their sum
@@ -23,6 +26,7 @@ from mcugen.lower.encoders import encode
 from mcugen.lower.encoders.lut import row_shifts
 
 PAIR_TABLE_BYTES = 4096     # a pair table this large or smaller is loaded into L1 whole
+MAP_LIMIT = 256             # a mapped pair table's indices fit the maps' bytes
 FOLD_TRIES = 16             # splits of the rounding term tried per shift
 FOLD_SHIFTS = 3             # shifts tried, from the least that keeps the sum an int32
 INT32_LIMIT = 1 << 31
@@ -35,29 +39,65 @@ def add_kernel_plan(step, dtypes) -> dict:
     it reads in place of the step's. `dtypes`: the two inputs' and the output's."""
     out_dtype = dtypes[2]
     ta, tb = (step.consts[k].astype(np.int64) for k in ("table_a", "table_b"))
-    if len(ta) * len(tb) > MAX_PAIRS:            # wider codes: no exhaustive check
+    ia, ib = (operand_entries(step, key) for key in ("a", "b"))
+    if len(ia) * len(ib) > MAX_PAIRS:            # wider codes: no exhaustive check
         return {}
-    codes = encode(step, ta[:, None] + tb[None, :], 0)          # (codes of a, codes of b)
-    stride = 1 << max(0, int(len(tb) - 1).bit_length())       # a row per code of a
-    if len(ta) * stride * np.dtype(out_dtype).itemsize <= PAIR_TABLE_BYTES:
-        pair = _pair_plan(step, codes, stride, out_dtype)
-        return dict(pair, **_asm(dtypes, PAIR_BODY))
-    fold = _fold_plan(step, codes, ta, tb)
+    codes = encode(step, ta[ia][:, None] + tb[ib][None, :], 0)   # (values of a, values of b)
+    stride = 1 << max(0, int(len(ib) - 1).bit_length())       # a row per value of a
+    mapped = len(ia) < len(ta) or len(ib) < len(tb)
+    if (len(ia) * stride * np.dtype(out_dtype).itemsize <= PAIR_TABLE_BYTES
+            and (not mapped or len(ia) * stride <= MAP_LIMIT)):
+        pair = _pair_plan(step, codes, stride, out_dtype, (ia, ib, len(ta), len(tb)) if mapped else None)
+        return dict(pair, **_asm(dtypes, PAIR_MAP_BODY if mapped else PAIR_BODY))
+    fold = _fold_plan(step, codes, ta, tb, ia, ib)
     return dict(fold, **_asm(dtypes, _fold_body(fold))) if fold else {}
 
 
-def _pair_plan(step, codes, stride, out_dtype) -> dict:
+def c_add_plan(schedule, step) -> dict:
+    """A C target's plan of an Add step: {} or its lookup, with `lookup_consts`, what its
+    kernel reads in place of the step's constants, and `layout_extra_bytes`, the flash that
+    changes (Target.needs)."""
+    dtypes = tuple(schedule.buffers[name].dtype for name in (*step.inputs, step.output))
+    plan = add_kernel_plan(step, dtypes)
+    if not plan:
+        return {}
+    consts = plan.pop("consts")
+    return dict(plan, lookup_consts=consts, layout_extra_bytes=int(
+        sum(v.nbytes for v in consts.values()) - schedule.step_consts_bytes(step)))
+
+
+def operand_entries(step, key) -> np.ndarray:
+    """The entries of input `key`'s decode table (table_a or table_b) its stored values can
+    reach: all of them, or those of the values Add.lower lists (a_values / b_values)."""
+    values = step.params.get(f"{key}_values")
+    if values is None:
+        return np.arange(len(step.consts[f"table_{key}"]))
+    return np.asarray(values, dtype=np.int64) + step.params[f"{key}_offset"]
+
+
+def _pair_plan(step, codes, stride, out_dtype, maps) -> dict:
+    """The pair table; `maps` (the entries each input reaches, and its table's length): the
+    byte maps from a stored value to its row's first index and to its column."""
     table = np.zeros((codes.shape[0], stride), dtype=out_dtype)
     table[:, :codes.shape[1]] = codes
     p = step.params
-    return {"kernel": "add_lookup", "add_kernel": "pair", "pair_stride": stride,
-            "pair_shift": stride.bit_length() - 1,
-            "pair_base": p["a_offset"] * stride + p["b_offset"],
+    plan = {"kernel": "add_lookup", "add_kernel": "pair", "pair_stride": stride,
+            "pair_shift": stride.bit_length() - 1, "pair_map": int(maps is not None),
             "consts": {"pair": table.reshape(-1)}}
+    if maps is None:
+        plan["pair_base"] = p["a_offset"] * stride + p["b_offset"]
+        return plan
+    ia, ib, len_a, len_b = maps
+    rows, cols = np.zeros(len_a, np.uint8), np.zeros(len_b, np.uint8)
+    rows[ia] = np.arange(len(ia)) * stride
+    cols[ib] = np.arange(len(ib))
+    plan["consts"].update(pair_rows=rows, pair_cols=cols)
+    return plan
 
 
-def _fold_plan(step, codes, ta, tb) -> dict:
-    """The folded tables, or {} when the encoder is not a one-row lut or no split is exact."""
+def _fold_plan(step, codes, ta, tb, ia, ib) -> dict:
+    """The folded tables, or {} when the encoder is not a one-row lut or no split is exact
+    (checked on the entries ia, ib the inputs reach)."""
     p, c = step.params, step.consts
     if p.get("encoder") != "lut" or p["enc_per_row"] or c["enc_mult"].size != 1:
         return {}
@@ -76,7 +116,7 @@ def _fold_plan(step, codes, ta, tb) -> dict:
             fa, fb = _split(ta * mult, tb * mult, shift, k, d, base)
             if np.abs(fa).max() + np.abs(fb).max() >= INT32_LIMIT:
                 continue
-            index = (fa[:, None] + fb[None, :]) >> (shift - k)
+            index = (fa[ia][:, None] + fb[ib][None, :]) >> (shift - k)
             got = np.clip(index, *clamp) if clamp else table[np.clip(index, 0, hi - lo)]
             if np.array_equal(got, codes):
                 return _fold_params(step, fa, fb, shift - k, clamp, hi - lo)
@@ -127,8 +167,10 @@ def _fold_params(step, fa, fb, shift, clamp, last) -> dict:
 
 
 # the pair's CORE-V block: its hardware loop's instructions per iteration of 4 elements, 6 each
-# (2 code loads, a shift to the row, an add, the table's load, the store)
+# (2 code loads, a shift to the row, an add, the table's load, the store); mapped, 7 each (the
+# two maps' loads in place of the shift)
 PAIR_BODY = 4 * 6
+PAIR_MAP_BODY = 4 * 7
 
 
 def _fold_body(fold) -> int:

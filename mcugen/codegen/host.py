@@ -51,11 +51,12 @@ ISA_KINDS = [
 
 def step_consts(schedule, plan) -> dict:
     """step name -> the constants its kernel reads: the Schedule's, with a SIMD kernel's weights
-    laid out for its kernel (the same values: kernel_plan.simd_weight_layout)."""
+    laid out for its kernel (the same values: kernel_plan.simd_weight_layout), or an Add
+    lookup's tables in place of the step's (add_plan.py)."""
     out = {}
     for s in schedule.steps:
-        consts = dict(s.consts)
         p = plan.get(s.name, {})
+        consts = dict(p.get("lookup_consts", s.consts))
         if p.get("simd"):
             consts["weights"] = simd_weight_layout(s.consts["weights"], s.consts["bias"].size, p)
         out[s.name] = consts
@@ -72,7 +73,8 @@ def template_context(schedule, model_file: str, plan: dict | None = None) -> dic
         "version": __version__,
         "model_file": model_file,
         "schedule": schedule,
-        "params": {s.name: {**s.params, **plan.get(s.name, {})} for s in schedule.steps},
+        "params": {s.name: {**s.params, **{k: v for k, v in plan.get(s.name, {}).items()
+                                            if k != "lookup_consts"}} for s in schedule.steps},
         "consts": step_consts(schedule, plan),
         # the ISA layer (mcugen_isa.h) when any kernel uses it: a conv's, a dense's, a matmul's
         "simd": any(p.get("simd") or p.get("matmul_simd") for p in plan.values()),

@@ -6,7 +6,7 @@ from onnx import helper as onnx_helper
 
 from mcugen.ir.graph import Node
 from mcugen.lower.encoders import encode
-from mcugen.lower.fixedpoint import common_point_table
+from mcugen.lower.fixedpoint import common_point_table, stores_levels
 from mcugen.ops import OpDef, register
 from mcugen.numerics import activation_fn
 from mcugen.ops.affine import affine_from_onnx
@@ -87,6 +87,11 @@ class Add(OpDef):
         consts, params, info = ctx.encoder_parts(node, node.attrs["activation"], [unit], bound)
         params.update(size=int(np.prod(ctx.shape(node.output))),
                       a_offset=ea.table_offset, b_offset=eb.table_offset)
+        # an input that stores levels holds only its written values, a few of its table's
+        # entries: a target's kernel may depend on that (codegen/add_plan.py's pair table)
+        for key, grid in (("a_values", ea), ("b_values", eb)):
+            if stores_levels(grid):
+                params[key] = [int(v) for v in grid.written()]
         consts.update(table_a=table_a.astype(np.int32), table_b=table_b.astype(np.int32))
         return ctx.step(node, "add", params=params, consts=consts, info=info)
 

@@ -4,6 +4,7 @@ structure, with the SIMD kernels on boards that have dot-product instructions (t
 `simd`, an ISA of codegen/kernel_plan.py's SIMD_ISAS)."""
 from __future__ import annotations
 
+from mcugen.codegen.add_plan import c_add_plan
 from mcugen.codegen.host import render as render_c99
 from mcugen.codegen.kernel_plan import c_kernel_plan
 from mcugen.lower.head_loops import plan_head_loops
@@ -21,10 +22,12 @@ class C99Target(Target):
         return render_c99(schedule, model_file, board, plan, rtl="rtl" in self.runs_on)
 
     def plan(self, schedule, board, options=None) -> dict:
-        """Each step's kernel; and attention's steps run head by head where that lowers the
-        arena's peak (lower/head_loops.py), each kernel then planned for one head."""
+        """Each step's kernel (an Add's: its lookup, codegen/add_plan.py); and attention's steps
+        run head by head where that lowers the arena's peak (lower/head_loops.py), each kernel
+        then planned for one head."""
         isa = board.get("simd") if board else None      # the board's SIMD ISA, if any
-        plan = {s.name: c_kernel_plan(s, isa) for s in schedule.steps}
+        plan = {s.name: c_add_plan(schedule, s) if s.kind == "add" else c_kernel_plan(s, isa)
+                for s in schedule.steps}
         plan_head_loops(schedule)
         for loop in schedule.head_loops:
             for name, params in loop["per_head"].items():
