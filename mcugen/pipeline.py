@@ -94,14 +94,12 @@ def resolve_lanes(lanes, board, target) -> int:
     return 8 if lanes == "8" else 0
 
 
-def resolve_act_storage(storage, board, lanes, target) -> str:
+def resolve_act_storage(storage, board, lanes) -> str:
     """--act-storage as the quantizer takes it: levels or codes. auto: levels on boards with SIMD
-    lanes (with lanes 8), where a conv then gathers 8-bit values with no decode table, unless
-    the target's kernels read codes faster (gap8: `stored_levels`); the hls target keeps codes,
-    whose stream ports are narrower (DESIGN section 1, levels storage)."""
+    lanes (with lanes 8), where a conv then gathers 8-bit values with no decode table; the hls
+    target keeps codes, whose stream ports are narrower (DESIGN section 1, levels storage)."""
     if storage == "auto":
-        wanted = board.get("simd") and lanes == 8 and target.stored_levels
-        return "levels" if wanted else "codes"
+        return "levels" if board.get("simd") and lanes == 8 else "codes"
     return storage
 
 
@@ -195,7 +193,7 @@ def build(model, target="host", out=None, force=False, progress=None, board=None
     check_options(target, options, board, calib_given=calib is not None)
     options.lanes = resolve_lanes(lanes, board, target)
     chosen = get_target(target)
-    options.act_storage = resolve_act_storage(options.act_storage, board, options.lanes, chosen)
+    options.act_storage = resolve_act_storage(options.act_storage, board, options.lanes)
     target_options = chosen.check_options(target_options or {})
     decode_bits = check_decode_bits(decode_bits)
     if out is not None:

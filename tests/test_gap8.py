@@ -255,14 +255,16 @@ def test_gap8_cycle_model_counts_a_task_per_head():
 
 def test_gap8_encoders_are_the_common_snippets_with_a_branchless_clamp():
     """GAP8 renders the common encoder snippets (no copy of its own): the lut's index clamped
-    with cv.max / cv.min on the CORE-V build (templates/common/encoders/_clamp.c.j2), the
-    instructions of model_clamp; the emulation tests above check the results bit for bit."""
+    with cv.max / cv.min on the CORE-V build (templates/common/encoders/_clamp.c.j2), and the
+    Add's fold its index the same way; the emulation tests above check the results bit for
+    bit."""
     root = os.path.join(os.path.dirname(mcugen.__file__), os.pardir, "templates")
     assert not os.path.exists(os.path.join(root, "gap8", "encoders"))
     model_c = gap8.render(schedule_of("resnet8"), "resnet8.onnx")["model.c"]
-    assert "static inline int32_t model_clamp(" in model_c
+    assert "_fold_index(" in model_c
     for funct7 in ("0x2d", "0x2b"):          # cv.max, then cv.min
-        assert f'".insn r 0x2b, 3, {funct7}, %0, %0, %1" : "+r"(idx)' in model_c
+        for var in ("idx", "u"):             # an encoder's index, the fold's
+            assert f'".insn r 0x2b, 3, {funct7}, %0, %0, %1" : "+r"({var})' in model_c
 
 
 def test_gap8_hwc_window_only_where_the_stride_reads_every_pixel():

@@ -74,7 +74,6 @@ class Target:
     host_harness = False
     product_tables = True            # may the lowering realize MACs with product tables
     packed_weights = True            # may weights be stored as packed codes
-    stored_levels = True             # does --act-storage auto store A4-A6 lane grids as levels
     # the exact encoders --encoder auto takes on grids of fewer than 7 bits, the first that
     # builds (lower/encoders): on a processor one multiply and one compare beat a branch per bit
     exact_encoders = ("bracket", "threshold")

@@ -25,10 +25,6 @@ class Gap8Target(RtlRuns, Target):
     makefile = "emu.mk"          # the PMSIS emulation build (the Makefile is the GAP SDK's)
     product_tables = False       # the cluster kernels read decode tables only (so far)
     packed_weights = False       # they read decoded weights from L2
-    # the cluster's Add reads two 4-bit codes through one pair table (codegen/add_plan.py),
-    # which levels would widen to 8 bits: resnet8 power W4A4 estimates 10.66 MAC/cycle with
-    # codes, 9.91 with levels (the hwc conv kernel decodes a window as fast as it copies one)
-    stored_levels = False
 
     def plan(self, schedule, board, options=None) -> dict:
         # The C kernels' stack buffers count against L2 (layers the fabric controller runs use
