@@ -154,20 +154,23 @@ def residual_model(tmp_path, relu, shape=(1, 3, 5, 7)):
                 tmp_path / f"residual_{int(relu)}.onnx")
 
 
-# (scheme, wbits, abits, Add followed by Relu, lowered for) -> the lookup add_plan.py picks and
-# its clamp. Lowered for gap8, 8-bit activations take uniform-like grids; the host target's
+# (scheme, wbits, abits, Add followed by Relu, lowered for[, activation storage]) -> the lookup
+# add_plan.py picks and its variant (the fold's clamp, the pair's maps). Lowered for gap8, 8-bit activations take uniform-like grids; the host target's
 # power grid (rendered for GAP8 as test_gap8 does) has a requantizing lut of its own.
 ADDS = {("uniform", 8, 8, True, "gap8"): ("fold", 9),      # codes 0..255: one cv.clipu
         ("uniform", 8, 8, False, "gap8"): ("fold", 0),     # signed codes: cv.max + cv.min
         ("power", 4, 8, True, "host"): ("fold", None),     # a power grid: the encoder's table
-        ("power", 4, 4, False, "gap8"): ("pair", None)}    # 4-bit codes: one table of every pair
+        # 4-bit activations: one table of every pair, read through the maps of the levels
+        # stored (the default) or at the codes themselves
+        ("power", 4, 4, False, "gap8"): ("pair", 1),
+        ("power", 4, 4, False, "gap8", "codes"): ("pair", 0)}
 
 
-def add_schedule(tmp_path, scheme, wbits, abits, relu, target="gap8"):
+def add_schedule(tmp_path, scheme, wbits, abits, relu, target="gap8", storage="auto"):
     """(gap8: the lowering's choices for the target; host: product tables off at these widths)"""
     return mcugen.build(residual_model(tmp_path, relu), target=target, out=None, scheme=scheme,
                         wbits=wbits, abits=abits, input_range=(-2.0, 2.0),
-                        first_last_bits="same").schedule
+                        first_last_bits="same", act_storage=storage).schedule
 
 
 def add_plan_of(schedule, board=None):
@@ -182,10 +185,12 @@ def test_gap8_add_lookups_are_bit_exact(config, tmp_path, host_cc):
     zeros), against the reference under ASan + UBSan."""
     schedule = add_schedule(tmp_path, *config)
     plan = add_plan_of(schedule)
-    kernel, clip = ADDS[config]
+    kernel, variant = ADDS[config]   # the fold's clip_bits, the pair's pair_map
     assert plan.kernel["add_kernel"] == kernel and "table_a" not in plan.consts
-    if clip is not None:
-        assert plan.kernel["clip_bits"] == clip and plan.kernel["fold_table"] == 0
+    if kernel == "pair":
+        assert plan.kernel["pair_map"] == variant
+    elif variant is not None:
+        assert plan.kernel["clip_bits"] == variant and plan.kernel["fold_table"] == 0
     elif kernel == "fold":
         assert plan.kernel["fold_table"] == 1 and "enc_table" in plan.consts
     bit_exact(schedule, tmp_path / "one")

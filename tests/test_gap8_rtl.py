@@ -165,11 +165,12 @@ def test_gap8_hwc_conv_blocks_are_bit_exact_on_the_rtl(name, tmp_path, rtl_tools
 
 
 @pytest.mark.parametrize("config", [("uniform", 8, 8, True, "gap8"), ("uniform", 8, 8, False, "gap8"),
-                                    ("power", 4, 8, True, "host"), ("power", 4, 4, False, "gap8")])
+                                    ("power", 4, 8, True, "host"), ("power", 4, 4, False, "gap8"),
+                                    ("power", 4, 4, False, "gap8", "codes")])
 def test_gap8_add_lookup_blocks_are_bit_exact_on_the_rtl(config, tmp_path, rtl_tools):
-    """The Add's lookups in their CORE-V blocks (add_lookup.c.j2): the fold with cv.clipu, with
-    cv.max + cv.min and with the encoder's table, and the pair table; 105 elements, so each
-    core's share ends in a C remainder."""
+    """The Add's lookups in their CORE-V blocks (_add_lookup_blocks.c.j2): the fold with
+    cv.clipu, with cv.max + cv.min and with the encoder's table, and the pair table through the
+    levels' maps and at the codes; 105 elements, so each core's share ends in a C remainder."""
     from test_gap8 import write_gap8
     from test_gap8_kernels import ADDS, add_plan_of, add_schedule
     schedule = add_schedule(tmp_path, *config)
