@@ -8,6 +8,7 @@ import pytest
 import mcugen
 from conftest import require_tool
 from mcugen.codegen.add_plan import c_add_plan
+from mcugen.ops import step_op
 from mcugen.reference.interpreter import quantize_input, run_codes
 from mcugen.verify import compare, verify_inputs
 from test_gap8_kernels import residual_model
@@ -69,6 +70,21 @@ def test_the_maps_hold_a_row_for_each_value_an_input_can_hold(tmp_path):
         assert len(np.unique(used)) == len(listed)
         assert not np.delete(maps[key], entries).any()           # no other value has a row
     assert plan["pair_stride"] * len(step.params["a_values"]) == plan["lookup_consts"]["pair"].size
+
+
+def test_the_reference_refuses_an_input_value_its_add_does_not_list(tmp_path):
+    """What the maps rely on, checked on every reference run: a stored value outside
+    a_values (here one between two levels) stops the run and names the step."""
+    project = build(tmp_path, ("power", 4, 4, True, "levels"))
+    step = add_step(project)
+    shapes = [(1, *shape) for shape in step.params["in_shapes"]]
+    a, b = step.params["a_values"], step.params["b_values"]
+    held = [np.full(shapes[0], a[1]), np.full(shapes[1], b[1])]
+    assert step_op("add").run_int(step, held).shape[0] == 1
+    held[0].flat[7] = a[1] + 1
+    assert a[1] + 1 not in a
+    with pytest.raises(AssertionError, match=f"{step.name}: its input holds \\[{a[1] + 1}\\]"):
+        step_op("add").run_int(step, held)
 
 
 def test_codes_storage_lists_no_values_and_needs_no_maps(tmp_path):
