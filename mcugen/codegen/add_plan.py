@@ -47,7 +47,7 @@ def add_kernel_plan(step, dtypes) -> dict:
     mapped = len(ia) < len(ta) or len(ib) < len(tb)
     if (len(ia) * stride * np.dtype(out_dtype).itemsize <= PAIR_TABLE_BYTES
             and (not mapped or len(ia) * stride <= MAP_LIMIT)):
-        pair = _pair_plan(step, codes, stride, out_dtype, (ia, ib, len(ta), len(tb)) if mapped else None)
+        pair = _pair_plan(step, codes, stride, out_dtype, (ia, ib) if mapped else None)
         return dict(pair, **_asm(dtypes, PAIR_MAP_BODY if mapped else PAIR_BODY))
     fold = _fold_plan(step, codes, ta, tb, ia, ib)
     return dict(fold, **_asm(dtypes, _fold_body(fold))) if fold else {}
@@ -76,8 +76,8 @@ def operand_entries(step, key) -> np.ndarray:
 
 
 def _pair_plan(step, codes, stride, out_dtype, maps) -> dict:
-    """The pair table; `maps` (the entries each input reaches, and its table's length): the
-    byte maps from a stored value to its row's first index and to its column."""
+    """The pair table; `maps` (the entries of table_a and table_b the inputs reach): the byte
+    maps from a stored value to its row's first index and to its column."""
     table = np.zeros((codes.shape[0], stride), dtype=out_dtype)
     table[:, :codes.shape[1]] = codes
     p = step.params
@@ -87,8 +87,8 @@ def _pair_plan(step, codes, stride, out_dtype, maps) -> dict:
     if maps is None:
         plan["pair_base"] = p["a_offset"] * stride + p["b_offset"]
         return plan
-    ia, ib, len_a, len_b = maps
-    rows, cols = np.zeros(len_a, np.uint8), np.zeros(len_b, np.uint8)
+    ia, ib = maps
+    rows, cols = (np.zeros(len(step.consts[k]), np.uint8) for k in ("table_a", "table_b"))
     rows[ia] = np.arange(len(ia)) * stride
     cols[ib] = np.arange(len(ib))
     plan["consts"].update(pair_rows=rows, pair_cols=cols)

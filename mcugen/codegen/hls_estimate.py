@@ -49,17 +49,22 @@ def bram18(depth: int, width: int) -> int:
     return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in BRAM18_SHAPES)
 
 
-def bank_depth(entries: int, banks: int) -> int:
-    """Entries a bank holds (at least one bank, at most one entry a bank)."""
-    return math.ceil(entries / max(1, min(banks, entries)))
+def banked(entries: int, banks: int) -> tuple:
+    """(banks, entries a bank holds): at least one bank, at most one entry a bank."""
+    banks = max(1, min(banks, entries))
+    return banks, math.ceil(entries / banks)
+
+
+def fits_luts(entries: int, width: int, banks: int = 1) -> bool:
+    """Whether each bank is small enough for LUTs (LUTRAM_BITS), where a block would waste."""
+    return banked(entries, banks)[1] * width <= LUTRAM_BITS
 
 
 def lut_memory(entries: int, width: int, banks: int = 1, writable: bool = False) -> dict:
     """An array of `entries` x `width` bits in `banks` banks held in LUTs: a ROM is logic
     (constant LUT contents, any slice: 64 x 1 bit a LUT6); a memory written at run time (a
     buffer) is distributed RAM (ram_luts), so its LUTs are also LUTRAM."""
-    banks = max(1, min(banks, entries))
-    depth = math.ceil(entries / banks)
+    banks, depth = banked(entries, banks)
     if writable:
         luts = banks * ram_luts(depth, width)
         return {"bram_18k": 0, "lut": luts, "lutram": luts}
@@ -68,14 +73,14 @@ def lut_memory(entries: int, width: int, banks: int = 1, writable: bool = False)
 
 def block_memory(entries: int, width: int, banks: int = 1) -> dict:
     """The same array in BRAM_18K blocks."""
-    banks = max(1, min(banks, entries))
-    return {"bram_18k": banks * bram18(math.ceil(entries / banks), width), "lut": 0}
+    banks, depth = banked(entries, banks)
+    return {"bram_18k": banks * bram18(depth, width), "lut": 0}
 
 
 def memory(entries: int, width: int, banks: int = 1) -> dict:
     """BRAM_18K and LUTs of a ROM of `entries` x `width` bits in `banks` banks: LUTs up to
     LUTRAM_BITS a bank."""
-    if bank_depth(entries, banks) * width <= LUTRAM_BITS:
+    if fits_luts(entries, width, banks):
         return lut_memory(entries, width, banks)
     return block_memory(entries, width, banks)
 
@@ -83,7 +88,7 @@ def memory(entries: int, width: int, banks: int = 1) -> dict:
 def ram(entries: int, width: int, banks: int = 1) -> dict:
     """A memory written at run time (a buffer, not a ROM), LUTs (distributed RAM) up to
     LUTRAM_BITS a bank."""
-    if bank_depth(entries, banks) * width <= LUTRAM_BITS:
+    if fits_luts(entries, width, banks):
         return lut_memory(entries, width, banks, writable=True)
     return {**block_memory(entries, width, banks), "lutram": 0}
 

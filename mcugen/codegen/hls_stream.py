@@ -339,7 +339,7 @@ def store(entries: int, width: int, banks: int, fpga, writable: bool = False) ->
     logic, 64 x 1 bit a LUT6; a `writable` array (a line buffer) is distributed RAM, LUTRAM
     too, at estimate.ram_luts."""
     lut = estimate.lut_memory(entries, width, banks, writable)
-    if estimate.bank_depth(entries, banks) * width <= estimate.LUTRAM_BITS:
+    if estimate.fits_luts(entries, width, banks):
         return {**lut, "impl": "lutram"}
     bram = estimate.block_memory(entries, width, banks)
     if estimate.device_share(lut, fpga) <= estimate.device_share(bram, fpga):

@@ -5,8 +5,8 @@ from it, pos_t = pad + #{s <= t : id_s != pad} where id_t != pad, else pad.
 The exporters write it as Equal, Not, Cast, CumSum, Mul and Add, with Casts and their order
 differing by exporter and version. Matching those ops would break with the next exporter, so
 the subgraph from the ids to the indices of a constant table's Gather is run (node by node, as
-the constant folder runs them) on probe sequences and compared with the rule, for each integer constant of the
-subgraph as the padding id. Where every probe agrees, the Gather reads the ids themselves with
+the constant folder runs them) on probe sequences and compared with the rule, for each integer
+constant of the subgraph as the padding id. Where every probe agrees, the Gather reads the ids themselves with
 the padding id as an attribute (ops/embedding.py: a position lookup, still no arithmetic on
 values) and the subgraph goes. Anything else stays, and is refused where it is mapped.
 """
